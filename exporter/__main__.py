@@ -1,0 +1,4 @@
+"""python -m exporter"""
+from exporter.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Attestation evidence: parsing (snp, tdx), verification to vendor roots, and policy."""

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Starts a real libvirtd with the QEMU driver by hand (no systemd here) and waits until it answers.
+# Idempotent: does nothing when qemu:///system already answers.
+set -euo pipefail
+if timeout 5 virsh -c qemu:///system version >/dev/null 2>&1; then exit 0; fi
+
+id libvirt-qemu >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin libvirt-qemu
+# Running QEMU as root avoids libvirt re-probing QEMU's capabilities (~30 s) on every define.
+conf=/etc/libvirt/qemu.conf
+grep -q '^user = "root"' "$conf" || printf 'user = "root"\ngroup = "root"\n' >> "$conf"
+mkdir -p /var/log/libvirt/qemu /var/run/libvirt /var/lib/libvirt/qemu
+pgrep -x virtlogd >/dev/null || virtlogd -d
+pgrep -x libvirtd >/dev/null || libvirtd -d
+for _ in $(seq 1 100); do
+  if timeout 5 virsh -c qemu:///system version >/dev/null 2>&1; then exit 0; fi
+  sleep 0.2
+done
+echo "libvirtd did not answer on qemu:///system within 20 s" >&2
+exit 1

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh Debian bookworm machine: installs what the tests need (Debian packages,
+# Elasticsearch, helm, a virtualenv), starts libvirtd, then runs pytest. Services that only some tests need
+# (Elasticsearch, nginx, Prometheus, Alertmanager) are started by the test session's fixtures.
+# Extra arguments go to pytest, e.g. scripts/test.sh tests/exporter -k webconfig
+set -euo pipefail
+cd "$(dirname "$0")/.."
+for step in scripts/install-*.sh; do
+  echo "== $step" >&2
+  bash "$step"
+done
+bash scripts/bootstrap.sh
+bash scripts/start-libvirtd.sh
+exec .venv/bin/python -m pytest "$@"
