@@ -1,0 +1,148 @@
+"""Scrape time and peak RSS of tee-exporter vs Debian's prometheus-libvirt-exporter, same libvirtd, same run.
+
+Both exporters talk to the real libvirtd over its UNIX socket (``test+unix://``: libvirtd's test driver loaded
+with a generated node file of N running domains), so both pay the same RPC costs. For each N the first scrape
+(tee-exporter reads and parses every domain XML once then) is reported separately from the steady-state median.
+
+    .venv/bin/python bench/exporter_scrape.py [--sizes 10,100,1000] [--scrapes 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEBIAN = "/usr/bin/prometheus-libvirt-exporter"
+
+
+def node_file(path: Path, count: int) -> Path:
+    """N running domains, a quarter each plain, SEV, SEV-ES and SEV-SNP, each with a disk and a NIC."""
+    kinds = ["", "<launchSecurity type='sev'><policy>0x1</policy></launchSecurity>",
+             "<launchSecurity type='sev'><policy>0x5</policy></launchSecurity>",
+             "<launchSecurity type='sev-snp'><policy>0x30000</policy></launchSecurity>"]
+    doms = "".join(
+        f"<domain type='test'><name>bench-{i:05d}</name><uuid>7ee20000-0000-4000-8000-{i:012d}</uuid>"
+        f"<memory unit='MiB'>512</memory><vcpu>1</vcpu><os><type>hvm</type></os>{kinds[i % 4]}"
+        f"<devices><disk type='file' device='disk'><source file='/img/{i}.img'/><target dev='vda' bus='virtio'/>"
+        f"</disk><interface type='network'><source network='default'/><model type='virtio'/></interface>"
+        "</devices></domain>" for i in range(count))
+    path.write_text(f"<node>{doms}</node>")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+@dataclass
+class Result:
+    first: float
+    median: float
+    rss_mb: float
+    domains: int
+
+
+def scrape(url: str) -> tuple[float, str]:
+    start = time.perf_counter()
+    with urllib.request.urlopen(url, timeout=300) as resp:
+        body = resp.read().decode()
+    return time.perf_counter() - start, body
+
+
+def measure(cmd: list[str], port: int, scrapes: int, domain_metric: str) -> Result:
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/metrics"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{cmd[0]} did not start") from None
+                time.sleep(0.05)
+        first, body = scrape(url)
+        times = [scrape(url)[0] for _ in range(scrapes)]
+        domains = sum(1 for line in body.splitlines() if line.startswith(domain_metric + "{"))
+        return Result(first, statistics.median(times), peak_rss_mb(proc.pid), domains)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def tee_cmd(uri: str, port: int, tmp: Path) -> list[str]:
+    return [str(ROOT / ".venv" / "bin" / "tee-exporter"), "--libvirt.uri", uri, "--web.listen-address",
+            f"127.0.0.1:{port}", "--journal.path", str(tmp / "journal.jsonl"), "--no-collector.attestation",
+            "--no-collector.kbs", "--collector.timeout", "120"]
+
+
+def debian_cmd(uri: str, port: int) -> list[str]:
+    return [DEBIAN, "--libvirt.uri", uri, "--web.listen-address", f"127.0.0.1:{port}"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="10,100,1000")
+    parser.add_argument("--scrapes", type=int, default=7)
+    args = parser.parse_args()
+    subprocess.run(["bash", str(ROOT / "scripts" / "start-libvirtd.sh")], check=True)
+    have_debian = shutil.which(DEBIAN) is not None
+    rows = []
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        for n in (int(s) for s in args.sizes.split(",")):
+            uri = f"test+unix://{node_file(tmp / f'node-{n}.xml', n)}"
+            port = free_port()
+            tee = measure(tee_cmd(uri, port, tmp), port, args.scrapes, "tee_domain_state")
+            deb = None
+            if have_debian:
+                port = free_port()
+                deb = measure(debian_cmd(uri, port), port, args.scrapes, "libvirt_domain_info_virtual_cpus")
+            rows.append((n, tee, deb))
+    print_table(rows)
+    return 0
+
+
+def print_table(rows: list) -> None:
+    print(f"{'domains':>7} | {'tee first s':>11} {'tee med s':>9} {'tee RSS MB':>10} {'tee n':>5} {'ms/dom':>7} | "
+          f"{'deb med s':>9} {'deb RSS MB':>10} {'deb n':>5} | {'time ratio':>10} {'RSS ratio':>9}")
+    for n, tee, deb in rows:
+        line = (f"{n:>7} | {tee.first:>11.3f} {tee.median:>9.3f} {tee.rss_mb:>10.1f} {tee.domains:>5} "
+                f"{tee.median / n * 1000:>7.3f} |")
+        if deb is None:
+            line += " (prometheus-libvirt-exporter not installed)"
+        else:
+            line += (f" {deb.median:>9.3f} {deb.rss_mb:>10.1f} {deb.domains:>5} | "
+                     f"{tee.median / deb.median:>10.3f} {tee.rss_mb / deb.rss_mb:>9.2f}")
+        print(line)
+    print("time ratio = tee-exporter median scrape / Debian exporter median scrape (lower is better);"
+          " n = domains each exposed")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

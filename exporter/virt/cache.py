@@ -1,0 +1,93 @@
+"""Domain XML parsed once per domain and change, shared by the collectors (keyed by UUID).
+
+An entry is dropped when libvirt reports a lifecycle event for the domain (a define, start or undefine can change
+its XML) and the whole cache is dropped on reconnect, since events may have been missed while disconnected.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import libvirt
+
+from exporter.virt.connection import LibvirtConnection
+from exporter.virt.domain_xml import DomainInfo, DomainXMLError, parse_domain_xml
+
+log = logging.getLogger(__name__)
+
+
+class DomainCache:
+    def __init__(self, connection: LibvirtConnection) -> None:
+        self._infos: dict[str, DomainInfo] = {}
+        self._last_known: dict[str, DomainInfo] = {}  # survives invalidation: an undefined domain's last XML
+        self._lock = threading.Lock()
+        self.parses = 0  # how many XML documents were parsed; lets tests prove the cache works
+        connection.on_domain_event(libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_lifecycle)
+        connection.on_reconnect(self.clear)
+
+    def info(self, dom: libvirt.virDomain) -> DomainInfo | None:
+        """The parsed definition of ``dom``; None if the domain vanished or its XML is unusable."""
+        uuid = dom.UUIDString()
+        with self._lock:
+            cached = self._infos.get(uuid)
+        if cached is not None:
+            return cached
+        try:
+            info = parse_domain_xml(dom.XMLDesc(0))
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                raise
+            return None  # destroyed and undefined between listing and reading: simply gone
+        except DomainXMLError as exc:
+            log.warning("unusable domain XML", extra={"domain_uuid": uuid, "error": str(exc)})
+            return None
+        with self._lock:
+            self._infos[uuid] = info
+            self._last_known[uuid] = info
+            self.parses += 1
+        return info
+
+    def cached(self, uuid: str) -> bool:
+        with self._lock:
+            return uuid in self._infos
+
+    def invalidate(self, uuid: str) -> None:
+        with self._lock:
+            old = self._infos.pop(uuid, None)
+            if old is not None:
+                self._last_known[uuid] = old
+
+    def last_known(self, uuid: str) -> DomainInfo | None:
+        """The definition seen before the latest invalidation (e.g. of a domain that is now undefined)."""
+        with self._lock:
+            return self._infos.get(uuid) or self._last_known.get(uuid)
+
+    def retain(self, uuids: set[str]) -> None:
+        """Forget domains that no longer exist."""
+        with self._lock:
+            for uuid in set(self._infos) - uuids:
+                del self._infos[uuid]
+            for uuid in set(self._last_known) - uuids:
+                del self._last_known[uuid]
+
+    def clear(self) -> None:
+        """Forget current definitions (they may have changed unseen); last-known ones stay for undefine events."""
+        with self._lock:
+            self._infos.clear()
+
+    def prime(self, conn: libvirt.virConnect) -> None:
+        """Read every domain's definition now, so that events about it later can name its TEE type."""
+        for dom in conn.listAllDomains(0):
+            self.info(dom)
+
+    def _on_lifecycle(self, _conn: Any, dom: libvirt.virDomain, _event: int, _detail: int, _opaque: Any) -> None:
+        self.invalidate(dom.UUIDString())
+
+
+def shared_cache(shared: dict[str, Any], connection: LibvirtConnection) -> DomainCache:
+    key = f"libvirt.domain_cache:{connection.uri}"
+    if key not in shared:
+        shared[key] = DomainCache(connection)
+    return shared[key]
