@@ -1,0 +1,5 @@
+"""``python -m audit`` is ``tee-audit``."""
+
+from audit.cli import main
+
+main()

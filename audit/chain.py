@@ -1,0 +1,106 @@
+"""The hash chain: per chain id, ``seq`` from 0 without gaps, each record linking to its predecessor.
+
+``hash = SHA-256(JCS(record))`` where the record carries ``chain.id``, ``chain.seq`` and ``chain.prev_hash`` (but not
+``chain.hash`` itself). Pure functions over values; no I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from audit.canonical import canonicalize
+
+GENESIS = "0" * 64
+FIELD = "chain"  # the reserved top-level field; a source event carrying it is refused, never overwritten
+
+
+class ChainError(Exception):
+    """A record cannot be chained (or a stored chain state is unusable); the message says why."""
+
+
+@dataclass(frozen=True)
+class Head:
+    """Where a chain stands: the next sequence number to assign and the hash of the last record."""
+
+    chain_id: str
+    next_seq: int = 0
+    hash: str = GENESIS
+
+
+def record_hash(doc: dict[str, Any], fast: bool = False) -> str:
+    """SHA-256 (hex) over the canonical form of ``doc`` without ``chain.hash``."""
+    link = {k: v for k, v in doc[FIELD].items() if k != "hash"}
+    body = dict(doc)
+    body[FIELD] = link
+    return hashlib.sha256(canonicalize(body, fast)).hexdigest()
+
+
+def intact_link(line: bytes) -> tuple[int, str, str] | None:
+    """``(seq, hash, prev_hash)`` of a stored line whose bytes prove it unaltered; None when they do not (tampered,
+    or merely stored in another shape): the caller then takes the full path (``loads`` + ``record_hash``).
+
+    Sound without a strict parser because of two checks. (1) ``line`` must be exactly orjson's compact rendering of
+    what orjson parsed from it: that rules out duplicate keys (orjson keeps the last one, a strict parser refuses
+    the line), whitespace, and numbers orjson would read differently (big integers become floats). (2) SHA-256 over
+    orjson's key-sorted rendering without ``chain.hash`` must equal the stored hash: by collision resistance those
+    bytes then are the very bytes ``seal`` hashed, i.e. the RFC 8785 form of this record, so the full path reaches
+    the same verdict. Anything orjson renders unlike RFC 8785 (floats such as 1.0, exotic escapes) just misses (2).
+    """
+    try:
+        doc = orjson.loads(line)
+        if orjson.dumps(doc) != line:
+            return None
+        link = doc[FIELD]
+        stored = link.pop("hash")
+        seq, prev = link["seq"], link["prev_hash"]
+        if type(seq) is not int or type(stored) is not str or type(prev) is not str:
+            return None
+        if hashlib.sha256(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)).hexdigest() != stored:
+            return None
+    except (orjson.JSONDecodeError, orjson.JSONEncodeError, KeyError, TypeError, AttributeError):
+        return None
+    return seq, stored, prev
+
+
+_MEMBER = b'"chain":{'
+_HASHED = b'"chain":{"hash":"'
+
+
+def canonical_link(line: bytes, chain_json: bytes, seq: int, prev: str) -> str | None:
+    """The stored hash when ``line`` is record ``seq`` of the chain (``chain_json``: the id as RFC 8785 text) linked
+    to ``prev``, written as its RFC 8785 bytes with ``"hash":"<hex>",`` opening the chain object; else None.
+
+    No parsing: cut the hash member out and hash the rest. Sound because the line must hold exactly one
+    ``"chain":{`` and the cut cannot create another: when the digest matches, the rest is the RFC 8785 form of a
+    sealed record (collision resistance), whose only ``"chain":{`` is its top-level chain object; so the line is
+    that record with its own hash added, and the full path would read the same seq, prev_hash and verdict.
+    """
+    at = line.find(_HASHED)
+    if at < 0 or line.count(_MEMBER) != 1:
+        return None
+    digest = line[at + 17:at + 81]
+    if not line.startswith(b'","id":%s,"prev_hash":"%s","seq":%d}' % (chain_json, prev.encode(), seq), at + 81):
+        return None
+    if hashlib.sha256(line[:at + 9] + line[at + 83:]).hexdigest().encode() != digest:
+        return None
+    return digest.decode()
+
+
+def seal(event: dict[str, Any], head: Head, fast: bool = False) -> tuple[dict[str, Any], Head]:
+    """Append ``event`` to the chain at ``head``: the sealed record and the new head."""
+    if FIELD in event:
+        raise ChainError(f"the top-level field {FIELD!r} is reserved for the audit chain")
+    doc = dict(event)
+    doc[FIELD] = {"id": head.chain_id, "seq": head.next_seq, "prev_hash": head.hash}
+    digest = record_hash(doc, fast)
+    doc[FIELD]["hash"] = digest
+    return doc, Head(head.chain_id, head.next_seq + 1, digest)
+
+
+def doc_id(chain_id: str, seq: int) -> str:
+    """The deterministic Elasticsearch ``_id`` of a record: a retry can only ever hit the same document."""
+    return f"{chain_id}:{seq}"

@@ -1,0 +1,142 @@
+"""``tee-audit``: ship the exporter's journal into a signed hash chain, verify it, manage keys and checkpoints.
+
+``ship`` takes node_exporter-style flags, every one also settable in ``--config.file`` (YAML keys are the flag names
+without dashes; flags win; unknown keys are an error). Secrets are only ever read from files.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from audit import config
+from exporter import __version__
+from exporter.flags import flag, given
+from exporter.log import setup_logging
+
+_PATH = click.Path(path_type=Path)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, "--version")
+def main() -> None:
+    """Tamper-evident audit trail for confidential-computing hosts.
+
+    `ship` turns the tee-exporter journal (and Alertmanager webhooks) into a per-host SHA-256 hash chain with
+    Ed25519-signed C2SP checkpoints, stored in Elasticsearch and/or a local directory; `verify` checks it with
+    nothing but the public key.
+    """
+
+
+@main.command()
+@click.option("--config.file", "config_file", type=_PATH,
+              help="YAML file holding any of these settings, keyed by flag name without dashes; flags win.")
+@flag("source", type=_PATH, multiple=True,
+       help="Journal (JSON Lines) file to tail, following rotation to <file>.1. Repeatable.")
+@flag("store", type=_PATH, help="Local store directory (JSON Lines segments + checkpoint notes).")
+@flag("es", help="Elasticsearch URL (http:// or https://). Both sinks may be given.")
+@flag("es.ca-file", type=_PATH, help="CA bundle (PEM) that signs the Elasticsearch server certificate.")
+@flag("es.api-key-file", type=_PATH, help="File holding the Elasticsearch API key (the base64 'encoded' form).")
+@flag("es.username", help="Elasticsearch user for basic auth (password from --es.password-file).")
+@flag("es.password-file", type=_PATH, help="File holding the Elasticsearch password.")
+@flag("es.namespace", help="Data stream namespace: records go to logs-tee.audit-<namespace>. [default: default]")
+@flag("es.retention", help="Data stream lifecycle data_retention. [default: 90d]")
+@flag("es.batch-size", type=int, help="Documents per bulk request. [default: 1000]")
+@flag("signing-key", type=_PATH, help="Ed25519 private key (PEM) that signs checkpoints. Required.")
+@flag("chain", help="Chain id (one chain per host). [default: this host's name]")
+@flag("spool.dir", type=_PATH,
+       help="Durable spool and read offsets. [default: <store>/.spool with --store, else /var/lib/tee-audit/spool]")
+@flag("spool.max-bytes", type=int, help="Spool bound; reading pauses (backpressure) above it. [default: 256 MiB]")
+@flag("source.max-line-bytes", type=int, help="Longer journal lines are quarantined. [default: 1 MiB]")
+@flag("source.poll-seconds", type=float, help="How often sources are polled when idle. [default: 0.5]")
+@flag("quarantine.dir", type=_PATH, help="Where malformed input is kept. [default: <spool.dir>/quarantine]")
+@flag("checkpoint.every-records", type=int, help="Sign a checkpoint every N records. [default: 1000]")
+@flag("checkpoint.every-seconds", type=float, help="...or every T seconds when records arrived. [default: 60]")
+@flag("verify.every-seconds", type=float,
+       help="Re-verify what each sink holds this often (tee_audit_chain_intact). [default: 300]")
+@flag("web.listen-address", help="Address for the tee_audit_* metrics. [default: :9941]")
+@flag("web.config.file", type=_PATH, help="exporter-toolkit web config (TLS, basic auth) for the metrics port.")
+@flag("alertmanager.listen-address",
+       help="Serve an Alertmanager webhook receiver (POST /alerts) here; alerts become audit records. [default: off]")
+@flag("otlp.endpoint", help="OTLP/HTTP endpoint for trace spans (e.g. http://otel:4318). [default: no export]")
+@flag("once", boolean=True,
+       help="Drain every source, flush every sink, sign a final checkpoint and exit (0 only when all is durable).")
+@flag("log.level", type=click.Choice(["debug", "info", "warning", "error"]), help="[default: info]")
+@flag("log.format", type=click.Choice(["logfmt", "json"]), help="[default: logfmt]")
+@click.pass_context
+def ship(ctx: click.Context, config_file: Path | None, **flags: Any) -> None:
+    """Ship journal events and alerts into the signed audit chain."""
+    try:
+        settings = config.load(config_file, given(ctx, flags))
+    except config.ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    setup_logging(settings.log_level, settings.log_format)
+    from audit.ship import run  # heavy imports (elasticsearch, opentelemetry) only for the daemon
+
+    sys.exit(run(settings))
+
+
+@main.command()
+@click.option("--store", type=_PATH, help="Local store directory to verify.")
+@click.option("--es", help="Elasticsearch URL to verify.")
+@click.option("--data-stream", help="Data stream to read. [default: logs-tee.audit-default]")
+@click.option("--es.ca-file", "es_ca_file", type=_PATH, help="CA bundle for the Elasticsearch certificate.")
+@click.option("--es.api-key-file", "es_api_key_file", type=_PATH, help="File holding an API key.")
+@click.option("--es.username", "es_username", help="User for basic auth.")
+@click.option("--es.password-file", "es_password_file", type=_PATH, help="File holding the password.")
+@click.option("--public-key", type=_PATH, required=True, help="Ed25519 public key (PEM or note vkey).")
+@click.option("--chain", help="Chain id. [default: the only chain present]")
+@click.option("--from-checkpoint", type=_PATH,
+              help="Trusted checkpoint note: verify from its record on (older records may be gone).")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable findings.")
+def verify(store: Path | None, es: str | None, data_stream: str | None, es_ca_file: Path | None,
+           es_api_key_file: Path | None, es_username: str | None, es_password_file: Path | None,
+           public_key: Path, chain: str | None, from_checkpoint: Path | None, as_json: bool) -> None:
+    """Verify a chain; exit 0 intact, 1 not intact, 2 verification could not run."""
+    from audit import verify_cli
+
+    conn = verify_cli.EsOptions(es, data_stream, es_ca_file, es_api_key_file, es_username, es_password_file)
+    sys.exit(verify_cli.run(store, conn, public_key, chain, from_checkpoint, as_json))
+
+
+@main.command()
+@click.option("--out", type=_PATH, required=True, help="Directory for audit.key (0600), audit.pub, audit.vkey.")
+def keygen(out: Path) -> None:
+    """Create an Ed25519 key pair for signing checkpoints."""
+    from audit.checkpoint import generate
+
+    try:
+        priv, pub = generate(out)
+    except FileExistsError:
+        raise click.UsageError(f"{out}/audit.key exists; refusing to overwrite a signing key") from None
+    click.echo(f"private key: {priv}\npublic key:  {pub}\nverifier key: {out / 'audit.vkey'}")
+
+
+@main.group(name="checkpoint")
+def checkpoint_group() -> None:
+    """Inspect signed checkpoints."""
+
+
+@checkpoint_group.command()
+@click.argument("note", type=_PATH)
+@click.option("--public-key", type=_PATH, help="Also check the signature against this key.")
+def show(note: Path, public_key: Path | None) -> None:
+    """Print a checkpoint note's origin, size, root and signature status (exit 1 if a given key rejects it)."""
+    from audit import checkpoint as cp
+
+    try:
+        parsed = cp.parse(note.read_text())
+        key = cp.load_public(public_key) if public_key else None
+    except (OSError, cp.CheckpointError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    info = {"origin": parsed.origin, "size": parsed.size, "root": parsed.root_hex,
+            "signatures": [{"name": n, "key_id": k.hex()} for n, k, _ in parsed.signatures]}
+    if key is not None:
+        info["signature_valid"] = cp.verify(parsed, key)
+    click.echo(json.dumps(info, indent=2))
+    sys.exit(0 if info.get("signature_valid", True) else 1)

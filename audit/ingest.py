@@ -1,0 +1,66 @@
+"""What a source line must be to enter the chain, and where it goes when it is not.
+
+A line is chained byte-for-byte as parsed (no field is added, dropped or coerced); anything that cannot be, is
+quarantined with its file and offset, counted, and logged once (one line per bad input).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from audit.canonical import CanonicalError
+from audit.chain import FIELD
+from audit.sources.journal import Line
+
+log = logging.getLogger("audit.ingest")
+
+KEEP_BYTES = 64 * 1024
+
+
+def check_event(value: Any) -> None:
+    """Raise ``CanonicalError`` (bounded reason) unless ``value`` can be chained and indexed unaltered."""
+    if not isinstance(value, dict):
+        raise CanonicalError("not_object", "a journal line must be a JSON object")
+    if FIELD in value:
+        raise CanonicalError("reserved_field", f"the top-level field {FIELD!r} is reserved for the audit chain")
+    stamp = value.get("@timestamp")
+    if not isinstance(stamp, str):
+        raise CanonicalError("bad_timestamp", "@timestamp is missing or not a string")
+    try:
+        when = dt.datetime.fromisoformat(stamp)
+    except ValueError:
+        raise CanonicalError("bad_timestamp", f"@timestamp {stamp[:40]!r} is not ISO 8601") from None
+    if when.tzinfo is None or not 1970 <= when.year < 2262:  # date_nanos range in Elasticsearch
+        raise CanonicalError("bad_timestamp", f"@timestamp {stamp[:40]!r} lacks a zone or is out of range")
+
+
+class Quarantine:
+    """Appends rejected lines (base64, first 64 KiB) with their file and offset to ``<dir>/quarantine.jsonl``."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = Path(directory)
+        self.count = 0
+
+    def put(self, line: Line, reason: str, detail: str) -> None:
+        self.count += 1
+        log.warning("malformed input quarantined", extra={"file": line.file, "offset": line.offset,
+                                                           "length": line.end - line.offset, "reason": reason,
+                                                           "detail": detail[:200]})
+        record = {"@timestamp": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "file": line.file,
+                  "inode": line.ino, "offset": line.offset, "length": line.end - line.offset, "reason": reason,
+                  "detail": detail[:500], "line_base64": base64.b64encode(line.raw[:KEEP_BYTES]).decode()}
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            with open(self.dir / "quarantine.jsonl", "ab") as fh:
+                fh.write(json.dumps(record).encode() + b"\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            log.error("cannot write the quarantine file; the bad line is only logged",
+                      extra={"dir": str(self.dir), "error": exc.strerror or str(exc)})

@@ -1,0 +1,229 @@
+"""tee-audit throughput against its ceilings, measured in the same run on the same machine.
+
+1. ``tee-audit ship --once`` of N journal events into Elasticsearch (+ nothing else) vs a bare
+   ``elasticsearch.helpers.bulk`` loader of the very same documents (op_type create, same _id, same batch size):
+   the ingest ceiling of this Elasticsearch.
+2. ``tee-audit verify`` of the local store (records/s) vs raw hashlib SHA-256 over the same canonical bytes.
+3. Shipper peak RSS for N/4 and N events shipped into the local store (the backlog is the whole journal): flat
+   memory means the backlog lives on disk.
+
+    .venv/bin/python bench/audit_bench.py [--events 1000000] [--es URL]
+    .venv/bin/python bench/audit_bench.py --verify-only --events 200000     # part 2 alone, no Elasticsearch
+
+Without --es, Elasticsearch is installed/started on port 19201 by the project scripts and stopped afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from elasticsearch import Elasticsearch, helpers
+
+from audit import checkpoint as cp
+from audit.canonical import canonicalize, loads
+from audit.chain import doc_id
+from audit.sinks import localstore
+from audit.verify import verify
+from audit.verify_cli import default_workers, local_records, verify_store
+from exporter.journal import make_event
+
+TEE_AUDIT = [sys.executable, "-m", "audit"]
+
+
+def write_journal(path: Path, count: int) -> None:
+    """Exporter-shaped events, written in bulk (the exporter's Journal does one write per event)."""
+    with open(path, "wb") as fh:
+        for i in range(count):
+            event = make_event(action="started", category=["host"], type=["start"], dataset="tee.lifecycle",
+                               host="bench-host", outcome="success", message=f"domain vm-{i % 1000} started",
+                               tee={"type": "sev-snp", "vm": {"name": f"vm-{i % 1000}", "uuid": f"u-{i}"}})
+            fh.write(json.dumps(event, separators=(",", ":")).encode() + b"\n")
+
+
+def ship(args: list[str]) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of one ``tee-audit ship --once`` run."""
+    start = time.perf_counter()
+    proc = subprocess.Popen([*TEE_AUDIT, "ship", "--once", "--log.level", "error", *args])
+    _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS, not the running max of all children
+    elapsed = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    assert proc.returncode == 0, proc.returncode
+    return elapsed, usage.ru_maxrss / 1024
+
+
+def bare_loader(url: str, store_dir: Path, stream: str, batch: int) -> float:
+    """Seconds for elasticsearch.helpers.bulk to create the same documents (read from the local store)."""
+    def actions():
+        for line in localstore.read_lines(store_dir):
+            doc = json.loads(line)
+            yield {"_op_type": "create", "_index": stream, "_id": doc_id("bench", doc["chain"]["seq"]),
+                   "_source": doc}
+
+    es = Elasticsearch(url, request_timeout=120)
+    start = time.perf_counter()
+    _ok, errors = helpers.bulk(es, actions(), chunk_size=batch, stats_only=True, raise_on_error=False)
+    elapsed = time.perf_counter() - start
+    assert errors == 0, errors
+    return elapsed
+
+
+def verify_vs_hash(store: Path, public: Path) -> dict[str, float | int]:
+    """Seconds of: verify as ``tee-audit verify`` runs it (fast path, one worker per core), the fast path on one
+    core, the full path alone (parse, RFC 8785, hash, reorder window: what every record took before the fast
+    path), and raw hashlib SHA-256 over the same canonical bytes, all on the same store in the same run."""
+    key = cp.load_public(public)
+    chain_dir = store / "bench"
+    times: dict[str, float | int] = {}
+    for name, run_verify in (
+            ("verify", lambda: verify_store(store, "bench", key, None, workers=default_workers())),
+            ("verify_1core", lambda: verify_store(store, "bench", key, None, workers=1)),
+            ("full", lambda: verify("bench", local_records(chain_dir), localstore.read_checkpoints(chain_dir), key))):
+        start = time.perf_counter()
+        report = run_verify()
+        times[name] = time.perf_counter() - start
+        assert report.intact, report.findings[:3]
+        times["records"] = report.records
+    canon = []
+    for line in localstore.read_lines(chain_dir):
+        parsed = loads(line)
+        body = dict(parsed.value)
+        body["chain"] = {k: v for k, v in body["chain"].items() if k != "hash"}
+        canon.append(canonicalize(body, parsed.fast))
+    start = time.perf_counter()
+    for data in canon:
+        hashlib.sha256(data).hexdigest()
+    times["hash"] = time.perf_counter() - start
+    return times
+
+
+def canonical_copy(store: Path, out: Path) -> Path:
+    """The store with every line rewritten as its RFC 8785 bytes plus the hash opening the chain object (same
+    records, same hashes, same checkpoints): what ``canonical_link`` checks without parsing, were the shipper to
+    write that form."""
+    src, dst = store / "bench", out / "bench"
+    (dst / "checkpoints").mkdir(parents=True)
+    for note in (src / "checkpoints").glob("*.note"):
+        (dst / "checkpoints" / note.name).write_bytes(note.read_bytes())
+    for seg in localstore.segments(src):
+        with open(seg, "rb") as fh, open(dst / seg.name, "wb") as sink:
+            for line in fh:
+                doc = json.loads(line)
+                digest = doc["chain"].pop("hash")
+                sink.write(canonicalize(doc).replace(b'"chain":{', b'"chain":{"hash":"%s",' % digest.encode(), 1)
+                           + b"\n")
+    return out
+
+
+def verify_canonical(store: Path, public: Path) -> dict[str, float | int]:
+    key = cp.load_public(public)
+    times: dict[str, float | int] = {}
+    for name, workers in (("canonical", default_workers()), ("canonical_1core", 1)):
+        start = time.perf_counter()
+        report = verify_store(store, "bench", key, None, workers=workers)
+        times[name] = time.perf_counter() - start
+        assert report.intact, report.findings[:3]
+    return times
+
+
+def print_verify(t: dict[str, float | int]) -> None:
+    records = t["records"]
+    print(f"verify (local store, {default_workers()} workers): {records / t['verify']:10.0f} records/s"
+          f"  ({t['verify']:.2f} s)")
+    print(f"verify fast path, 1 worker   : {records / t['verify_1core']:10.0f} records/s  ({t['verify_1core']:.2f} s)")
+    print(f"verify full path (before)    : {records / t['full']:10.0f} records/s  ({t['full']:.2f} s)")
+    print(f"raw hashlib SHA-256          : {records / t['hash']:10.0f} records/s  ({t['hash']:.2f} s)")
+    print(f"  ratio verify / raw hash    : {t['hash'] / t['verify']:10.3f}   (target >= 0.5; 1 worker "
+          f"{t['hash'] / t['verify_1core']:.3f}, full path {t['hash'] / t['full']:.3f})")
+    if "canonical" in t:
+        print(f"verify, lines in RFC 8785 form ({default_workers()} workers): {records / t['canonical']:10.0f} records/s"
+              f"  (1 worker {records / t['canonical_1core']:.0f}/s); ratio {t['hash'] / t['canonical']:.3f}"
+              f" (1 worker {t['hash'] / t['canonical_1core']:.3f})")
+
+
+def verify_only(n: int) -> None:
+    """Ship N events into a local store (no Elasticsearch), then the verify measurements alone."""
+    with tempfile.TemporaryDirectory(dir=ROOT / ".cache") as tmp_name:
+        tmp = Path(tmp_name)
+        cp.generate(tmp / "keys")
+        write_journal(tmp / "journal.jsonl", n)
+        store = tmp / "store"
+        ship(["--signing-key", str(tmp / "keys/audit.key"), "--chain", "bench", "--source", str(tmp / "journal.jsonl"),
+              "--store", str(store), "--spool.dir", str(tmp / "spool")])
+        times = verify_vs_hash(store, tmp / "keys/audit.pub")
+        times |= verify_canonical(canonical_copy(store, tmp / "canonical"), tmp / "keys/audit.pub")
+        print(f"events: {n}  (verify only)")
+        print_verify(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--es", help="an Elasticsearch to use instead of starting one")
+    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--verify-only", action="store_true", help="only ship into a local store and verify it")
+    opts = parser.parse_args()
+    n = opts.events
+    if opts.verify_only:
+        (ROOT / ".cache").mkdir(exist_ok=True)
+        verify_only(n)
+        return
+    env = {**os.environ, "ES_PORT": "19201", "ES_DATA": str(ROOT / ".cache/es-bench")}
+    url = opts.es
+    if url is None:
+        subprocess.run(["bash", str(ROOT / "scripts/install-elasticsearch.sh")], check=True, env=env)
+        subprocess.run(["bash", str(ROOT / "scripts/start-elasticsearch.sh")], check=True, env=env)
+        url = "http://127.0.0.1:19201"
+    try:
+        with tempfile.TemporaryDirectory(dir=ROOT / ".cache") as tmp_name:
+            run(Path(tmp_name), url, n, opts.batch)
+    finally:
+        if opts.es is None:
+            subprocess.run(["bash", str(ROOT / "scripts/stop-elasticsearch.sh")], check=False, env=env)
+
+
+def run(tmp: Path, url: str, n: int, batch: int) -> None:
+    cp.generate(tmp / "keys")
+    key, public = tmp / "keys/audit.key", tmp / "keys/audit.pub"
+    journal = tmp / "journal.jsonl"
+    write_journal(journal, n)
+    ns = f"bench{int(time.time())}"
+    common = ["--signing-key", str(key), "--chain", "bench", "--source", str(journal)]
+
+    quarter = tmp / "quarter.jsonl"
+    with open(journal, "rb") as src, open(quarter, "wb") as dst:
+        for i, line in enumerate(src):
+            if i >= n // 4:
+                break
+            dst.write(line)
+    _, q_rss = ship(["--signing-key", str(key), "--chain", "bench", "--source", str(quarter),
+                     "--store", str(tmp / "store-q"), "--spool.dir", str(tmp / "spool-q")])
+    store = tmp / "store"
+    store_s, store_rss = ship([*common, "--store", str(store), "--spool.dir", str(tmp / "spool-store")])
+    es_s, es_rss = ship([*common, "--es", url, "--es.namespace", ns, "--es.batch-size", str(batch),
+                         "--spool.dir", str(tmp / "spool-es")])
+    bare_s = bare_loader(url, store / "bench", f"logs-tee.audit-{ns}bare", batch)
+    verify_t = verify_vs_hash(store, public)
+
+    print(f"events: {n}  (Elasticsearch at {url}, batch {batch})")
+    print(f"ship --once -> Elasticsearch : {n / es_s:10.0f} events/s  ({es_s:.1f} s, peak RSS {es_rss:.0f} MB)")
+    print(f"bare helpers.bulk loader     : {n / bare_s:10.0f} events/s  ({bare_s:.1f} s)")
+    print(f"  ratio ship / bare          : {bare_s / es_s:10.2f}   (target >= 0.8)")
+    print(f"ship --once -> local store   : {n / store_s:10.0f} events/s  ({store_s:.1f} s, peak RSS {store_rss:.0f} MB)")
+    print_verify(verify_t)
+    print(f"peak RSS, {n // 4} vs {n} events backlog (local store): {q_rss:.0f} MB vs {store_rss:.0f} MB"
+          f"  (ratio {store_rss / q_rss:.2f}; flat = 1.0; the ES run peaked at {es_rss:.0f} MB)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""Helpers shared by the audit tests: journals full of real exporter events, and running the real shipper."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from audit import checkpoint as cp
+from audit.config import ShipSettings, validate
+from audit.ship import run
+from exporter.journal import Journal
+
+TEE_AUDIT = [sys.executable, "-m", "audit"]
+
+
+def write_journal(path: Path, count: int, host: str = "h1", start: int = 0, max_bytes: int = 0) -> None:
+    """``count`` schema-valid exporter events appended through the exporter's own Journal writer."""
+    journal = Journal(path, max_bytes=max_bytes or 1 << 40, host=host)
+    for i in range(start, start + count):
+        journal.append(journal.event(action="started", category=["host"], type=["start"], dataset="tee.lifecycle",
+                                     outcome="success", message=f"domain vm-{i} started",
+                                     tee={"type": "sev-snp", "vm": {"name": f"vm-{i}", "uuid": f"uuid-{i}"}}))
+    journal.close()
+
+
+def keys(directory: Path) -> tuple[Path, Path]:
+    if not (directory / "audit.key").exists():
+        cp.generate(directory)
+    return directory / "audit.key", directory / "audit.pub"
+
+
+def ship_once(sources: list[Path], key: Path, spool: Path, store: Path | None = None, es: str | None = None,
+              namespace: str = "default", every: int = 10, chain: str = "h1", **extra: Any) -> int:
+    """The shipper's ``--once`` run, in process."""
+    settings = ShipSettings(sources=tuple(sources), store=store, es=es, es_namespace=namespace, signing_key=key,
+                            chain=chain, spool_dir=spool, checkpoint_every_records=every, once=True,
+                            checkpoint_every_seconds=3600, **extra)
+    return run(validate(settings))
+
+
+def verify_json(*args: str) -> tuple[int, dict[str, Any]]:
+    """``tee-audit verify ... --json`` as a subprocess: exit code and parsed report."""
+    proc = subprocess.run([*TEE_AUDIT, "verify", *args, "--json"], capture_output=True, text=True, timeout=120,
+                          check=False)
+    report = json.loads(proc.stdout) if proc.stdout.strip() else {}
+    return proc.returncode, report
+
+
+def kinds(report: dict[str, Any]) -> list[tuple[str, int | None]]:
+    return sorted((f["kind"], f["seq"]) for f in report["findings"])

@@ -1,0 +1,48 @@
+"""Malformed journal lines are quarantined with file and offset, counted, and never enter the chain altered."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+from tests.audit.kit import keys, ship_once, verify_json, write_journal
+
+BAD = {
+    "not_json": b"this is not json",
+    "not_utf8": b'{"@timestamp":"2026-01-01T00:00:00Z","m":"\xff\xfe"}',
+    "duplicate_key": b'{"@timestamp":"2026-01-01T00:00:00Z","a":1,"a":2}',
+    "bad_number": b'{"@timestamp":"2026-01-01T00:00:00Z","big":123456789012345678901}',
+    "reserved_field": b'{"@timestamp":"2026-01-01T00:00:00Z","chain":{"seq":0}}',
+    "bad_timestamp": b'{"@timestamp":"yesterday"}',
+    "not_object": b"[1,2,3]",
+    "too_long": b'{"@timestamp":"2026-01-01T00:00:00Z","x":"' + b"a" * 200_000 + b'"}',
+}
+
+
+def test_malformed_lines_are_quarantined_and_good_lines_chained_unaltered(tmp_path: Path) -> None:
+    key, public = keys(tmp_path / "keys")
+    journal = tmp_path / "journal.jsonl"
+    write_journal(journal, 3)
+    offsets = {}
+    for reason, line in BAD.items():
+        offsets[reason] = journal.stat().st_size
+        with open(journal, "ab") as fh:
+            fh.write(line + b"\n")
+        write_journal(journal, 1, start=100 + len(offsets))
+    good = [json.loads(line) for line in journal.read_bytes().split(b"\n") if line and line not in BAD.values()]
+
+    store, spool = tmp_path / "store", tmp_path / "spool"
+    assert ship_once([journal], key, spool, store=store, source_max_line_bytes=100_000) == 0
+
+    quarantined = [json.loads(line) for line in (spool / "quarantine" / "quarantine.jsonl").read_text().splitlines()]
+    assert {q["reason"]: q["offset"] for q in quarantined} == offsets
+    assert all(q["file"] == str(journal) for q in quarantined)
+    short = next(q for q in quarantined if q["reason"] == "not_utf8")
+    assert base64.b64decode(short["line_base64"]) == BAD["not_utf8"]
+
+    stored = [json.loads(line) for line in (store / "h1" / "records-00000000000000000000.jsonl").read_text()
+              .splitlines()]
+    assert [{k: v for k, v in doc.items() if k != "chain"} for doc in stored] == good
+    code, report = verify_json("--store", str(store), "--public-key", str(public))
+    assert (code, report["records"]) == (0, len(good))

@@ -1,0 +1,129 @@
+"""The shipper as a daemon: its metrics (promtool-clean), Alertmanager alerts becoming audit records, and the
+periodic self-verification flipping tee_audit_chain_intact when the store is tampered with."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import signal
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.audit.kit import TEE_AUDIT, keys, verify_json, write_journal
+from tests.fixtures.prometheus import free_port
+
+EVENTS = 300
+
+
+def _scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        text = resp.read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def _wait(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Shipper:
+    def __init__(self, tmp: Path) -> None:
+        self.key, self.public = keys(tmp / "keys")
+        self.journal, self.store = tmp / "journal.jsonl", tmp / "store"
+        write_journal(self.journal, EVENTS)
+        self.metrics_port, self.webhook_port = free_port(), free_port()
+        self.metrics = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        self.proc = subprocess.Popen([
+            *TEE_AUDIT, "ship", "--source", str(self.journal), "--store", str(self.store), "--chain", "h1",
+            "--signing-key", str(self.key), "--spool.dir", str(tmp / "spool"),
+            "--web.listen-address", f"127.0.0.1:{self.metrics_port}",
+            "--alertmanager.listen-address", f"127.0.0.1:{self.webhook_port}",
+            "--verify.every-seconds", "0.3", "--checkpoint.every-seconds", "0.3", "--source.poll-seconds", "0.1",
+        ], stdout=subprocess.DEVNULL, stderr=(tmp / "shipper.log").open("wb"))
+
+    def sample(self, name: str, **labels: str) -> float | None:
+        try:
+            return _scrape(self.metrics).get((name, tuple(sorted(labels.items()))))
+        except OSError:
+            return None
+
+    def records(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for seg in sorted((self.store / "h1").glob("records-*.jsonl"))
+                for line in seg.read_text().splitlines()]
+
+
+@pytest.fixture
+def shipper(tmp_path: Path) -> Iterator[Shipper]:
+    ship = Shipper(tmp_path)
+    yield ship
+    if ship.proc.poll() is None:
+        ship.proc.send_signal(signal.SIGTERM)
+        ship.proc.wait(timeout=30)
+
+
+def test_metrics_are_exposed_with_contract_names_and_pass_promtool(shipper: Shipper) -> None:
+    _wait(lambda: shipper.sample("tee_audit_records_shipped_total", sink="localstore") == EVENTS, "shipping")
+    assert shipper.sample("tee_audit_records_in_total", source="journal.jsonl") == EVENTS
+    _wait(lambda: shipper.sample("tee_audit_last_checkpoint_timestamp_seconds", chain="h1"), "a checkpoint")
+    _wait(lambda: shipper.sample("tee_audit_spool_depth_records") == 0, "an empty spool")
+    assert shipper.sample("tee_audit_lag_seconds", source="journal.jsonl") == 0
+    assert shipper.sample("tee_audit_spool_bytes") is not None
+    with urllib.request.urlopen(shipper.metrics, timeout=5) as resp:
+        text = resp.read()
+    check = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, check=False)
+    assert check.returncode == 0, check.stdout + check.stderr
+    write_journal(shipper.journal, 5, start=EVENTS)
+    _wait(lambda: shipper.sample("tee_audit_records_shipped_total", sink="localstore") == EVENTS + 5, "tailing")
+    shipper.proc.send_signal(signal.SIGTERM)
+    assert shipper.proc.wait(timeout=30) == 0
+
+
+def test_self_verification_reports_intact_then_tampering(shipper: Shipper) -> None:
+    _wait(lambda: shipper.sample("tee_audit_chain_intact", chain="h1", sink="localstore") == 1, "intact gauge")
+    (segment,) = (shipper.store / "h1").glob("records-*.jsonl")
+    lines = segment.read_text().splitlines()
+    lines[10] = lines[10].replace("vm-10", "vm-evil")
+    segment.write_text("\n".join(lines) + "\n")
+    _wait(lambda: shipper.sample("tee_audit_chain_intact", chain="h1", sink="localstore") == 0, "tamper detected")
+
+
+def test_alertmanager_fired_and_resolved_alerts_become_verified_records(
+        shipper: Shipper, alertmanager_servers: Callable[[str], Any]) -> None:
+    am = alertmanager_servers(
+        "route:\n  receiver: audit\n  group_wait: 0s\n  group_interval: 1s\n  repeat_interval: 1h\n"
+        "receivers:\n- name: audit\n  webhook_configs:\n"
+        f"  - url: http://127.0.0.1:{shipper.webhook_port}/alerts\n    send_resolved: true\n")
+    now = dt.datetime.now(dt.UTC)
+    alert = {"labels": {"alertname": "TeeChainVerificationFailed", "severity": "critical"},
+             "annotations": {"summary": "audit chain not intact"}, "startsAt": now.isoformat()}
+
+    def post(body: list[dict[str, Any]]) -> None:
+        req = urllib.request.Request(f"{am.url}/api/v2/alerts", data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+        urllib.request.urlopen(req, timeout=5).close()
+
+    post([alert])
+    _wait(lambda: any(r.get("event", {}).get("action") == "alert-firing" for r in shipper.records()), "firing")
+    post([{**alert, "endsAt": dt.datetime.now(dt.UTC).isoformat()}])
+    _wait(lambda: any(r.get("event", {}).get("action") == "alert-resolved" for r in shipper.records()),
+          "resolved", timeout=60)
+    fired = next(r for r in shipper.records() if r["event"]["action"] == "alert-firing")
+    assert fired["rule"]["name"] == "TeeChainVerificationFailed" and fired["message"] == "audit chain not intact"
+    assert shipper.sample("tee_audit_records_in_total", source="alertmanager") >= 2
+    shipper.proc.send_signal(signal.SIGTERM)
+    assert shipper.proc.wait(timeout=30) == 0
+    code, report = verify_json("--store", str(shipper.store), "--public-key", str(shipper.public))
+    assert (code, report["findings"]) == (0, [])
