@@ -12,8 +12,11 @@ from typing import Any
 import click
 
 from exporter import __version__, config, webconfig
+from exporter.attest.errors import EvidenceError
+from exporter.attest.policy import PolicyError
 from exporter.collectors import SPECS, CollectorContext
 from exporter.collectors.base import Collector
+from exporter.flags import flag, given
 from exporter.journal import Journal
 from exporter.log import setup_logging
 from exporter.registry import build_registry
@@ -24,25 +27,10 @@ log = logging.getLogger("exporter")
 _PATH = click.Path(path_type=Path)
 
 
-def _param(key: str) -> str:
-    return key.replace(".", "__").replace("-", "_")
-
-
-def _flag_key(param: str) -> str:
-    """The click parameter name back to the flag/YAML key: ``web__listen_address`` -> ``web.listen-address``."""
-    return param.replace("__", ".").replace("_", "-")
-
-
-def _flag(key: str, boolean: bool = False, **kwargs: Any) -> Any:
-    """``--<key>`` (and ``--no-<key>`` for a boolean), named so that ``_flag_key`` recovers the key."""
-    decl = f"--{key}/--no-{key}" if boolean else f"--{key}"
-    return click.option(decl, _param(key), default=None, **kwargs)
-
-
 def _collector_options(func: Any) -> Any:
     for spec in reversed(SPECS):
         state = "enabled" if spec.enabled_by_default else "disabled"
-        func = _flag(f"collector.{spec.name}", boolean=True, help=f"{spec.help} ({state} by default).")(func)
+        func = flag(f"collector.{spec.name}", boolean=True, help=f"{spec.help} ({state} by default).")(func)
     return func
 
 
@@ -50,36 +38,36 @@ def _collector_options(func: Any) -> Any:
                                                             "max_content_width": 110})
 @click.option("--config.file", "config_file", type=_PATH,
               help="YAML file holding any of these settings, keyed by flag name without dashes; flags win.")
-@_flag("web.listen-address", help="Address to listen on for HTTP.  [default: :9940]")
-@_flag("web.telemetry-path", help="Path under which to expose metrics.  [default: /metrics]")
-@_flag("web.config.file", type=_PATH,
+@flag("web.listen-address", help="Address to listen on for HTTP.  [default: :9940]")
+@flag("web.telemetry-path", help="Path under which to expose metrics.  [default: /metrics]")
+@flag("web.config.file", type=_PATH,
               help="exporter-toolkit web config file enabling TLS and/or bcrypt basic auth.")
-@_flag("libvirt.uri", help="libvirt connection URI.  [default: qemu:///system]")
-@_flag("collector.timeout", type=float,
+@flag("libvirt.uri", help="libvirt connection URI.  [default: qemu:///system]")
+@flag("collector.timeout", type=float,
               help="Deadline in seconds for one scrape of all collectors; late ones are reported failed. [default: 8]")
-@_flag("journal.path", type=_PATH,
+@flag("journal.path", type=_PATH,
               help="Append-only JSON Lines event journal read by tee-audit. "
                    "[default: /var/lib/tee-exporter/journal.jsonl]")
-@_flag("journal.max-bytes", type=int, help="Rotate the journal to <path>.1 past this size. [default: 64 MiB]")
-@_flag("journal.fsync", boolean=True,
+@flag("journal.max-bytes", type=int, help="Rotate the journal to <path>.1 past this size. [default: 64 MiB]")
+@flag("journal.fsync", boolean=True,
               help="fsync after every journal line (slower, survives power loss).  [default: off]")
-@_flag("host.name", help="Host name written into journal events.  [default: this host's name]")
-@_flag("path.procfs", type=_PATH, help="procfs mount point.  [default: /proc]")
-@_flag("path.sysfs", type=_PATH, help="sysfs mount point.  [default: /sys]")
-@_flag("path.cgroupfs", type=_PATH, help="cgroup v2 mount point.  [default: /sys/fs/cgroup]")
-@_flag("attestation.evidence-dir", type=_PATH,
+@flag("host.name", help="Host name written into journal events.  [default: this host's name]")
+@flag("path.procfs", type=_PATH, help="procfs mount point.  [default: /proc]")
+@flag("path.sysfs", type=_PATH, help="sysfs mount point.  [default: /sys]")
+@flag("path.cgroupfs", type=_PATH, help="cgroup v2 mount point.  [default: /sys/fs/cgroup]")
+@flag("attestation.evidence-dir", type=_PATH,
               help="Watched directory of evidence files (SNP reports, TDX quotes, with their certificates).")
-@_flag("attestation.quarantine-dir", type=_PATH,
+@flag("attestation.quarantine-dir", type=_PATH,
               help="Where unparseable evidence is moved.  [default: <evidence-dir>/quarantine]")
-@_flag("attestation.policy-file", type=_PATH, help="Attestation policy (JSON) evidence is checked against.")
-@_flag("attestation.collateral-dir", type=_PATH, help="TDX collateral (TCB info, QE identity, CRLs).")
-@_flag("attestation.trust-root", type=_PATH, multiple=True,
+@flag("attestation.policy-file", type=_PATH, help="Attestation policy (JSON) evidence is checked against.")
+@flag("attestation.collateral-dir", type=_PATH, help="TDX collateral (TCB info, QE identity, CRLs).")
+@flag("attestation.trust-root", type=_PATH, multiple=True,
               help="Extra trust root (PEM), added to the shipped AMD and Intel roots. Repeatable.")
-@_flag("attestation.log-path", type=_PATH, multiple=True,
+@flag("attestation.log-path", type=_PATH, multiple=True,
               help="Attestation-service log file to tail. Repeatable.")
-@_flag("kbs.log-path", type=_PATH, multiple=True, help="Key-broker (KBS) log file to tail. Repeatable.")
-@_flag("log.level", type=click.Choice(["debug", "info", "warning", "error"]), help="[default: info]")
-@_flag("log.format", type=click.Choice(["logfmt", "json"]), help="[default: logfmt]")
+@flag("kbs.log-path", type=_PATH, multiple=True, help="Key-broker (KBS) log file to tail. Repeatable.")
+@flag("log.level", type=click.Choice(["debug", "info", "warning", "error"]), help="[default: info]")
+@flag("log.format", type=click.Choice(["logfmt", "json"]), help="[default: logfmt]")
 @_collector_options
 @click.version_option(__version__, "--version")
 @click.pass_context
@@ -91,16 +79,18 @@ def main(ctx: click.Context, config_file: Path | None, **flags: Any) -> None:
     """
     if ctx.invoked_subcommand is not None:
         return
-    given = {_flag_key(key): list(value) if isinstance(value, tuple) else value
-             for key, value in flags.items()
-             if ctx.get_parameter_source(key) is not click.core.ParameterSource.DEFAULT}
     try:
-        settings = config.load(config_file, given)
+        settings = config.load(config_file, given(ctx, flags))
         web = webconfig.load(settings.web_config_file) if settings.web_config_file else None
     except config.ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     setup_logging(settings.log_level, settings.log_format)
     sys.exit(run(settings, web))
+
+
+# Errors a collector factory raises for unusable input (a bad policy, collateral folder or trust root): the
+# daemon refuses to start, with the reason, rather than run without the check the operator asked for.
+STARTUP_ERRORS: tuple[type[Exception], ...] = (config.ConfigError, PolicyError, EvidenceError)
 
 
 def build_collectors(settings: config.Settings, journal: Journal) -> list[Collector]:
@@ -115,7 +105,10 @@ def build_collectors(settings: config.Settings, journal: Journal) -> list[Collec
 def run(settings: config.Settings, web: webconfig.WebConfig | None) -> int:
     journal = Journal(settings.journal_path, settings.journal_max_bytes, settings.journal_fsync,
                       host=settings.host_name)
-    collectors = build_collectors(settings, journal)
+    try:
+        collectors = build_collectors(settings, journal)
+    except STARTUP_ERRORS as exc:
+        raise click.UsageError(str(exc)) from None
     for collector in collectors:
         collector.start()
     registry = build_registry(collectors, journal, settings.collector_timeout)
@@ -136,6 +129,6 @@ def run(settings: config.Settings, web: webconfig.WebConfig | None) -> int:
     return 0
 
 
-from exporter.attest.cli import attest  # noqa: E402 - subcommand registered after the group exists
+from exporter.attest.cli import attest
 
 main.add_command(attest)

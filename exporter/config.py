@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -81,9 +82,9 @@ def _coerce(key: str, attr: str, value: Any) -> Any:
     try:
         if kind.startswith("tuple"):
             items = value if isinstance(value, (list, tuple)) else [value]
-            return tuple(Path(_require_str(v)) for v in items)
+            return tuple(_require_path(v) for v in items)
         if "Path" in kind:
-            return None if value is None and "None" in kind else Path(_require_str(value))
+            return None if value is None and "None" in kind else _require_path(value)
         if kind == "bool":
             if not isinstance(value, bool):
                 raise TypeError("expected true or false")
@@ -99,6 +100,11 @@ def _coerce(key: str, attr: str, value: Any) -> Any:
         return _require_str(value)
     except TypeError as exc:
         raise ConfigError(f"{key}: {exc} (got {value!r})") from None
+
+
+def _require_path(value: Any) -> Path:
+    # click hands path flags over as Path objects already; YAML gives strings.
+    return value if isinstance(value, Path) else Path(_require_str(value))
 
 
 def _require_str(value: Any) -> str:

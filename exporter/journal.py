@@ -31,15 +31,15 @@ def load_schema() -> dict[str, Any]:
 
 
 def utc_timestamp(when: dt.datetime | None = None) -> str:
-    when = when or dt.datetime.now(dt.timezone.utc)
-    return when.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    when = when or dt.datetime.now(dt.UTC)
+    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def make_event(
     *,
     action: str,
     category: list[str],
-    type: list[str],  # noqa: A002 - ECS field name
+    type: list[str],
     dataset: str,
     host: str,
     outcome: str | None = None,

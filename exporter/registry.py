@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
@@ -36,7 +36,10 @@ class _Run:
     def __call__(self) -> None:
         start = time.perf_counter()
         try:
-            self.metrics = list(self.collector.collect())
+            # Appended one by one so that what a collector yielded before failing (its own "up" gauge saying
+            # why) is still exposed when it fails.
+            for metric in self.collector.collect():
+                self.metrics.append(metric)
         except Exception as exc:  # noqa: BLE001 - any failure of a source is reported, never raised into a scrape
             self.error = f"{type(exc).__name__}: {exc}"
         finally:
@@ -75,6 +78,7 @@ class ScrapeCollector:
                 duration.add_metric([name], self.timeout)
             elif run.error:
                 log.warning("collector failed", extra={"collector": name, "error": run.error})
+                yield from run.metrics
                 success.add_metric([name], 0)
                 duration.add_metric([name], run.duration)
             else:

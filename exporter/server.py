@@ -8,8 +8,8 @@ import binascii
 import html
 import logging
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
 from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry
@@ -64,7 +64,7 @@ def _make_handler(registry: CollectorRegistry, telemetry_path: str, web: WebConf
     class Handler(BaseHTTPRequestHandler):
         server_version = "tee-exporter"
 
-        def do_GET(self) -> None:  # noqa: N802 - http.server API
+        def do_GET(self) -> None:
             if web.users and not self._authorized():
                 self._send(401, b"Unauthorized\n", "text/plain",
                            {"WWW-Authenticate": 'Basic realm="tee-exporter"'})
@@ -100,7 +100,7 @@ def _make_handler(registry: CollectorRegistry, telemetry_path: str, web: WebConf
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - http.server API
+        def log_message(self, format: str, *args: object) -> None:
             log.debug("http request", extra={"client": self.client_address[0], "request": format % args})
 
     return Handler

@@ -78,9 +78,8 @@ def _tls_context(cfg: dict[str, Any], base: Path) -> ssl.SSLContext:
     if auth not in _CLIENT_AUTH:
         raise ConfigError(f"tls_server_config.client_auth_type: unknown value {auth!r}")
     ctx.verify_mode = _CLIENT_AUTH[auth]
-    if auth in ("RequireAndVerifyClientCert", "VerifyClientCertIfGiven"):
-        if not cfg.get("client_ca_file"):
-            raise ConfigError(f"tls_server_config: client_auth_type {auth} needs client_ca_file")
+    if auth in ("RequireAndVerifyClientCert", "VerifyClientCertIfGiven") and not cfg.get("client_ca_file"):
+        raise ConfigError(f"tls_server_config: client_auth_type {auth} needs client_ca_file")
     if cfg.get("client_ca_file"):
         try:
             ctx.load_verify_locations(base / cfg["client_ca_file"])

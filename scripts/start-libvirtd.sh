@@ -9,8 +9,8 @@ id libvirt-qemu >/dev/null 2>&1 || useradd --system --no-create-home --shell /us
 conf=/etc/libvirt/qemu.conf
 grep -q '^user = "root"' "$conf" || printf 'user = "root"\ngroup = "root"\n' >> "$conf"
 mkdir -p /var/log/libvirt/qemu /var/run/libvirt /var/lib/libvirt/qemu
-pgrep -x virtlogd >/dev/null || virtlogd -d
-pgrep -x libvirtd >/dev/null || libvirtd -d
+pgrep -r R,S,D -x virtlogd >/dev/null || virtlogd -d
+pgrep -r R,S,D -x libvirtd >/dev/null || libvirtd -d
 for _ in $(seq 1 100); do
   if timeout 5 virsh -c qemu:///system version >/dev/null 2>&1; then exit 0; fi
   sleep 0.2

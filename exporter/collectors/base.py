@@ -7,8 +7,9 @@ counters in ``collect``. ``exporter.registry`` times each ``collect`` and report
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Iterable
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from prometheus_client.metrics_core import Metric
 
@@ -29,8 +30,8 @@ class CollectorContext:
     first factory that needs them (``shared.setdefault``).
     """
 
-    settings: "Settings"
-    journal: "Journal"
+    settings: Settings
+    journal: Journal
     shared: dict[str, Any] = field(default_factory=dict)
 
 
