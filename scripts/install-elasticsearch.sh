@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Elasticsearch integ-test distributions (server modules only, no x-pack) the audit tests run
 # against: 9.x (the main target) and 8.x (the oldest major the sink supports, tests/audit/test_es8_compat.py).
-# Fetched from Maven Central with maven (cached in ~/.m2), unzipped into .cache/elasticsearch-<version>/.
+# Fetched from Maven Central with maven, copied to .cache/downloads/ and unzipped into .cache/elasticsearch-<version>/.
 # Idempotent: a second run only checks. ES_VERSION installs just that one version; ES_VERSIONS (space separated)
 # overrides the list installed by default.
 set -euo pipefail
@@ -14,9 +14,11 @@ install_one() {
   local version=$1 dest=.cache/elasticsearch-$1
   if [[ -x $dest/bin/elasticsearch ]]; then return 0; fi
   local artifact=org.elasticsearch.distribution.integ-test-zip:elasticsearch:$version:zip
-  local zip=$HOME/.m2/repository/org/elasticsearch/distribution/integ-test-zip/elasticsearch/$version/elasticsearch-$version.zip
+  # dependency:copy resolves through maven's own local repository (wherever user.home puts it, not always $HOME)
+  # and copies the zip to a path we know.
+  local zip=.cache/downloads/elasticsearch-$version.zip
   if [[ ! -s $zip ]]; then
-    mvn -q -B dependency:get -Dartifact="$artifact" -Dtransitive=false
+    mvn -q -B dependency:copy -Dartifact="$artifact" -DoutputDirectory=.cache/downloads
   fi
   mkdir -p .cache
   tmp=$(mktemp -d .cache/es-unzip.XXXXXX)
