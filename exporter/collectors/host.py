@@ -129,7 +129,7 @@ class HostCollector(Collector):
                 self._caps = parse_domain_capabilities(conn.getDomainCapabilities(None, None, None, None, 0))
             counted: Counter[str] = Counter()
             for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
-                info = self.cache.info(dom) if self.cache else None
+                info = (self.cache.known(dom) or self.cache.info(dom)) if self.cache else None
                 if info is not None and info.confidential:
                     counted[info.tee_type] += 1
             return self._caps, counted

@@ -74,8 +74,10 @@ class LibvirtCollector(Collector):
             raw = conn.getAllDomainStats(0, libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT)
             records = []
             for dom, stats in raw:
-                info = self.cache.info(dom)
-                if info is not None:  # None: the domain vanished during the scrape
+                # A locked domain's XMLDesc would wait for its job: use what is known of it, or skip it this
+                # scrape (it is counted as skipped) until it is free.
+                info = self.cache.known(dom) if skipped_by_nowait(stats) else self.cache.info(dom)
+                if info is not None:  # None: the domain vanished during the scrape, or is locked and unknown
                     records.append(DomainRecord(info, stats))
         except libvirt.libvirtError as exc:
             self.connection.mark_failed(exc)

@@ -147,10 +147,16 @@ class LifecycleCollector(Collector):
         self.journal.append(doc)
 
     def _info(self, dom: libvirt.virDomain, uuid: str) -> Any:
+        # This runs in libvirt's event loop thread. Events such as "suspended (migrated)" arrive while the domain's
+        # job is held, and XMLDesc would wait for that job and stall every event and keepalive behind it: ask
+        # libvirt only about domains never seen before (just defined, not locked).
+        known = self.cache.known(dom)
+        if known is not None:
+            return known
         try:
-            return self.cache.info(dom) or self.cache.last_known(uuid)
+            return self.cache.info(dom)
         except libvirt.libvirtError:
-            return self.cache.last_known(uuid)
+            return None
 
     def _creation_seconds(self, name: str) -> float | None:
         try:

@@ -49,6 +49,11 @@ class DomainCache:
             self.parses += 1
         return info
 
+    def known(self, dom: libvirt.virDomain) -> DomainInfo | None:
+        """The cached or last-known definition, without asking libvirt. ``XMLDesc`` waits for the domain's job,
+        so a locked domain (migration, a stuck monitor) must be served from here rather than block the caller."""
+        return self.last_known(dom.UUIDString())  # UUIDString is answered client-side, no RPC
+
     def cached(self, uuid: str) -> bool:
         with self._lock:
             return uuid in self._infos
