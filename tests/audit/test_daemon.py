@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.audit.kit import TEE_AUDIT, keys, verify_json, write_journal
 from tests.fixtures.prometheus import free_port
+from tests.jsonl import complete_json_lines
 
 EVENTS = 300
 
@@ -61,8 +62,8 @@ class Shipper:
             return None
 
     def records(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for seg in sorted((self.store / "h1").glob("records-*.jsonl"))
-                for line in seg.read_text().splitlines()]
+        return [record for seg in sorted((self.store / "h1").glob("records-*.jsonl"))
+                for record in complete_json_lines(seg)]
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.collectors.base import Collector
+from tests.jsonl import complete_json_lines
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_NODE = ROOT / "exporter" / "demo" / "testnode.xml"
@@ -83,10 +84,7 @@ def make_ctx(tmp_path: Path, uri: str = DEMO_URI, **overrides):
 
 
 def journal_lines(ctx) -> list[dict]:
-    import json
-
-    path = ctx.settings.journal_path
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return complete_json_lines(ctx.settings.journal_path)
 
 
 def assert_schema_valid(events: list[dict]) -> None:

@@ -21,6 +21,7 @@ from exporter.collectors.base import CollectorContext
 from exporter.collectors.kbs import KbsCollector
 from exporter.config import Settings
 from exporter.journal import Journal, load_schema
+from tests.jsonl import complete_json_lines
 
 from ..helpers import exposition, promtool_check, samples, value
 from .vectors import SNP, TDX
@@ -56,10 +57,7 @@ def wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> bool:
 
 
 def journal_events(path: Path, dataset: str) -> list[dict]:
-    if not path.exists():
-        return []
-    events = [json.loads(line) for line in path.read_text().splitlines()]
-    return [e for e in events if e["event"]["dataset"] == dataset]
+    return [e for e in complete_json_lines(path) if e["event"]["dataset"] == dataset]
 
 
 def make_ctx(tmp_path: Path, **settings) -> tuple[CollectorContext, Path]:
