@@ -15,6 +15,7 @@ import pytest
 from audit.sinks.elasticsearch import data_stream_name
 from tests.audit.kit import TEE_AUDIT, keys, ship_once, verify_json, write_journal
 from tests.fixtures.elasticsearch import EsControl
+from tests.fixtures.tmpfs import mounted_tmpfs
 
 
 def _cursor(spool: Path, sink: str) -> int:
@@ -74,13 +75,8 @@ def test_elasticsearch_outage_under_load_then_full_catch_up(
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 4 MiB tmpfs (the machine's real kernel, a real ENOSPC), unmounted afterwards."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], check=True)
-    try:
+    with mounted_tmpfs(tmp_path / "disk", "4m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_full_spool_disk_stops_shipping_with_clear_error_then_resumes_losing_nothing(

@@ -16,6 +16,7 @@ from exporter.collectors.base import Collector, CollectorError
 from exporter.journal import Journal
 from exporter.registry import ScrapeCollector
 from tests.exporter.helpers import assert_schema_valid, exposition, value
+from tests.fixtures.tmpfs import mounted_tmpfs
 
 
 class Hung(Collector):
@@ -151,13 +152,8 @@ def test_journal_rotates_by_size_keeping_every_line(tmp_path):
 @pytest.fixture
 def tiny_fs(tmp_path: Path) -> Iterator[Path]:
     """A 64 KiB tmpfs: a real disk that fills up."""
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], check=True)
-    try:
+    with mounted_tmpfs(tmp_path / "mnt", "64k") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=True)
 
 
 def test_full_disk_keeps_events_in_backlog_and_writes_them_when_space_returns(tiny_fs):
