@@ -32,9 +32,23 @@ tee-exporter \
 exporter=$!
 trap 'kill $exporter 2>/dev/null || true' EXIT
 
-for _ in $(seq 1 100); do curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+# Wait on conditions, never on a guessed sleep: the exporter answering, then one journal event per thing fed.
+wait_for() {  # wait_for WHAT COMMAND...: up to 60 s
+  local what=$1; shift
+  for _ in $(seq 1 600); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
+  echo "demo: timed out after 60 s waiting for $what" >&2; exit 1
+}
+wait_for "the exporter on :$port" curl -fsS "http://127.0.0.1:$port/healthz"
 bash "$att/feed.sh" "$demo/evidence" "$demo/logs"
-sleep 2
+evidence=$(find "$att/evidence" -maxdepth 1 -type f | wc -l)
+kbs=$(grep -c '/kbs/v0/resource/' "$att/logs/kbs.log")
+as=$(grep -cE 'check passed|AttestationError' "$att/logs/as.log")
+journaled() {  # journaled ACTION COUNT: the journal holds at least COUNT events of that action
+  [ "$(grep -c "\"action\":\"$1\"" "$demo/journal.jsonl" 2>/dev/null)" -ge "$2" ]
+}
+wait_for "$evidence evidence verdicts" journaled attestation-evidence "$evidence"
+wait_for "$kbs key-broker requests" journaled kbs-resource-request "$kbs"
+wait_for "$as attestation-service results" journaled attestation-service-result "$as"
 
 echo "== a few of the series at http://127.0.0.1:$port/metrics"
 curl -fsS "http://127.0.0.1:$port/metrics" > "$demo/metrics.txt"
