@@ -14,9 +14,9 @@ from typing import Any
 import click
 
 from audit import config
-from exporter import __version__
-from exporter.flags import flag, given
-from exporter.log import setup_logging
+from common import __version__
+from common.flags import flag, given
+from common.log import setup_logging
 
 _PATH = click.Path(path_type=Path)
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from exporter.config import ConfigError, load_file
+from common.settings import ConfigError, load_file
 
 __all__ = ["KEYS", "ConfigError", "ShipSettings", "apply", "load"]
 

@@ -11,16 +11,18 @@ from typing import Any
 
 import click
 
-from exporter import __version__, config, webconfig
+from common import __version__
+from common.flags import flag, given
+from common.http import MetricsServer, ServeError
+from common.log import setup_logging
+from common.webconfig import WebConfigSource
+from exporter import config
 from exporter.attest.errors import EvidenceError
 from exporter.attest.policy import PolicyError
 from exporter.collectors import SPECS, CollectorContext
 from exporter.collectors.base import Collector
-from exporter.flags import flag, given
 from exporter.journal import Journal
-from exporter.log import setup_logging
 from exporter.registry import build_registry
-from exporter.server import MetricsServer
 
 log = logging.getLogger("exporter")
 
@@ -40,6 +42,8 @@ def _collector_options(func: Any) -> Any:
               help="YAML file holding any of these settings, keyed by flag name without dashes; flags win.")
 @flag("web.listen-address", help="Address to listen on for HTTP.  [default: :9940]")
 @flag("web.telemetry-path", help="Path under which to expose metrics.  [default: /metrics]")
+@flag("web.max-requests", type=int,
+      help="Maximum concurrent scrape requests; more get 503. 0 disables the limit.  [default: 40]")
 @flag("web.config.file", type=_PATH,
               help="exporter-toolkit web config file enabling TLS and/or bcrypt basic auth.")
 @flag("libvirt.uri", help="libvirt connection URI.  [default: qemu:///system]")
@@ -81,7 +85,7 @@ def main(ctx: click.Context, config_file: Path | None, **flags: Any) -> None:
         return
     try:
         settings = config.load(config_file, given(ctx, flags))
-        web = webconfig.load(settings.web_config_file) if settings.web_config_file else None
+        web = WebConfigSource(settings.web_config_file)
     except config.ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     setup_logging(settings.log_level, settings.log_format)
@@ -102,7 +106,7 @@ def build_collectors(settings: config.Settings, journal: Journal) -> list[Collec
     return collectors
 
 
-def run(settings: config.Settings, web: webconfig.WebConfig | None) -> int:
+def run(settings: config.Settings, web: WebConfigSource) -> int:
     journal = Journal(settings.journal_path, settings.journal_max_bytes, settings.journal_fsync,
                       host=settings.host_name)
     try:
@@ -112,7 +116,13 @@ def run(settings: config.Settings, web: webconfig.WebConfig | None) -> int:
     for collector in collectors:
         collector.start()
     registry = build_registry(collectors, journal, settings.collector_timeout)
-    server = MetricsServer(registry, settings.web_listen_address, settings.web_telemetry_path, web)
+    try:
+        server = MetricsServer(registry, settings.web_listen_address, settings.web_telemetry_path, web,
+                               max_requests=settings.web_max_requests)
+    except ServeError as exc:
+        for collector in collectors:
+            collector.stop()
+        raise click.UsageError(str(exc)) from None
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

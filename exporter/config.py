@@ -14,13 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from common.settings import ConfigError, load_file
 from exporter.collectors import SPECS
 
-
-class ConfigError(Exception):
-    """The configuration cannot be used; the message names the file and key."""
+__all__ = ["KEYS", "ConfigError", "Settings", "apply", "load"]
 
 
 @dataclass
@@ -28,6 +25,7 @@ class Settings:
     web_listen_address: str = ":9940"
     web_telemetry_path: str = "/metrics"
     web_config_file: Path | None = None
+    web_max_requests: int = 40
     libvirt_uri: str = "qemu:///system"
     collector_timeout: float = 8.0
     collectors: dict[str, bool] = field(default_factory=lambda: {s.name: s.enabled_by_default for s in SPECS})
@@ -54,6 +52,7 @@ KEYS: dict[str, str] = {
     "web.listen-address": "web_listen_address",
     "web.telemetry-path": "web_telemetry_path",
     "web.config.file": "web_config_file",
+    "web.max-requests": "web_max_requests",
     "libvirt.uri": "libvirt_uri",
     "collector.timeout": "collector_timeout",
     "journal.path": "journal_path",
@@ -128,18 +127,6 @@ def apply(settings: Settings, values: Mapping[str, Any], origin: str) -> Setting
         else:
             raise ConfigError(f"{origin}: unknown setting {key!r}")
     return settings
-
-
-def load_file(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of settings at the top level")
-    return data
 
 
 def load(config_file: Path | None, flags: Mapping[str, Any]) -> Settings:

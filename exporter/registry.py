@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from exporter import __version__
+from common import __version__
 from exporter.collectors.base import Collector
 from exporter.journal import Journal
 
