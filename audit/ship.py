@@ -390,7 +390,7 @@ class _Services:
         from audit.sources.alertmanager import AlertReceiver
 
         self.s, self.metrics, self.key, self.sinks = s, metrics, key, sinks
-        self.alerts = AlertReceiver(s.alertmanager_listen_address, s.chain) \
+        self.alerts = AlertReceiver(s.alertmanager_listen_address, s.chain, s.web_config_file, metrics.registry) \
             if s.alertmanager_listen_address and not s.once else None
         self.server: Any = None
         self.verifier: Any = None

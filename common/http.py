@@ -184,7 +184,7 @@ def landing_page(telemetry_path: str, title: str) -> bytes:
 class _DeferredTLSAdapter(BuiltinSSLAdapter):
     """Wraps accepted sockets with the web config's current context, leaving the handshake to the worker."""
 
-    def __init__(self, web: WebConfigSource) -> None:  # noqa: D107 - no certificate files of its own to load
+    def __init__(self, web: WebConfigSource) -> None:  # no certificate files of its own to load
         self.web = web
         self.context = None
 
