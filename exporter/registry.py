@@ -65,15 +65,12 @@ class ScrapeCollector:
         runs = self._start_runs()
         deadline = time.monotonic() + self.timeout
         for name, run in runs.items():
-            if run is None:
-                success.add_metric([name], 0)
-                duration.add_metric([name], self.timeout)
-                continue
-            finished = run.done.wait(max(0.0, deadline - time.monotonic()))
-            if not finished:
-                with self._lock:
-                    self._stuck[name] = run
-                log.warning("collector timed out", extra={"collector": name, "timeout_seconds": self.timeout})
+            if run is None or not run.done.wait(max(0.0, deadline - time.monotonic())):
+                if run is not None:
+                    with self._lock:
+                        self._stuck[name] = run
+                    log.warning("collector timed out", extra={"collector": name, "timeout_seconds": self.timeout})
+                yield from self._unavailable(name)
                 success.add_metric([name], 0)
                 duration.add_metric([name], self.timeout)
             elif run.error:
@@ -87,6 +84,13 @@ class ScrapeCollector:
                 duration.add_metric([name], run.duration)
         yield success
         yield duration
+
+    def _unavailable(self, name: str) -> Iterable[Metric]:
+        collector = next(c for c in self.collectors if c.name == name)
+        try:
+            yield from collector.unavailable()
+        except Exception as exc:  # noqa: BLE001 - a broken fallback must not break the whole scrape
+            log.warning("collector fallback failed", extra={"collector": name, "error": str(exc)})
 
     def _start_runs(self) -> dict[str, _Run | None]:
         runs: dict[str, _Run | None] = {}

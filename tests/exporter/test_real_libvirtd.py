@@ -12,10 +12,11 @@ from pathlib import Path
 import libvirt
 import pytest
 
+from common.backoff import Backoff
 from exporter.collectors import host, lifecycle
 from exporter.collectors import libvirt as libvirt_collector
 from exporter.registry import ScrapeCollector, build_registry
-from exporter.virt.connection import Backoff, LibvirtConnection
+from exporter.virt.connection import LibvirtConnection
 from tests.exporter.helpers import (
     assert_schema_valid,
     exposition,

@@ -199,7 +199,7 @@ def test_failed_handshake_is_logged(tmp_path: Path, serve: Serve, caplog: pytest
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and not any("TLS handshake failed" in r.message for r in caplog.records):
         time.sleep(0.05)
-    assert [r for r in caplog.records if r.message == "TLS handshake failed"][0].client == "127.0.0.1"
+    assert next(r for r in caplog.records if r.message == "TLS handshake failed").client == "127.0.0.1"
 
 
 def test_plain_http_is_refused_by_a_tls_listener(tmp_path: Path, serve: Serve) -> None:
