@@ -44,6 +44,10 @@ def _collector_options(func: Any) -> Any:
 @flag("web.telemetry-path", help="Path under which to expose metrics.  [default: /metrics]")
 @flag("web.max-requests", type=int,
       help="Maximum concurrent scrape requests; more get 503. 0 disables the limit.  [default: 40]")
+@flag("web.disable-exporter-metrics", boolean=True,
+      help="Leave out the process_* and python_* metrics about the exporter process itself.  [default: off]")
+@flag("collector.disable-defaults", boolean=True,
+      help="Disable every collector not enabled explicitly with --collector.<name>.  [default: off]")
 @flag("web.config.file", type=_PATH,
               help="exporter-toolkit web config file enabling TLS and/or bcrypt basic auth.")
 @flag("libvirt.uri", help="libvirt connection URI.  [default: qemu:///system]")
@@ -115,7 +119,8 @@ def run(settings: config.Settings, web: WebConfigSource) -> int:
         raise click.UsageError(str(exc)) from None
     for collector in collectors:
         collector.start()
-    registry = build_registry(collectors, journal, settings.collector_timeout)
+    registry = build_registry(collectors, journal, settings.collector_timeout,
+                              process_metrics=not settings.web_disable_exporter_metrics)
     try:
         server = MetricsServer(registry, settings.web_listen_address, settings.web_telemetry_path, web,
                                max_requests=settings.web_max_requests)

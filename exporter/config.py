@@ -26,9 +26,12 @@ class Settings:
     web_telemetry_path: str = "/metrics"
     web_config_file: Path | None = None
     web_max_requests: int = 40
+    web_disable_exporter_metrics: bool = False
     libvirt_uri: str = "qemu:///system"
     collector_timeout: float = 8.0
     collectors: dict[str, bool] = field(default_factory=lambda: {s.name: s.enabled_by_default for s in SPECS})
+    collector_disable_defaults: bool = False
+    collectors_given: set[str] = field(default_factory=set)  # switched explicitly (file or flag)
     journal_path: Path = Path("/var/lib/tee-exporter/journal.jsonl")
     journal_max_bytes: int = 64 * 1024 * 1024
     journal_fsync: bool = False
@@ -53,6 +56,8 @@ KEYS: dict[str, str] = {
     "web.telemetry-path": "web_telemetry_path",
     "web.config.file": "web_config_file",
     "web.max-requests": "web_max_requests",
+    "web.disable-exporter-metrics": "web_disable_exporter_metrics",
+    "collector.disable-defaults": "collector_disable_defaults",
     "libvirt.uri": "libvirt_uri",
     "collector.timeout": "collector_timeout",
     "journal.path": "journal_path",
@@ -119,6 +124,7 @@ def apply(settings: Settings, values: Mapping[str, Any], origin: str) -> Setting
             if not isinstance(value, bool):
                 raise ConfigError(f"{origin}: {key}: expected true or false (got {value!r})")
             settings.collectors[key.removeprefix("collector.")] = value
+            settings.collectors_given.add(key.removeprefix("collector."))
         elif key in KEYS:
             try:
                 setattr(settings, KEYS[key], _coerce(key, KEYS[key], value))
@@ -135,4 +141,8 @@ def load(config_file: Path | None, flags: Mapping[str, Any]) -> Settings:
     if config_file is not None:
         apply(settings, load_file(config_file), str(config_file))
     apply(settings, flags, "command line")
+    if settings.collector_disable_defaults:  # node_exporter's --collector.disable-defaults: only what is named
+        for name in settings.collectors:
+            if name not in settings.collectors_given:
+                settings.collectors[name] = False
     return settings

@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.metrics_core import Metric
 
@@ -131,8 +131,14 @@ class SelfCollector:
                                   value=j.dropped)
 
 
-def build_registry(collectors: Sequence[Collector], journal: Journal, timeout: float) -> CollectorRegistry:
+def build_registry(collectors: Sequence[Collector], journal: Journal, timeout: float,
+                   process_metrics: bool = False) -> CollectorRegistry:
+    """``process_metrics``: prometheus_client's process_* (CPU, RSS, open fds) and python_* (GC, version)."""
     registry = CollectorRegistry(auto_describe=False)
+    if process_metrics:
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
     registry.register(ScrapeCollector(collectors, timeout))
     registry.register(SelfCollector(journal))
     return registry

@@ -79,8 +79,9 @@ class LifecycleCollector(Collector):
         yield from self.transitions.collect()
         yield from self.creation.collect()
         # Reconnects (and re-registers the callback) after libvirtd came back; while it cannot, events are being
-        # missed, which is this collector's failure to report (the counters above are still exposed).
-        self.connection.get()
+        # missed, which is this collector's failure to report (the counters above are still exposed). No waiting:
+        # the counters must not miss the scrape deadline because libvirtd hangs.
+        self.connection.get(wait=False)
 
     def on_event(self, _conn: Any, dom: libvirt.virDomain, event: int, detail: int, _opaque: Any) -> None:
         try:

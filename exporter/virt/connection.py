@@ -93,7 +93,9 @@ class LibvirtConnection:
         with self._lock:
             return self._conn is not None and self._alive(self._conn)
 
-    def get(self) -> libvirt.virConnect:
+    def get(self, wait: bool = True) -> libvirt.virConnect:
+        """The live connection; while there is none, (re)open it, waiting at most ``open_timeout`` (or not at all
+        with ``wait=False``: the open goes on in the background and the caller fails now)."""
         with self._lock:
             if self._conn is not None and self._alive(self._conn):
                 return self._conn
@@ -101,7 +103,7 @@ class LibvirtConnection:
             opening = self._opening or self._start_open()
         # Wait without the lock, and only for what is left of this open's budget: a second caller during a hung
         # open fails at once instead of waiting again.
-        remaining = opening.started + self.open_timeout - time.monotonic()
+        remaining = opening.started + self.open_timeout - time.monotonic() if wait else 0.0
         if not opening.done.wait(max(0.0, remaining)):
             raise LibvirtUnavailable(f"libvirt {self.uri}: no answer to connect within {self.open_timeout:g}s "
                                      "(libvirtd hung?)")

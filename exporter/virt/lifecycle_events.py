@@ -2,8 +2,10 @@
 
 The numbers are libvirt's ``virDomainEventType`` and the per-type detail enums (``virDomainEventDefinedDetailType``,
 ``virDomainEventStoppedDetailType``, ... in libvirt-domain.h). A guest that died (QEMU killed, guest panic) must be
-journaled as a failure, not as a clean stop: ``STOPPED`` with detail ``CRASHED`` is what libvirt reports after a
-``kill -9`` of QEMU, ``FAILED`` when the emulator or libvirt's management of it failed. Pure: numbers in, names out.
+journaled as a failure, not as a clean stop. After a ``kill -9`` of QEMU, libvirt 11 sets the domain's state reason
+to ``VIR_DOMAIN_SHUTOFF_CRASHED`` but sends the event ``STOPPED`` with detail ``FAILED`` ("host emulator
+failed"); ``STOPPED``/``CRASHED`` comes when QEMU itself reports a guest crash. Both count as ``crashed``, with
+outcome failure, the detail telling them apart. Pure: numbers in, names out.
 """
 
 from __future__ import annotations
@@ -89,9 +91,10 @@ _FAILURES = {
     (libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_FAILED),
 }
 
-# A domain that stopped because it crashed is counted as ``crashed``, the same as a guest panic.
+# A domain whose emulator died or that stopped because it crashed is counted as ``crashed``, as a guest panic is.
 _EVENT_OVERRIDES = {
     (libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_CRASHED): "crashed",
+    (libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_FAILED): "crashed",
 }
 
 EVENT_NAMES = tuple(name for name, _ in _TYPES.values())
