@@ -28,7 +28,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from common.http import Environ, Server, StartResponse
 from common.webconfig import WebConfigSource
-from exporter.journal import ECS_VERSION, utc_timestamp
+from exporter.schema import ECS_VERSION, utc_timestamp
 
 log = logging.getLogger(__name__)
 

@@ -29,12 +29,12 @@ from prometheus_client.metrics_core import Metric
 from exporter.attest.collateral import load_dir
 from exporter.attest.errors import PARSE_REASONS
 from exporter.attest.evidence import Attester, Outcome, certs_beside
-from exporter.attest.follow import LogFollower, shared_unparsed, state_file_for
 from exporter.attest.policy import load_policy
 from exporter.attest.trust import TrustStore
-from exporter.attest.trustee_logs import AttestationResult, LogLineError, parse_as_line
 from exporter.attest.watch import EvidenceWatcher
 from exporter.collectors.base import Collector, CollectorContext
+from exporter.logs.follow import LogFollower, shared_unparsed, state_file_for
+from exporter.logs.trustee import AttestationResult, LogLineError, parse_as_line
 
 log = logging.getLogger(__name__)
 

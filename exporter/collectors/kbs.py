@@ -18,9 +18,9 @@ from pathlib import Path
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from exporter.attest.follow import LogFollower, shared_unparsed, state_file_for
-from exporter.attest.trustee_logs import LogLineError, ResourceRequest, parse_kbs_line
 from exporter.collectors.base import Collector, CollectorContext
+from exporter.logs.follow import LogFollower, shared_unparsed, state_file_for
+from exporter.logs.trustee import LogLineError, ResourceRequest, parse_kbs_line
 
 DATASET = "tee.kbs"
 SOURCE = "kbs"

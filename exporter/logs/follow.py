@@ -18,7 +18,7 @@ from typing import Any
 
 from prometheus_client.core import CounterMetricFamily
 
-from exporter.attest.tail import Tailer
+from exporter.logs.tail import Tailer
 
 log = logging.getLogger(__name__)
 
