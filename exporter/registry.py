@@ -14,7 +14,13 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
+from prometheus_client import (
+    CollectorRegistry,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.metrics_core import Metric
 
@@ -134,6 +140,9 @@ class SelfCollector:
 def build_registry(collectors: Sequence[Collector], journal: Journal, timeout: float,
                    process_metrics: bool = False) -> CollectorRegistry:
     """``process_metrics``: prometheus_client's process_* (CPU, RSS, open fds) and python_* (GC, version)."""
+    # The event-driven collectors use prometheus_client Counters/Histograms; their ``*_created`` series (the
+    # exporter's start time, per label set) are noise next to node_exporter-style output. Process-wide setting.
+    disable_created_metrics()
     registry = CollectorRegistry(auto_describe=False)
     if process_metrics:
         ProcessCollector(registry=registry)
