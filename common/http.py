@@ -228,14 +228,14 @@ def _one_line(exc: BaseException) -> str:
     return text.splitlines()[0][:300]
 
 
-class _Server(wsgi.Server):  # type: ignore[misc] - cheroot is untyped
+class _Server(wsgi.Server):
     ConnectionClass = _Connection
 
     def process_conn(self, conn: _Connection) -> None:
         # A new connection first waits in the selector for its first bytes; only then does it take a worker.
         if not conn.parked:
             conn.parked = True
-            self._connections.put(conn)
+            self._connections.put(conn)  # type: ignore[attr-defined]  # set by prepare(); not in the stubs
             return
         super().process_conn(conn)
 
@@ -251,7 +251,7 @@ class MetricsServer:
                  web: WebConfigSource | None = None, title: str = "tee-exporter",
                  healthy: Callable[[], bool] = lambda: True, max_requests: int = 40) -> None:
         metrics = Limited(make_wsgi_app(registry), max_requests)
-        routes = {telemetry_path: metrics, "/healthz": _health(healthy),
+        routes: dict[str, WSGIApp] = {telemetry_path: metrics, "/healthz": _health(healthy),
                   "/": static(landing_page(telemetry_path, title), "text/html; charset=utf-8")}
         self.server = Server(router(routes), address, web or WebConfigSource(None), title,
                              workers=max(max_requests, 1) + 4)
@@ -283,7 +283,7 @@ class Server:
     """A WSGI app behind the web config on ``address``. Raises ServeError with one line when it cannot listen."""
 
     def __init__(self, app: WSGIApp, address: str, web: WebConfigSource, name: str, workers: int = 8,
-                 max_body_bytes: int = 0, timeout: float = 10.0) -> None:
+                 max_body_bytes: int = 0, timeout: int = 10) -> None:
         self.address = address
         bind = parse_listen_address(address)
         self.wsgi = _Server(bind, Guarded(app, web, name), numthreads=workers, max=workers, server_name=name,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import xml.etree.ElementTree as ET
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -147,7 +147,7 @@ class HostCollector(Collector):
         return self._caps, counted
 
 
-def _family(name: str, doc: str, values: dict[str, int | bool]) -> GaugeMetricFamily:
+def _family(name: str, doc: str, values: Mapping[str, int | bool]) -> GaugeMetricFamily:
     family = GaugeMetricFamily(name, doc, labels=["tee_type"])
     for tee in TEE_TYPES:
         if tee in values:

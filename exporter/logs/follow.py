@@ -62,7 +62,7 @@ def shared_unparsed(shared: dict[str, Any], collector: str) -> UnparsedLines:
 class LogFollower:
     """Polls the tailers every ``POLL_SECONDS``; ``handle(path, line)`` must not raise (it is guarded anyway)."""
 
-    def __init__(self, name: str, paths: Sequence[Path], handle: Callable[[Path, bytes], None],
+    def __init__(self, name: str, paths: Sequence[Path], handle: Callable[[Path, bytes], object],
                  state_file: Path | None = None) -> None:
         self.name = name
         self.state_file = state_file
