@@ -99,7 +99,7 @@ def test_path_flags_arrive_as_paths_from_click():
 
 @pytest.mark.parametrize(("yaml_text", "message"), [
     ("libvirt.urii: x\n", "unknown setting 'libvirt.urii'"),
-    ("collector.timeout: soon\n", "collector.timeout: expected a number"),
+    ("collector.timeout: soon\n", "collector.timeout: expected a positive number"),
     ("journal.fsync: 'yes'\n", "journal.fsync: expected true or false"),
     ("collector.qemu: 1\n", "collector.qemu: expected true or false"),
     ("- a list\n", "expected a mapping"),
