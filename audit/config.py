@@ -62,7 +62,6 @@ class ShipSettings:
         return self.store / ".spool" if self.store else Path("/var/lib/tee-audit/spool")
 
 
-_POSITIVE = 1
 OPTIONS: tuple[Option, ...] = (
     Option("source", "sources", "Journal (JSON Lines) file to tail, following rotation to <file>.1. Repeatable."),
     Option("store", "store", "Local store directory (JSON Lines segments + checkpoint notes)."),
@@ -73,25 +72,25 @@ OPTIONS: tuple[Option, ...] = (
     Option("es.password-file", "es_password_file", "File holding the Elasticsearch password."),
     Option("es.namespace", "es_namespace", "Data stream namespace: records go to logs-tee.audit-<namespace>."),
     Option("es.retention", "es_retention", "Data stream lifecycle data_retention."),
-    Option("es.batch-size", "es_batch_size", "Documents per bulk request.", minimum=_POSITIVE),
+    Option("es.batch-size", "es_batch_size", "Documents per bulk request.", bound="positive"),
     Option("signing-key", "signing_key", "Ed25519 private key (PEM) that signs checkpoints. Required."),
     Option("chain", "chain", "Chain id (one chain per host).", default_help="this host's name"),
     Option("spool.dir", "spool_dir", "Durable spool and read offsets.",
            default_help="<store>/.spool with --store, else /var/lib/tee-audit/spool"),
     Option("spool.max-bytes", "spool_max_bytes", "Spool bound; reading pauses (backpressure) above it.",
-           minimum=_POSITIVE, default_help="256 MiB"),
+           bound="positive", default_help="256 MiB"),
     Option("source.max-line-bytes", "source_max_line_bytes", "Longer journal lines are quarantined.",
-           minimum=_POSITIVE, default_help="1 MiB"),
+           bound="positive", default_help="1 MiB"),
     Option("source.poll-seconds", "source_poll_seconds", "How often sources are polled when idle.",
-           minimum=_POSITIVE),
+           bound="positive"),
     Option("quarantine.dir", "quarantine_dir", "Where malformed input is kept.",
            default_help="<spool.dir>/quarantine"),
     Option("checkpoint.every-records", "checkpoint_every_records", "Sign a checkpoint every N records.",
-           minimum=_POSITIVE),
+           bound="positive"),
     Option("checkpoint.every-seconds", "checkpoint_every_seconds", "...or every T seconds when records arrived.",
-           minimum=_POSITIVE),
+           bound="positive"),
     Option("verify.every-seconds", "verify_every_seconds",
-           "Re-verify what each sink holds this often (tee_audit_chain_intact).", minimum=_POSITIVE),
+           "Re-verify what each sink holds this often (tee_audit_chain_intact).", bound="positive"),
     Option("web.listen-address", "web_listen_address", "Address for the tee_audit_* metrics."),
     Option("web.config.file", "web_config_file",
            "exporter-toolkit web config (TLS, client certificates, basic auth) for the metrics port and the "

@@ -31,7 +31,7 @@ class Option:
     attr: str
     help: str
     choices: tuple[str, ...] = ()
-    minimum: float | None = None  # for numbers: 1 = "positive", 0 = "non-negative"
+    bound: str | None = None  # for numbers: "positive" (> 0) or "non-negative" (>= 0)
     default_help: str | None = None  # what --help shows as the default when the dataclass default is computed
 
     @property
@@ -80,10 +80,10 @@ def coerce(option: Option, kind: str, value: Any) -> Any:
 def _number(option: Option, kind: str, value: Any) -> int | float:
     allowed = (int,) if kind == "int" else (int, float)
     noun = "integer" if kind == "int" else "number"
-    if isinstance(value, bool) or not isinstance(value, allowed) or \
-            (option.minimum is not None and value < option.minimum):
-        qualifier = {0.0: "non-negative ", 1.0: "positive "}.get(option.minimum, f">= {option.minimum} ") \
-            if option.minimum is not None else ""
+    out_of_bound = isinstance(value, allowed) and (
+        (option.bound == "positive" and value <= 0) or (option.bound == "non-negative" and value < 0))
+    if isinstance(value, bool) or not isinstance(value, allowed) or out_of_bound:
+        qualifier = f"{option.bound} " if option.bound else ""
         article = "an" if not qualifier and noun == "integer" else "a"
         raise TypeError(f"expected {article} {qualifier}{noun}")
     return value if kind == "int" else float(value)
