@@ -21,6 +21,7 @@ import socket
 import ssl
 import threading
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from cheroot import errors as cheroot_errors
@@ -127,31 +128,64 @@ def _with_headers(start_response: StartResponse, config: WebConfig) -> StartResp
     return respond
 
 
+@dataclass
+class _Flight:
+    done: threading.Event = field(default_factory=threading.Event)
+    status: str = "500 Internal Server Error"
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+
+
 class Limited:
     """At most ``limit`` concurrent calls of ``app``; beyond it 503 at once (node_exporter's --web.max-requests).
 
-    The body is produced while the slot is held and sent with a Content-Length, so that HEAD and keep-alive work
-    without chunked encoding.
+    Requests that arrive while an identical one (same query, Accept, Accept-Encoding) is being answered wait for
+    it and get the same response: 300 simultaneous scrapes cost one collection, not 40 (memory stays flat under a
+    burst). The body is sent with a Content-Length, so HEAD and keep-alive work without chunked encoding.
     """
 
     def __init__(self, app: WSGIApp, limit: int) -> None:
         self.app = app
         self._slots = threading.BoundedSemaphore(limit) if limit > 0 else None
+        self._lock = threading.Lock()
+        self._flights: dict[tuple[str, str, str], _Flight] = {}
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-        if self._slots is not None and not self._slots.acquire(blocking=False):
+        key = (environ.get("QUERY_STRING", ""), environ.get("HTTP_ACCEPT", ""),
+               environ.get("HTTP_ACCEPT_ENCODING", ""))
+        with self._lock:
+            flight = self._flights.get(key)
+            leader = flight is None
+            if flight is None:
+                flight = self._flights[key] = _Flight()
+        if leader:
+            self._fly(flight, key, environ)
+        else:
+            flight.done.wait()
+        if flight.status.startswith("503") and not leader:
             return _plain(start_response, "503 Service Unavailable", "too many concurrent requests")
+        start_response(flight.status, [*(h for h in flight.headers if h[0].lower() != "content-length"),
+                                       ("Content-Length", str(len(flight.body)))])
+        return [flight.body]
+
+    def _fly(self, flight: _Flight, key: tuple[str, str, str], environ: Environ) -> None:
         try:
-            started: list[Any] = []
-            body = b"".join(self.app(environ, lambda status, headers, exc_info=None: started.extend(
-                (status, headers))))
+            if self._slots is not None and not self._slots.acquire(blocking=False):
+                flight.status, flight.body = "503 Service Unavailable", b"too many concurrent requests\n"
+                flight.headers = [("Content-Type", "text/plain; charset=utf-8")]
+                return
+            try:
+                def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+                    flight.status, flight.headers = status, headers
+
+                flight.body = b"".join(self.app(environ, capture))
+            finally:
+                if self._slots is not None:
+                    self._slots.release()
         finally:
-            if self._slots is not None:
-                self._slots.release()
-        status, headers = started
-        start_response(status, [*(h for h in headers if h[0].lower() != "content-length"),
-                                ("Content-Length", str(len(body)))])
-        return [body]
+            with self._lock:
+                del self._flights[key]
+            flight.done.set()
 
 
 def router(routes: dict[str, WSGIApp]) -> WSGIApp:

@@ -265,27 +265,62 @@ def test_head_keepalive_and_gzip(serve: Serve) -> None:
     conn.close()
 
 
+class Gated:
+    """A collector that waits for ``gate`` and counts its collections."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.calls = 0
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        self.calls += 1
+        self.gate.wait(10)
+        yield GaugeMetricFamily("tee_test_slow", "x", value=1)
+
+
+def get_in_background(target: str, results: list[int]) -> threading.Thread:
+    thread = threading.Thread(target=lambda: results.append(requests.get(target, timeout=20).status_code))
+    thread.start()
+    return thread
+
+
 def test_beyond_max_requests_answers_503(serve: Serve) -> None:
-    gate = threading.Event()
-
-    class Slow:
-        def collect(self) -> Iterator[GaugeMetricFamily]:
-            gate.wait(10)
-            yield GaugeMetricFamily("tee_test_slow", "x", value=1)
-
-    server = serve(collector=Slow(), max_requests=2)
+    slow = Gated()
+    server = serve(collector=slow, max_requests=2)
     results: list[int] = []
-    threads = [threading.Thread(target=lambda: results.append(requests.get(url(server), timeout=20).status_code))
-               for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    time.sleep(0.5)  # both slots taken
-    assert requests.get(url(server), timeout=10).status_code == 503
+    threads = [get_in_background(url(server, f"/metrics?n={i}"), results) for i in range(2)]  # distinct scrapes
+    assert wait_until(lambda: slow.calls == 2)  # both slots taken
+    assert requests.get(url(server, "/metrics?n=3"), timeout=10).status_code == 503
     assert requests.get(url(server, "/healthz"), timeout=10).status_code == 200  # health is not a scrape
-    gate.set()
+    slow.gate.set()
     for thread in threads:
         thread.join()
     assert results == [200, 200]
+
+
+def test_simultaneous_identical_scrapes_share_one_collection(serve: Serve) -> None:
+    slow = Gated()
+    server = serve(collector=slow, max_requests=1)
+    results: list[int] = []
+    first = get_in_background(url(server), results)
+    assert wait_until(lambda: slow.calls == 1)
+    # would be 503 with one slot if not shared (3: the pool has max_requests + 4 workers, and waiters hold one)
+    others = [get_in_background(url(server), results) for _ in range(3)]
+    time.sleep(0.3)
+    slow.gate.set()
+    for thread in (first, *others):
+        thread.join()
+    assert results == [200] * 4 and slow.calls == 1
+    assert requests.get(url(server), timeout=10).status_code == 200 and slow.calls == 2  # later: a fresh one
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 # Run in a separate process so that 300 client threads do not compete with the server for this process's GIL.
