@@ -6,8 +6,10 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import http.client
+import logging
 import socket
 import ssl
+import struct
 import subprocess
 import sys
 import threading
@@ -407,3 +409,21 @@ def test_bad_web_config_is_refused_at_start(tmp_path: Path, text: str, message: 
     path.write_text(text)
     with pytest.raises(ConfigError, match=message):
         webconfig.WebConfigSource(path)
+
+
+def test_aborted_scrape_is_not_a_stack_trace(serve: Serve, caplog: pytest.LogCaptureFixture,
+                                            capfd: pytest.CaptureFixture[str]) -> None:
+    """A client that hangs up mid-scrape (a Prometheus scrape timeout) costs no traceback in a logfmt log."""
+    caplog.set_level(logging.DEBUG)
+    server = serve(collector=Many())
+    for _ in range(5):
+        sock = socket.create_connection(("127.0.0.1", server.port))
+        sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        sock.recv(1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # reset, not FIN
+        sock.close()
+    assert requests.get(url(server, "/healthz"), timeout=10).ok  # the server is fine
+    time.sleep(0.5)
+    for record in caplog.records:
+        assert record.exc_info is None and "\n" not in record.getMessage(), record.getMessage()
+    assert "Traceback" not in capfd.readouterr().err  # nor written past the logger (cheroot's own error log)
