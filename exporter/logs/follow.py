@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -18,6 +17,7 @@ from typing import Any
 
 from prometheus_client.core import CounterMetricFamily
 
+from common.fsio import write_atomic
 from exporter.logs.tail import Tailer
 
 log = logging.getLogger(__name__)
@@ -104,11 +104,9 @@ class LogFollower:
         if self.state_file is None:
             return
         state = {str(t.path): list(pos) for t in self.tailers if (pos := t.position()) is not None}
-        tmp = self.state_file.with_name(self.state_file.name + ".tmp")
         try:
             self.state_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps(state))
-            os.replace(tmp, self.state_file)
+            write_atomic(self.state_file, json.dumps(state).encode())
         except OSError as exc:
             log.warning("cannot save log positions", extra={"file": str(self.state_file), "error": exc.strerror})
 
