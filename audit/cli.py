@@ -15,6 +15,7 @@ import click
 
 from audit import config
 from common import __version__
+from common.http import ServeError
 from common.log import setup_logging
 from common.settings import click_options, given
 
@@ -46,7 +47,11 @@ def ship(ctx: click.Context, config_file: Path | None, **flags: Any) -> None:
     setup_logging(settings.log_level, settings.log_format)
     from audit.ship import run  # heavy imports (elasticsearch, opentelemetry) only for the daemon
 
-    sys.exit(run(settings))
+    try:
+        status = run(settings)
+    except (ServeError, config.ConfigError) as exc:  # a port in use, a bad web config: one line, no traceback
+        raise click.UsageError(str(exc)) from None
+    sys.exit(status)
 
 
 @main.command()

@@ -157,3 +157,23 @@ def test_get_is_refused(receiver: Receiver) -> None:
     response = requests.get(f"{receiver.base}/alerts", auth=("alertmanager", "hunter2"), verify=receiver.verify,
                             timeout=10)
     assert response.status_code == 405 and receiver.rejected("method") == 1
+
+
+def test_webhook_port_in_use_is_one_line(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+
+    from tests.audit.kit import TEE_AUDIT
+
+    subprocess.run([*TEE_AUDIT, "keygen", "--out", str(tmp_path / "k")], check=True, capture_output=True)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run([*TEE_AUDIT, "ship", "--store", str(tmp_path / "store"), "--signing-key",
+                                 str(tmp_path / "k" / "audit.key"), "--source", str(tmp_path / "j.jsonl"),
+                                 "--web.listen-address", "127.0.0.1:0",
+                                 "--alertmanager.listen-address", f"127.0.0.1:{port}"],
+                                capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"Error: cannot listen on 127.0.0.1:{port}: " in result.stderr
