@@ -14,9 +14,10 @@ from typing import Any
 import click
 
 from audit import config
-from exporter import __version__
-from exporter.flags import flag, given
-from exporter.log import setup_logging
+from common import __version__
+from common.http import ServeError
+from common.log import setup_logging
+from common.settings import click_options, given
 
 _PATH = click.Path(path_type=Path)
 
@@ -35,49 +36,22 @@ def main() -> None:
 @main.command()
 @click.option("--config.file", "config_file", type=_PATH,
               help="YAML file holding any of these settings, keyed by flag name without dashes; flags win.")
-@flag("source", type=_PATH, multiple=True,
-       help="Journal (JSON Lines) file to tail, following rotation to <file>.1. Repeatable.")
-@flag("store", type=_PATH, help="Local store directory (JSON Lines segments + checkpoint notes).")
-@flag("es", help="Elasticsearch URL (http:// or https://). Both sinks may be given.")
-@flag("es.ca-file", type=_PATH, help="CA bundle (PEM) that signs the Elasticsearch server certificate.")
-@flag("es.api-key-file", type=_PATH, help="File holding the Elasticsearch API key (the base64 'encoded' form).")
-@flag("es.username", help="Elasticsearch user for basic auth (password from --es.password-file).")
-@flag("es.password-file", type=_PATH, help="File holding the Elasticsearch password.")
-@flag("es.namespace", help="Data stream namespace: records go to logs-tee.audit-<namespace>. [default: default]")
-@flag("es.retention", help="Data stream lifecycle data_retention. [default: 90d]")
-@flag("es.batch-size", type=int, help="Documents per bulk request. [default: 1000]")
-@flag("signing-key", type=_PATH, help="Ed25519 private key (PEM) that signs checkpoints. Required.")
-@flag("chain", help="Chain id (one chain per host). [default: this host's name]")
-@flag("spool.dir", type=_PATH,
-       help="Durable spool and read offsets. [default: <store>/.spool with --store, else /var/lib/tee-audit/spool]")
-@flag("spool.max-bytes", type=int, help="Spool bound; reading pauses (backpressure) above it. [default: 256 MiB]")
-@flag("source.max-line-bytes", type=int, help="Longer journal lines are quarantined. [default: 1 MiB]")
-@flag("source.poll-seconds", type=float, help="How often sources are polled when idle. [default: 0.5]")
-@flag("quarantine.dir", type=_PATH, help="Where malformed input is kept. [default: <spool.dir>/quarantine]")
-@flag("checkpoint.every-records", type=int, help="Sign a checkpoint every N records. [default: 1000]")
-@flag("checkpoint.every-seconds", type=float, help="...or every T seconds when records arrived. [default: 60]")
-@flag("verify.every-seconds", type=float,
-       help="Re-verify what each sink holds this often (tee_audit_chain_intact). [default: 300]")
-@flag("web.listen-address", help="Address for the tee_audit_* metrics. [default: :9941]")
-@flag("web.config.file", type=_PATH, help="exporter-toolkit web config (TLS, basic auth) for the metrics port.")
-@flag("alertmanager.listen-address",
-       help="Serve an Alertmanager webhook receiver (POST /alerts) here; alerts become audit records. [default: off]")
-@flag("otlp.endpoint", help="OTLP/HTTP endpoint for trace spans (e.g. http://otel:4318). [default: no export]")
-@flag("once", boolean=True,
-       help="Drain every source, flush every sink, sign a final checkpoint and exit (0 only when all is durable).")
-@flag("log.level", type=click.Choice(["debug", "info", "warning", "error"]), help="[default: info]")
-@flag("log.format", type=click.Choice(["logfmt", "json"]), help="[default: logfmt]")
+@click_options(config.OPTIONS, config.ShipSettings())
 @click.pass_context
 def ship(ctx: click.Context, config_file: Path | None, **flags: Any) -> None:
     """Ship journal events and alerts into the signed audit chain."""
     try:
-        settings = config.load(config_file, given(ctx, flags))
+        settings = config.load(config_file, given(ctx, flags, config.OPTIONS))
     except config.ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     setup_logging(settings.log_level, settings.log_format)
     from audit.ship import run  # heavy imports (elasticsearch, opentelemetry) only for the daemon
 
-    sys.exit(run(settings))
+    try:
+        status = run(settings)
+    except (ServeError, config.ConfigError) as exc:  # a port in use, a bad web config: one line, no traceback
+        raise click.UsageError(str(exc)) from None
+    sys.exit(status)
 
 
 @main.command()

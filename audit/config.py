@@ -1,6 +1,7 @@
 """Settings for ``tee-audit ship``: embedded defaults, overridden by the YAML config file, overridden by flags.
 
-Same convention as the exporter (``exporter/config.py``): YAML keys are the flag names without the leading dashes
+Declared once (``OPTIONS`` and the ``ShipSettings`` dataclass drive the flags, ``--help``, the YAML keys and the type
+checks; see ``common/settings.py``). YAML keys are the flag names without the leading dashes
 (``store: /var/lib/tee-audit/store``, ``es.ca-file: /etc/ssl/es-ca.pem``); unknown keys and wrong types are
 start-up errors naming the key. Secrets (Elasticsearch password or API key) are only ever read from files named
 here, never given as values, so they never appear in a process list, a config dump or a log line.
@@ -8,16 +9,16 @@ here, never given as values, so they never appear in a process list, a config du
 
 from __future__ import annotations
 
-import dataclasses
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from exporter.config import ConfigError, load_file
+from common import settings as common
+from common.settings import ConfigError, Option
 
-__all__ = ["KEYS", "ConfigError", "ShipSettings", "apply", "load"]
+__all__ = ["OPTIONS", "ConfigError", "ShipSettings", "apply", "load"]
 
 
 @dataclass
@@ -61,86 +62,54 @@ class ShipSettings:
         return self.store / ".spool" if self.store else Path("/var/lib/tee-audit/spool")
 
 
-# flag/YAML key -> ShipSettings attribute.
-KEYS: dict[str, str] = {
-    "source": "sources",
-    "store": "store",
-    "es": "es",
-    "es.ca-file": "es_ca_file",
-    "es.api-key-file": "es_api_key_file",
-    "es.username": "es_username",
-    "es.password-file": "es_password_file",
-    "es.namespace": "es_namespace",
-    "es.retention": "es_retention",
-    "es.batch-size": "es_batch_size",
-    "signing-key": "signing_key",
-    "chain": "chain",
-    "spool.dir": "spool_dir",
-    "spool.max-bytes": "spool_max_bytes",
-    "source.max-line-bytes": "source_max_line_bytes",
-    "source.poll-seconds": "source_poll_seconds",
-    "quarantine.dir": "quarantine_dir",
-    "checkpoint.every-records": "checkpoint_every_records",
-    "checkpoint.every-seconds": "checkpoint_every_seconds",
-    "verify.every-seconds": "verify_every_seconds",
-    "web.listen-address": "web_listen_address",
-    "web.config.file": "web_config_file",
-    "alertmanager.listen-address": "alertmanager_listen_address",
-    "otlp.endpoint": "otlp_endpoint",
-    "once": "once",
-    "log.level": "log_level",
-    "log.format": "log_format",
-}
-
-_TYPES = {f.name: str(f.type) for f in dataclasses.fields(ShipSettings)}
-_CHOICES = {"log_level": ("debug", "info", "warning", "error"), "log_format": ("logfmt", "json")}
-
-
-def _coerce(attr: str, value: Any) -> Any:
-    kind = _TYPES[attr]
-    if value is None and "None" in kind:
-        return None
-    if kind.startswith("tuple"):
-        items = value if isinstance(value, (list, tuple)) else [value]
-        return tuple(Path(_text(v)) for v in items)
-    if "Path" in kind:
-        return Path(_text(value))
-    if kind == "bool":
-        if not isinstance(value, bool):
-            raise TypeError("expected true or false")
-        return value
-    if kind == "int":
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise TypeError("expected a positive integer")
-        return value
-    if kind == "float":
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            raise TypeError("expected a positive number")
-        return float(value)
-    text = _text(value)
-    if attr in _CHOICES and text not in _CHOICES[attr]:
-        raise TypeError(f"expected one of {', '.join(_CHOICES[attr])}")
-    return text
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, Path):  # from click
-        value = str(value)
-    if not isinstance(value, str) or not value:
-        raise TypeError("expected a non-empty string")
-    return value
+OPTIONS: tuple[Option, ...] = (
+    Option("source", "sources", "Journal (JSON Lines) file to tail, following rotation to <file>.1. Repeatable."),
+    Option("store", "store", "Local store directory (JSON Lines segments + checkpoint notes)."),
+    Option("es", "es", "Elasticsearch URL (http:// or https://). Both sinks may be given."),
+    Option("es.ca-file", "es_ca_file", "CA bundle (PEM) that signs the Elasticsearch server certificate."),
+    Option("es.api-key-file", "es_api_key_file", "File holding the Elasticsearch API key (the base64 'encoded' form)."),
+    Option("es.username", "es_username", "Elasticsearch user for basic auth (password from --es.password-file)."),
+    Option("es.password-file", "es_password_file", "File holding the Elasticsearch password."),
+    Option("es.namespace", "es_namespace", "Data stream namespace: records go to logs-tee.audit-<namespace>."),
+    Option("es.retention", "es_retention", "Data stream lifecycle data_retention."),
+    Option("es.batch-size", "es_batch_size", "Documents per bulk request.", bound="positive"),
+    Option("signing-key", "signing_key", "Ed25519 private key (PEM) that signs checkpoints. Required."),
+    Option("chain", "chain", "Chain id (one chain per host).", default_help="this host's name"),
+    Option("spool.dir", "spool_dir", "Durable spool and read offsets.",
+           default_help="<store>/.spool with --store, else /var/lib/tee-audit/spool"),
+    Option("spool.max-bytes", "spool_max_bytes", "Spool bound; reading pauses (backpressure) above it.",
+           bound="positive", default_help="256 MiB"),
+    Option("source.max-line-bytes", "source_max_line_bytes", "Longer journal lines are quarantined.",
+           bound="positive", default_help="1 MiB"),
+    Option("source.poll-seconds", "source_poll_seconds", "How often sources are polled when idle.",
+           bound="positive"),
+    Option("quarantine.dir", "quarantine_dir", "Where malformed input is kept.",
+           default_help="<spool.dir>/quarantine"),
+    Option("checkpoint.every-records", "checkpoint_every_records", "Sign a checkpoint every N records.",
+           bound="positive"),
+    Option("checkpoint.every-seconds", "checkpoint_every_seconds", "...or every T seconds when records arrived.",
+           bound="positive"),
+    Option("verify.every-seconds", "verify_every_seconds",
+           "Re-verify what each sink holds this often (tee_audit_chain_intact).", bound="positive"),
+    Option("web.listen-address", "web_listen_address", "Address for the tee_audit_* metrics."),
+    Option("web.config.file", "web_config_file",
+           "exporter-toolkit web config (TLS, client certificates, basic auth) for the metrics port and the "
+           "Alertmanager webhook; re-read while running."),
+    Option("alertmanager.listen-address", "alertmanager_listen_address",
+           "Serve an Alertmanager webhook receiver (POST /alerts) here; alerts become audit records.",
+           default_help="off"),
+    Option("otlp.endpoint", "otlp_endpoint", "OTLP/HTTP endpoint for trace spans (e.g. http://otel:4318).",
+           default_help="no export"),
+    Option("once", "once",
+           "Drain every source, flush every sink, sign a final checkpoint and exit (0 only when all is durable)."),
+    Option("log.level", "log_level", "Log level.", choices=("debug", "info", "warning", "error")),
+    Option("log.format", "log_format", "Log format.", choices=("logfmt", "json")),
+)
 
 
 def apply(settings: ShipSettings, values: Mapping[str, Any], origin: str) -> ShipSettings:
     """Apply ``{key: value}`` (YAML keys or flag names) onto ``settings``; ``origin`` names the source in errors."""
-    for key, value in values.items():
-        if key not in KEYS:
-            raise ConfigError(f"{origin}: unknown setting {key!r}")
-        try:
-            setattr(settings, KEYS[key], _coerce(KEYS[key], value))
-        except TypeError as exc:
-            raise ConfigError(f"{origin}: {key}: {exc} (got {value!r})") from None
-    return settings
+    return common.apply(settings, OPTIONS, values, origin)
 
 
 def validate(settings: ShipSettings) -> ShipSettings:
@@ -162,6 +131,6 @@ def load(config_file: Path | None, flags: Mapping[str, Any]) -> ShipSettings:
     """Defaults, then the config file, then the flags the user actually gave; then the cross-field checks."""
     settings = ShipSettings()
     if config_file is not None:
-        apply(settings, load_file(config_file), str(config_file))
+        apply(settings, common.load_file(config_file), str(config_file))
     apply(settings, flags, "command line")
     return validate(settings)

@@ -390,7 +390,7 @@ class _Services:
         from audit.sources.alertmanager import AlertReceiver
 
         self.s, self.metrics, self.key, self.sinks = s, metrics, key, sinks
-        self.alerts = AlertReceiver(s.alertmanager_listen_address, s.chain) \
+        self.alerts = AlertReceiver(s.alertmanager_listen_address, s.chain, s.web_config_file, metrics.registry) \
             if s.alertmanager_listen_address and not s.once else None
         self.server: Any = None
         self.verifier: Any = None
@@ -399,10 +399,10 @@ class _Services:
         if self.s.once:
             return
         from audit.selfcheck import SelfCheck
-        from exporter import webconfig
-        from exporter.server import MetricsServer
+        from common import webconfig
+        from common.http import MetricsServer
 
-        web = webconfig.load(self.s.web_config_file) if self.s.web_config_file else None
+        web = webconfig.WebConfigSource(self.s.web_config_file)
         self.server = MetricsServer(self.metrics.registry, self.s.web_listen_address, "/metrics", web,
                                     title="tee-audit")
         self.server.start()

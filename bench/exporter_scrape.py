@@ -3,8 +3,12 @@
 Both exporters talk to the real libvirtd over its UNIX socket (``test+unix://``: libvirtd's test driver loaded
 with a generated node file of N running domains), so both pay the same RPC costs. For each N the first scrape
 (tee-exporter reads and parses every domain XML once then) is reported separately from the steady-state median.
+The two exporters alternate over ``--rounds`` rounds; the table gives the median over rounds and the spread
+(max - min of the per-round medians). After its sequential scrapes, tee-exporter gets a burst of
+``--concurrent`` simultaneous scrapes; its peak RSS and thread count during the burst are reported. (The Debian
+exporter is not burst: at 1,000 domains its 300 scrapes queue on libvirtd for minutes per round.)
 
-    .venv/bin/python bench/exporter_scrape.py [--sizes 10,100,1000] [--scrapes 7]
+    .venv/bin/python bench/exporter_scrape.py [--sizes 10,100,1000] [--scrapes 7] [--rounds 3] [--concurrent 300]
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -47,11 +52,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def peak_rss_mb(pid: int) -> float:
+def status_field(pid: int, name: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+        if line.startswith(name + ":"):
+            return int(line.split()[1])
+    return -1
+
+
+def peak_rss_mb(pid: int) -> float:
+    return status_field(pid, "VmHWM") / 1024
 
 
 @dataclass
@@ -60,6 +69,34 @@ class Result:
     median: float
     rss_mb: float
     domains: int
+    burst_rss_mb: float = float("nan")
+    burst_threads: int = 0
+    burst_ok: int = 0
+
+
+def burst(url: str, pid: int, clients: int) -> tuple[float, int, int]:
+    """``clients`` simultaneous scrapes: (peak RSS MB after, peak thread count during, how many got 200)."""
+    gate = threading.Barrier(clients + 1)
+    ok: list[bool] = []
+
+    def client() -> None:
+        gate.wait()
+        try:
+            with urllib.request.urlopen(url, timeout=300) as resp:
+                resp.read()
+                ok.append(resp.status == 200)
+        except OSError:  # 503 (over --web.max-requests) or a refused connection
+            ok.append(False)
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    gate.wait()
+    peak_threads = 0
+    while any(t.is_alive() for t in threads):
+        peak_threads = max(peak_threads, status_field(pid, "Threads"))
+        time.sleep(0.01)
+    return peak_rss_mb(pid), peak_threads, sum(ok)
 
 
 def scrape(url: str) -> tuple[float, str]:
@@ -69,7 +106,7 @@ def scrape(url: str) -> tuple[float, str]:
     return time.perf_counter() - start, body
 
 
-def measure(cmd: list[str], port: int, scrapes: int, domain_metric: str) -> Result:
+def measure(cmd: list[str], port: int, scrapes: int, domain_metric: str, concurrent: int) -> Result:
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/metrics"
     try:
@@ -85,7 +122,10 @@ def measure(cmd: list[str], port: int, scrapes: int, domain_metric: str) -> Resu
         first, body = scrape(url)
         times = [scrape(url)[0] for _ in range(scrapes)]
         domains = sum(1 for line in body.splitlines() if line.startswith(domain_metric + "{"))
-        return Result(first, statistics.median(times), peak_rss_mb(proc.pid), domains)
+        result = Result(first, statistics.median(times), peak_rss_mb(proc.pid), domains)
+        if concurrent:
+            result.burst_rss_mb, result.burst_threads, result.burst_ok = burst(url, proc.pid, concurrent)
+        return result
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -109,6 +149,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10,100,1000")
     parser.add_argument("--scrapes", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--concurrent", type=int, default=300)
     args = parser.parse_args()
     subprocess.run(["bash", str(ROOT / "scripts" / "start-libvirtd.sh")], check=True)
     have_debian = shutil.which(DEBIAN) is not None
@@ -117,31 +159,49 @@ def main() -> int:
         tmp = Path(tmpdir)
         for n in (int(s) for s in args.sizes.split(",")):
             uri = f"test+unix://{node_file(tmp / f'node-{n}.xml', n)}"
-            port = free_port()
-            tee = measure(tee_cmd(uri, port, tmp), port, args.scrapes, "tee_domain_state")
-            deb = None
-            if have_debian:
+            tee_runs, deb_runs = [], []
+            for _ in range(args.rounds):  # alternate the two sides so drift on the shared machine hits both
                 port = free_port()
-                deb = measure(debian_cmd(uri, port), port, args.scrapes, "libvirt_domain_info_virtual_cpus")
-            rows.append((n, tee, deb))
-    print_table(rows)
+                tee_runs.append(measure(tee_cmd(uri, port, tmp), port, args.scrapes, "tee_domain_state",
+                                        args.concurrent))
+                if have_debian:
+                    port = free_port()
+                    deb_runs.append(measure(debian_cmd(uri, port), port, args.scrapes,
+                                            "libvirt_domain_info_virtual_cpus", 0))
+            rows.append((n, tee_runs, deb_runs))
+            print(f"{n} domains measured", file=sys.stderr, flush=True)
+    print_table(rows, args.concurrent)
     return 0
 
 
-def print_table(rows: list) -> None:
-    print(f"{'domains':>7} | {'tee first s':>11} {'tee med s':>9} {'tee RSS MB':>10} {'tee n':>5} {'ms/dom':>7} | "
-          f"{'deb med s':>9} {'deb RSS MB':>10} {'deb n':>5} | {'time ratio':>10} {'RSS ratio':>9}")
+def _med(runs: list[Result], attr: str) -> float:
+    return statistics.median(getattr(r, attr) for r in runs)
+
+
+def _spread(runs: list[Result], attr: str) -> float:
+    values = [getattr(r, attr) for r in runs]
+    return max(values) - min(values)
+
+
+def print_table(rows: list, concurrent: int) -> None:
+    print(f"{'domains':>7} | {'tee first s':>11} {'tee med s':>9} {'±':>6} {'tee RSS MB':>10} {'tee n':>5} "
+          f"{'burst RSS':>9} {'thr':>4} {'ok':>4} | {'deb med s':>9} {'±':>6} {'deb RSS MB':>10} {'deb n':>5} "
+          f"| {'time ratio':>10} {'RSS ratio':>9}")
     for n, tee, deb in rows:
-        line = (f"{n:>7} | {tee.first:>11.3f} {tee.median:>9.3f} {tee.rss_mb:>10.1f} {tee.domains:>5} "
-                f"{tee.median / n * 1000:>7.3f} |")
-        if deb is None:
+        line = (f"{n:>7} | {_med(tee, 'first'):>11.3f} {_med(tee, 'median'):>9.3f} {_spread(tee, 'median'):>6.3f} "
+                f"{_med(tee, 'rss_mb'):>10.1f} {tee[0].domains:>5} {_med(tee, 'burst_rss_mb'):>9.1f} "
+                f"{max(r.burst_threads for r in tee):>4} {min(r.burst_ok for r in tee):>4} |")
+        if not deb:
             line += " (prometheus-libvirt-exporter not installed)"
         else:
-            line += (f" {deb.median:>9.3f} {deb.rss_mb:>10.1f} {deb.domains:>5} | "
-                     f"{tee.median / deb.median:>10.3f} {tee.rss_mb / deb.rss_mb:>9.2f}")
+            line += (f" {_med(deb, 'median'):>9.3f} {_spread(deb, 'median'):>6.3f} {_med(deb, 'rss_mb'):>10.1f} "
+                     f"{deb[0].domains:>5} | "
+                     f"{_med(tee, 'median') / _med(deb, 'median'):>10.3f} "
+                     f"{_med(tee, 'rss_mb') / _med(deb, 'rss_mb'):>9.2f}")
         print(line)
-    print("time ratio = tee-exporter median scrape / Debian exporter median scrape (lower is better);"
-          " n = domains each exposed")
+    print("time ratio = tee-exporter median scrape / Debian exporter median scrape (lower is better); ± = spread of"
+          f" the per-round medians; n = domains each exposed; burst = {concurrent} simultaneous scrapes: peak RSS"
+          " (MB), peak threads, scrapes answered 200 (the rest got 503 beyond --web.max-requests)")
 
 
 if __name__ == "__main__":

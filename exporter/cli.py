@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import signal
 import sys
@@ -11,16 +12,17 @@ from typing import Any
 
 import click
 
-from exporter import __version__, config, webconfig
+from common import __version__
+from common.http import MetricsServer, ServeError
+from common.log import setup_logging
+from common.settings import click_options, flag, given
+from common.webconfig import WebConfigSource
+from exporter import config
 from exporter.attest.errors import EvidenceError
 from exporter.attest.policy import PolicyError
-from exporter.collectors import SPECS, CollectorContext
-from exporter.collectors.base import Collector
-from exporter.flags import flag, given
+from exporter.collectors.base import Collector, CollectorContext
 from exporter.journal import Journal
-from exporter.log import setup_logging
 from exporter.registry import build_registry
-from exporter.server import MetricsServer
 
 log = logging.getLogger("exporter")
 
@@ -28,7 +30,7 @@ _PATH = click.Path(path_type=Path)
 
 
 def _collector_options(func: Any) -> Any:
-    for spec in reversed(SPECS):
+    for spec in reversed(config.COLLECTORS):
         state = "enabled" if spec.enabled_by_default else "disabled"
         func = flag(f"collector.{spec.name}", boolean=True, help=f"{spec.help} ({state} by default).")(func)
     return func
@@ -38,36 +40,7 @@ def _collector_options(func: Any) -> Any:
                                                             "max_content_width": 110})
 @click.option("--config.file", "config_file", type=_PATH,
               help="YAML file holding any of these settings, keyed by flag name without dashes; flags win.")
-@flag("web.listen-address", help="Address to listen on for HTTP.  [default: :9940]")
-@flag("web.telemetry-path", help="Path under which to expose metrics.  [default: /metrics]")
-@flag("web.config.file", type=_PATH,
-              help="exporter-toolkit web config file enabling TLS and/or bcrypt basic auth.")
-@flag("libvirt.uri", help="libvirt connection URI.  [default: qemu:///system]")
-@flag("collector.timeout", type=float,
-              help="Deadline in seconds for one scrape of all collectors; late ones are reported failed. [default: 8]")
-@flag("journal.path", type=_PATH,
-              help="Append-only JSON Lines event journal read by tee-audit. "
-                   "[default: /var/lib/tee-exporter/journal.jsonl]")
-@flag("journal.max-bytes", type=int, help="Rotate the journal to <path>.1 past this size. [default: 64 MiB]")
-@flag("journal.fsync", boolean=True,
-              help="fsync after every journal line (slower, survives power loss).  [default: off]")
-@flag("host.name", help="Host name written into journal events.  [default: this host's name]")
-@flag("path.procfs", type=_PATH, help="procfs mount point.  [default: /proc]")
-@flag("path.sysfs", type=_PATH, help="sysfs mount point.  [default: /sys]")
-@flag("path.cgroupfs", type=_PATH, help="cgroup v2 mount point.  [default: /sys/fs/cgroup]")
-@flag("attestation.evidence-dir", type=_PATH,
-              help="Watched directory of evidence files (SNP reports, TDX quotes, with their certificates).")
-@flag("attestation.quarantine-dir", type=_PATH,
-              help="Where unparseable evidence is moved.  [default: <evidence-dir>/quarantine]")
-@flag("attestation.policy-file", type=_PATH, help="Attestation policy (JSON) evidence is checked against.")
-@flag("attestation.collateral-dir", type=_PATH, help="TDX collateral (TCB info, QE identity, CRLs).")
-@flag("attestation.trust-root", type=_PATH, multiple=True,
-              help="Extra trust root (PEM), added to the shipped AMD and Intel roots. Repeatable.")
-@flag("attestation.log-path", type=_PATH, multiple=True,
-              help="Attestation-service log file to tail. Repeatable.")
-@flag("kbs.log-path", type=_PATH, multiple=True, help="Key-broker (KBS) log file to tail. Repeatable.")
-@flag("log.level", type=click.Choice(["debug", "info", "warning", "error"]), help="[default: info]")
-@flag("log.format", type=click.Choice(["logfmt", "json"]), help="[default: logfmt]")
+@click_options(config.OPTIONS, config.Settings())
 @_collector_options
 @click.version_option(__version__, "--version")
 @click.pass_context
@@ -80,8 +53,8 @@ def main(ctx: click.Context, config_file: Path | None, **flags: Any) -> None:
     if ctx.invoked_subcommand is not None:
         return
     try:
-        settings = config.load(config_file, given(ctx, flags))
-        web = webconfig.load(settings.web_config_file) if settings.web_config_file else None
+        settings = config.load(config_file, given(ctx, flags, config.OPTIONS))
+        web = WebConfigSource(settings.web_config_file)
     except config.ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     setup_logging(settings.log_level, settings.log_format)
@@ -96,13 +69,13 @@ STARTUP_ERRORS: tuple[type[Exception], ...] = (config.ConfigError, PolicyError, 
 def build_collectors(settings: config.Settings, journal: Journal) -> list[Collector]:
     ctx = CollectorContext(settings=settings, journal=journal)
     collectors = []
-    for spec in SPECS:
+    for spec in config.COLLECTORS:
         if settings.collectors.get(spec.name):
-            collectors.append(spec.build(ctx))
+            collectors.append(importlib.import_module(spec.module).build(ctx))
     return collectors
 
 
-def run(settings: config.Settings, web: webconfig.WebConfig | None) -> int:
+def run(settings: config.Settings, web: WebConfigSource) -> int:
     journal = Journal(settings.journal_path, settings.journal_max_bytes, settings.journal_fsync,
                       host=settings.host_name)
     try:
@@ -111,8 +84,15 @@ def run(settings: config.Settings, web: webconfig.WebConfig | None) -> int:
         raise click.UsageError(str(exc)) from None
     for collector in collectors:
         collector.start()
-    registry = build_registry(collectors, journal, settings.collector_timeout)
-    server = MetricsServer(registry, settings.web_listen_address, settings.web_telemetry_path, web)
+    registry = build_registry(collectors, journal, settings.collector_timeout,
+                              process_metrics=not settings.web_disable_exporter_metrics)
+    try:
+        server = MetricsServer(registry, settings.web_listen_address, settings.web_telemetry_path, web,
+                               max_requests=settings.web_max_requests)
+    except ServeError as exc:
+        for collector in collectors:
+            collector.stop()
+        raise click.UsageError(str(exc)) from None
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -1,26 +1,47 @@
-"""Settings for ``tee-exporter``: embedded defaults, overridden by the YAML config file, overridden by flags.
+"""Settings for ``tee-exporter``, declared once: ``OPTIONS`` gives every flag/YAML key and its help, ``Settings``
+its type and default, ``COLLECTORS`` the switchable collectors (``--collector.<name>``).
 
-The YAML file uses the flag names without the leading dashes (``web.listen-address: ":9940"``,
-``collector.qemu: false``), so there is one vocabulary for both. Unknown keys and wrong types are start-up errors
-that name the key.
+Embedded defaults, overridden by the YAML ``--config.file`` (keys are the flag names without the dashes:
+``web.listen-address: ":9940"``, ``collector.qemu: false``), overridden by the flags actually typed. Unknown keys
+and wrong types are start-up errors that name the key.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from common import settings as common
+from common.settings import ConfigError, Option
 
-from exporter.collectors import SPECS
+__all__ = ["COLLECTORS", "OPTIONS", "CollectorSpec", "ConfigError", "Settings", "apply", "load"]
 
 
-class ConfigError(Exception):
-    """The configuration cannot be used; the message names the file and key."""
+@dataclass(frozen=True)
+class CollectorSpec:
+    name: str
+    module: str
+    enabled_by_default: bool
+    help: str
+
+
+COLLECTORS: tuple[CollectorSpec, ...] = (
+    CollectorSpec("libvirt", "exporter.collectors.libvirt", True,
+                  "per-domain state, CPU, memory, I/O, TEE type and VM exits from one bulk libvirt call"),
+    CollectorSpec("host", "exporter.collectors.host", True,
+                  "host TEE capability and capacity (SEV ASIDs, TDX) from libvirt, kvm parameters, misc cgroup"),
+    CollectorSpec("lifecycle", "exporter.collectors.lifecycle", True,
+                  "libvirt domain lifecycle events: transition counters, creation time, journal events"),
+    CollectorSpec("qemu", "exporter.collectors.qemu_procs", True,
+                  "confidential QEMU guests not managed by libvirt (Kata / Confidential Containers), from /proc"),
+    CollectorSpec("attestation", "exporter.collectors.attestation", True,
+                  "attestation evidence verified against vendor roots and policy; attestation-service logs"),
+    CollectorSpec("kbs", "exporter.collectors.kbs", True,
+                  "key-broker (KBS) resource requests: released or denied"),
+)
 
 
 @dataclass
@@ -28,9 +49,13 @@ class Settings:
     web_listen_address: str = ":9940"
     web_telemetry_path: str = "/metrics"
     web_config_file: Path | None = None
+    web_max_requests: int = 40
+    web_disable_exporter_metrics: bool = False
     libvirt_uri: str = "qemu:///system"
     collector_timeout: float = 8.0
-    collectors: dict[str, bool] = field(default_factory=lambda: {s.name: s.enabled_by_default for s in SPECS})
+    collectors: dict[str, bool] = field(default_factory=lambda: {s.name: s.enabled_by_default for s in COLLECTORS})
+    collector_disable_defaults: bool = False
+    collectors_given: set[str] = field(default_factory=set)  # switched explicitly (file or flag)
     journal_path: Path = Path("/var/lib/tee-exporter/journal.jsonl")
     journal_max_bytes: int = 64 * 1024 * 1024
     journal_fsync: bool = False
@@ -49,103 +74,72 @@ class Settings:
     log_format: str = "logfmt"
 
 
-# flag/YAML key -> Settings attribute. Collector switches are handled separately ("collector.<name>").
-KEYS: dict[str, str] = {
-    "web.listen-address": "web_listen_address",
-    "web.telemetry-path": "web_telemetry_path",
-    "web.config.file": "web_config_file",
-    "libvirt.uri": "libvirt_uri",
-    "collector.timeout": "collector_timeout",
-    "journal.path": "journal_path",
-    "journal.max-bytes": "journal_max_bytes",
-    "journal.fsync": "journal_fsync",
-    "host.name": "host_name",
-    "path.procfs": "proc_root",
-    "path.sysfs": "sys_root",
-    "path.cgroupfs": "cgroup_root",
-    "attestation.evidence-dir": "attestation_evidence_dir",
-    "attestation.quarantine-dir": "attestation_quarantine_dir",
-    "attestation.policy-file": "attestation_policy_file",
-    "attestation.collateral-dir": "attestation_collateral_dir",
-    "attestation.trust-root": "attestation_trust_roots",
-    "attestation.log-path": "attestation_log_paths",
-    "kbs.log-path": "kbs_log_paths",
-    "log.level": "log_level",
-    "log.format": "log_format",
-}
-
-_FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(Settings)}
-
-
-def _coerce(key: str, attr: str, value: Any) -> Any:
-    kind = str(_FIELD_TYPES[attr])
-    try:
-        if kind.startswith("tuple"):
-            items = value if isinstance(value, (list, tuple)) else [value]
-            return tuple(_require_path(v) for v in items)
-        if "Path" in kind:
-            return None if value is None and "None" in kind else _require_path(value)
-        if kind == "bool":
-            if not isinstance(value, bool):
-                raise TypeError("expected true or false")
-            return value
-        if kind == "int":
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError("expected an integer")
-            return value
-        if kind == "float":
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise TypeError("expected a number")
-            return float(value)
-        return _require_str(value)
-    except TypeError as exc:
-        raise ConfigError(f"{key}: {exc} (got {value!r})") from None
+OPTIONS: tuple[Option, ...] = (
+    Option("web.listen-address", "web_listen_address",
+           "Address to listen on: host:port, [ipv6]:port, or :port for all interfaces (IPv4 and IPv6)."),
+    Option("web.telemetry-path", "web_telemetry_path", "Path under which to expose metrics."),
+    Option("web.config.file", "web_config_file",
+           "exporter-toolkit web config file (TLS, client certificates, bcrypt basic auth); re-read while running."),
+    Option("web.max-requests", "web_max_requests",
+           "Maximum concurrent scrape requests; more get 503. 0 disables the limit.", bound="non-negative"),
+    Option("web.disable-exporter-metrics", "web_disable_exporter_metrics",
+           "Leave out the process_* and python_* metrics about the exporter process itself."),
+    Option("libvirt.uri", "libvirt_uri", "libvirt connection URI."),
+    Option("collector.timeout", "collector_timeout",
+           "Deadline in seconds for one scrape of all collectors; late ones are reported failed.", bound="positive"),
+    Option("collector.disable-defaults", "collector_disable_defaults",
+           "Disable every collector not enabled explicitly with --collector.<name>."),
+    Option("journal.path", "journal_path", "Append-only JSON Lines event journal read by tee-audit."),
+    Option("journal.max-bytes", "journal_max_bytes", "Rotate the journal to <path>.1 past this size.", bound="positive",
+           default_help="64 MiB"),
+    Option("journal.fsync", "journal_fsync", "fsync after every journal line (slower, survives power loss)."),
+    Option("host.name", "host_name", "Host name written into journal events.", default_help="this host's name"),
+    Option("path.procfs", "proc_root", "procfs mount point."),
+    Option("path.sysfs", "sys_root", "sysfs mount point."),
+    Option("path.cgroupfs", "cgroup_root", "cgroup v2 mount point."),
+    Option("attestation.evidence-dir", "attestation_evidence_dir",
+           "Watched directory of evidence files (SNP reports, TDX quotes, with their certificates)."),
+    Option("attestation.quarantine-dir", "attestation_quarantine_dir", "Where unparseable evidence is moved.",
+           default_help="<evidence-dir>/quarantine"),
+    Option("attestation.policy-file", "attestation_policy_file",
+           "Attestation policy (JSON) evidence is checked against."),
+    Option("attestation.collateral-dir", "attestation_collateral_dir", "TDX collateral (TCB info, QE identity, CRLs)."),
+    Option("attestation.trust-root", "attestation_trust_roots",
+           "Extra trust root (PEM), added to the shipped AMD and Intel roots. Repeatable."),
+    Option("attestation.log-path", "attestation_log_paths", "Attestation-service log file to tail. Repeatable."),
+    Option("kbs.log-path", "kbs_log_paths", "Key-broker (KBS) log file to tail. Repeatable."),
+    Option("log.level", "log_level", "Log level.", choices=("debug", "info", "warning", "error")),
+    Option("log.format", "log_format", "Log format.", choices=("logfmt", "json")),
+)
 
 
-def _require_path(value: Any) -> Path:
-    # click hands path flags over as Path objects already; YAML gives strings.
-    return value if isinstance(value, Path) else Path(_require_str(value))
+def _collector_switch(settings: Settings, origin: str) -> Any:
+    def claim(key: str, value: Any) -> bool:
+        name = key.removeprefix("collector.")
+        if not key.startswith("collector.") or name not in settings.collectors:
+            return False
+        if not isinstance(value, bool):
+            raise ConfigError(f"{origin}: {key}: expected true or false (got {value!r})")
+        settings.collectors[name] = value
+        settings.collectors_given.add(name)
+        return True
 
-
-def _require_str(value: Any) -> str:
-    if not isinstance(value, str):
-        raise TypeError("expected a string")
-    return value
+    return claim
 
 
 def apply(settings: Settings, values: Mapping[str, Any], origin: str) -> Settings:
     """Apply ``{key: value}`` (YAML keys or flag names) onto ``settings``; ``origin`` names the source in errors."""
-    for key, value in values.items():
-        if key.startswith("collector.") and key.removeprefix("collector.") in settings.collectors:
-            if not isinstance(value, bool):
-                raise ConfigError(f"{origin}: {key}: expected true or false (got {value!r})")
-            settings.collectors[key.removeprefix("collector.")] = value
-        elif key in KEYS:
-            try:
-                setattr(settings, KEYS[key], _coerce(key, KEYS[key], value))
-            except ConfigError as exc:
-                raise ConfigError(f"{origin}: {exc}") from None
-        else:
-            raise ConfigError(f"{origin}: unknown setting {key!r}")
-    return settings
-
-
-def load_file(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of settings at the top level")
-    return data
+    return common.apply(settings, OPTIONS, values, origin, _collector_switch(settings, origin))
 
 
 def load(config_file: Path | None, flags: Mapping[str, Any]) -> Settings:
     """Defaults, then the config file, then the flags the user actually gave."""
     settings = Settings()
     if config_file is not None:
-        apply(settings, load_file(config_file), str(config_file))
+        apply(settings, common.load_file(config_file), str(config_file))
     apply(settings, flags, "command line")
+    if settings.collector_disable_defaults:  # node_exporter's --collector.disable-defaults: only what is named
+        for name in settings.collectors:
+            if name not in settings.collectors_given:
+                settings.collectors[name] = False
     return settings

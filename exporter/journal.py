@@ -15,24 +15,16 @@ import os
 import socket
 import threading
 import uuid
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from exporter.schema import ECS_VERSION, load_schema, utc_timestamp
+
+__all__ = ["ECS_VERSION", "Journal", "load_schema", "make_event", "utc_timestamp"]
+
 log = logging.getLogger(__name__)
 
-ECS_VERSION = "8.11.0"
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
-
-
-def load_schema() -> dict[str, Any]:
-    """The journal event JSON Schema, as shipped in the package."""
-    return json.loads(resources.files("exporter.schema").joinpath("event.schema.json").read_text())
-
-
-def utc_timestamp(when: dt.datetime | None = None) -> str:
-    when = when or dt.datetime.now(dt.UTC)
-    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def make_event(

@@ -14,11 +14,17 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import (
+    CollectorRegistry,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from exporter import __version__
+from common import __version__
 from exporter.collectors.base import Collector
 from exporter.journal import Journal
 
@@ -65,15 +71,12 @@ class ScrapeCollector:
         runs = self._start_runs()
         deadline = time.monotonic() + self.timeout
         for name, run in runs.items():
-            if run is None:
-                success.add_metric([name], 0)
-                duration.add_metric([name], self.timeout)
-                continue
-            finished = run.done.wait(max(0.0, deadline - time.monotonic()))
-            if not finished:
-                with self._lock:
-                    self._stuck[name] = run
-                log.warning("collector timed out", extra={"collector": name, "timeout_seconds": self.timeout})
+            if run is None or not run.done.wait(max(0.0, deadline - time.monotonic())):
+                if run is not None:
+                    with self._lock:
+                        self._stuck[name] = run
+                    log.warning("collector timed out", extra={"collector": name, "timeout_seconds": self.timeout})
+                yield from self._unavailable(name)
                 success.add_metric([name], 0)
                 duration.add_metric([name], self.timeout)
             elif run.error:
@@ -87,6 +90,13 @@ class ScrapeCollector:
                 duration.add_metric([name], run.duration)
         yield success
         yield duration
+
+    def _unavailable(self, name: str) -> Iterable[Metric]:
+        collector = next(c for c in self.collectors if c.name == name)
+        try:
+            yield from collector.unavailable()
+        except Exception as exc:  # noqa: BLE001 - a broken fallback must not break the whole scrape
+            log.warning("collector fallback failed", extra={"collector": name, "error": str(exc)})
 
     def _start_runs(self) -> dict[str, _Run | None]:
         runs: dict[str, _Run | None] = {}
@@ -127,8 +137,17 @@ class SelfCollector:
                                   value=j.dropped)
 
 
-def build_registry(collectors: Sequence[Collector], journal: Journal, timeout: float) -> CollectorRegistry:
+def build_registry(collectors: Sequence[Collector], journal: Journal, timeout: float,
+                   process_metrics: bool = False) -> CollectorRegistry:
+    """``process_metrics``: prometheus_client's process_* (CPU, RSS, open fds) and python_* (GC, version)."""
+    # The event-driven collectors use prometheus_client Counters/Histograms; their ``*_created`` series (the
+    # exporter's start time, per label set) are noise next to node_exporter-style output. Process-wide setting.
+    disable_created_metrics()
     registry = CollectorRegistry(auto_describe=False)
+    if process_metrics:
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
     registry.register(ScrapeCollector(collectors, timeout))
     registry.register(SelfCollector(journal))
     return registry

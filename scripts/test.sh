@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh Debian bookworm machine: installs what the tests need (Debian packages,
 # Elasticsearch, helm, a virtualenv), starts libvirtd, then runs pytest. Services that only some tests need
-# (Elasticsearch, nginx, Prometheus, Alertmanager) are started by the test session's fixtures.
+# (Elasticsearch, nginx, Prometheus, Alertmanager) are started by the test session's fixtures. ruff and mypy run
+# first (configured in pyproject.toml): a lint or type error fails the run before any test.
 # Extra arguments go to pytest, e.g. scripts/test.sh tests/exporter -k webconfig
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,5 +11,9 @@ for step in scripts/install-*.sh; do
   bash "$step"
 done
 bash scripts/bootstrap.sh
+echo "== ruff check" >&2
+.venv/bin/ruff check .
+echo "== mypy (files and scope: [tool.mypy] in pyproject.toml)" >&2
+.venv/bin/mypy
 bash scripts/start-libvirtd.sh
 exec .venv/bin/python -m pytest "$@"

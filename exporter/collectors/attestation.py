@@ -16,25 +16,23 @@ import datetime as dt
 import hashlib
 import logging
 import shutil
-import threading
 import time
-from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.metrics_core import Metric
 
 from exporter.attest.collateral import load_dir
 from exporter.attest.errors import PARSE_REASONS
 from exporter.attest.evidence import Attester, Outcome, certs_beside
-from exporter.attest.follow import LogFollower, shared_unparsed, state_file_for
 from exporter.attest.policy import load_policy
 from exporter.attest.trust import TrustStore
-from exporter.attest.trustee_logs import AttestationResult, LogLineError, parse_as_line
 from exporter.attest.watch import EvidenceWatcher
 from exporter.collectors.base import Collector, CollectorContext
+from exporter.logs.follow import LogFollower, shared_unparsed, state_file_for
+from exporter.logs.trustee import AttestationResult, LogLineError, parse_as_line
 
 log = logging.getLogger(__name__)
 
@@ -44,25 +42,29 @@ BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
 class AttestationStats:
-    """Thread-safe counters; ``collect`` turns a snapshot into fresh families."""
+    """prometheus_client metrics (thread-safe), not registered anywhere: ``collect`` hands their families over."""
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.attempts: Counter[tuple[str, str, str]] = Counter()
-        self.violations: Counter[tuple[str, str]] = Counter()
-        self.evidence_errors: Counter[str] = Counter()
-        self.last_success: dict[str, float] = {}
-        self.tcb: dict[str, dict[str, int]] = {}
-        self.buckets: dict[str, list[int]] = {}
-        self.duration_sum: Counter[str] = Counter()
+        self.attempts = Counter("tee_attestation_attempts", "Attestation attempts by TEE type, outcome and reason "
+                                "(evidence files and attestation-service results).",
+                                ["tee_type", "outcome", "reason"], registry=None)
+        self.duration = Histogram("tee_attestation_duration_seconds",
+                                  "Time to verify one evidence file (parse, chain, signatures, policy).",
+                                  ["tee_type"], buckets=BUCKETS, registry=None)
+        self.last_success = Gauge("tee_attestation_last_success_timestamp_seconds",
+                                  "Unix time of the last successful attestation.", ["tee_type"], registry=None)
+        self.tcb = Gauge("tee_attestation_reported_tcb", "TCB component version (SVN) of the latest verified "
+                         "evidence.", ["tee_type", "component"], registry=None)
+        self.violations = Counter("tee_policy_violations", "Verified evidence breaking a policy rule.",
+                                  ["tee_type", "rule"], registry=None)
+        self.evidence_errors = Counter("tee_attestation_evidence_errors",
+                                       "Evidence files that could not be parsed or read (quarantined).", ["reason"],
+                                       registry=None)
 
-    def observe(self, tee_type: str, seconds: float) -> None:
-        counts = self.buckets.setdefault(tee_type, [0] * (len(BUCKETS) + 1))
-        for i, bound in enumerate(BUCKETS):
-            if seconds <= bound:
-                counts[i] += 1
-        counts[-1] += 1
-        self.duration_sum[tee_type] += seconds
+    def families(self) -> Iterable[Metric]:
+        for metric in (self.attempts, self.duration, self.last_success, self.tcb, self.violations,
+                       self.evidence_errors):
+            yield from metric.collect()
 
 
 class AttestationCollector(Collector):
@@ -119,19 +121,19 @@ class AttestationCollector(Collector):
         return outcome
 
     def _record(self, outcome: Outcome, seconds: float) -> None:
-        with self.stats.lock:
-            self.stats.attempts[(outcome.tee_type, "success" if outcome.ok else "failure", outcome.reason)] += 1
-            self.stats.observe(outcome.tee_type, seconds)
-            for violation in outcome.violations:
-                self.stats.violations[(outcome.tee_type, violation.rule)] += 1
-            if outcome.verified is not None:
-                self.stats.tcb[outcome.tee_type] = dict(outcome.verified.tcb)
-            if outcome.ok:
-                self.stats.last_success[outcome.tee_type] = time.time()
+        stats = self.stats
+        stats.attempts.labels(outcome.tee_type, "success" if outcome.ok else "failure", outcome.reason).inc()
+        stats.duration.labels(outcome.tee_type).observe(seconds)
+        for violation in outcome.violations:
+            stats.violations.labels(outcome.tee_type, violation.rule).inc()
+        if outcome.verified is not None:
+            for component, svn in outcome.verified.tcb.items():
+                stats.tcb.labels(outcome.tee_type, component).set(svn)
+        if outcome.ok:
+            stats.last_success.labels(outcome.tee_type).set_to_current_time()
 
     def _quarantine(self, path: Path, reason: str, message: str) -> Path | None:
-        with self.stats.lock:
-            self.stats.evidence_errors[reason] += 1
+        self.stats.evidence_errors.labels(reason).inc()
         target = None
         if self.quarantine_dir is not None:
             try:
@@ -147,8 +149,7 @@ class AttestationCollector(Collector):
         return target
 
     def _unreadable(self, path: Path, exc: OSError) -> None:
-        with self.stats.lock:
-            self.stats.evidence_errors["unreadable"] += 1
+        self.stats.evidence_errors.labels("unreadable").inc()
         log.warning("evidence unreadable", extra={"file": str(path), "error": exc.strerror or str(exc)})
 
     def _evidence_event(self, path: Path, sha256: str, outcome: Outcome, seconds: float,
@@ -193,10 +194,9 @@ class AttestationCollector(Collector):
         if result is None:
             return None
         ok = result.outcome == "success"
-        with self.stats.lock:
-            self.stats.attempts[(result.tee_type, result.outcome, result.reason)] += 1
-            if ok:
-                self.stats.last_success[result.tee_type] = time.time()
+        self.stats.attempts.labels(result.tee_type, result.outcome, result.reason).inc()
+        if ok:
+            self.stats.last_success.labels(result.tee_type).set_to_current_time()
         self.journal.append(self.journal.event(
             action="attestation-service-result", category=["authentication"],
             type=["info", "allowed" if ok else "denied"], dataset=DATASET, outcome=result.outcome,
@@ -213,9 +213,7 @@ class AttestationCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         if self.configured:
-            with self.stats.lock:
-                snapshot = _Snapshot(self.stats)
-            yield from snapshot.families()
+            yield from self.stats.families()
         if self.unparsed.owner == self.name:
             family = self.unparsed.family()
             if family is not None:
@@ -223,55 +221,6 @@ class AttestationCollector(Collector):
 
 
 _SCHEMA_TEE_TYPES = {"none", "sev", "sev-es", "sev-snp", "tdx", "unknown"}
-
-
-class _Snapshot:
-    def __init__(self, stats: AttestationStats) -> None:
-        self.attempts = dict(stats.attempts)
-        self.violations = dict(stats.violations)
-        self.errors = dict(stats.evidence_errors)
-        self.last_success = dict(stats.last_success)
-        self.tcb = {k: dict(v) for k, v in stats.tcb.items()}
-        self.buckets = {k: list(v) for k, v in stats.buckets.items()}
-        self.sums = dict(stats.duration_sum)
-
-    def families(self) -> Iterable[Metric]:
-        attempts = CounterMetricFamily("tee_attestation_attempts", "Attestation attempts by TEE type, outcome "
-                                       "and reason (evidence files and attestation-service results).",
-                                       labels=["tee_type", "outcome", "reason"])
-        for key, value in sorted(self.attempts.items()):
-            attempts.add_metric(list(key), value)
-        yield attempts
-        duration = HistogramMetricFamily("tee_attestation_duration_seconds",
-                                         "Time to verify one evidence file (parse, chain, signatures, policy).",
-                                         labels=["tee_type"])
-        for tee_type, counts in sorted(self.buckets.items()):
-            bounds = [str(b) for b in BUCKETS] + ["+Inf"]
-            duration.add_metric([tee_type], list(zip(bounds, counts, strict=True)), self.sums[tee_type])
-        yield duration
-        last = GaugeMetricFamily("tee_attestation_last_success_timestamp_seconds",
-                                 "Unix time of the last successful attestation.", labels=["tee_type"])
-        for tee_type, when in sorted(self.last_success.items()):
-            last.add_metric([tee_type], when)
-        yield last
-        tcb = GaugeMetricFamily("tee_attestation_reported_tcb",
-                                "TCB component version (SVN) of the latest verified evidence.",
-                                labels=["tee_type", "component"])
-        for tee_type, components in sorted(self.tcb.items()):
-            for component, value in sorted(components.items()):
-                tcb.add_metric([tee_type, component], value)
-        yield tcb
-        violations = CounterMetricFamily("tee_policy_violations", "Verified evidence breaking a policy rule.",
-                                         labels=["tee_type", "rule"])
-        for key, value in sorted(self.violations.items()):
-            violations.add_metric(list(key), value)
-        yield violations
-        errors = CounterMetricFamily("tee_attestation_evidence_errors",
-                                     "Evidence files that could not be parsed or read (quarantined).",
-                                     labels=["reason"])
-        for reason, value in sorted(self.errors.items()):
-            errors.add_metric([reason], value)
-        yield errors
 
 
 def build(ctx: CollectorContext) -> Collector:

@@ -46,3 +46,8 @@ class Collector:
 
     def collect(self) -> Iterable[Metric]:
         raise NotImplementedError
+
+    def unavailable(self) -> Iterable[Metric]:
+        """What to expose when ``collect`` did not finish within the scrape deadline (or is still stuck from an
+        earlier scrape): the collector's own "up" gauge at 0, so that alerts on it fire rather than see nothing."""
+        return ()

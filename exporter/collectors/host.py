@@ -1,7 +1,9 @@
 """Host TEE capability and capacity: libvirt domain capabilities, kvm module parameters, the misc cgroup.
 
 Every source is optional: a missing file or an unreachable libvirt leaves its series out rather than failing the
-scrape. SEV-SNP guests draw on the SEV-ES ASID range (AMD SEV-SNP ABI spec, pub. 56860, "ASIDs"), so the kernel's
+scrape. libvirt is asked under its own deadline (``libvirt_timeout``, shorter than the scrape's): a hung libvirtd
+must not take the file-based series down with it, and the capabilities, which do not change while the host runs,
+are served from the last answer. SEV-SNP guests draw on the SEV-ES ASID range (AMD SEV-SNP ABI spec, pub. 56860, "ASIDs"), so the kernel's
 misc cgroup has no separate SNP key; their capacity is the ``sev-es`` one.
 """
 
@@ -10,7 +12,7 @@ from __future__ import annotations
 import logging
 import xml.etree.ElementTree as ET
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,9 +20,10 @@ import libvirt
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from exporter.collectors.base import Collector, CollectorContext, CollectorError
+from common.deadline import Bounded, DeadlineExceeded
+from exporter.collectors.base import Collector, CollectorContext
 from exporter.virt.cache import DomainCache, shared_cache
-from exporter.virt.connection import LibvirtConnection, shared_connection
+from exporter.virt.connection import LibvirtConnection, LibvirtUnavailable, shared_connection
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +92,11 @@ class HostCollector(Collector):
     name = "host"
 
     def __init__(self, connection: LibvirtConnection | None, cache: DomainCache | None, sys_root: Path,
-                 cgroup_root: Path) -> None:
+                 cgroup_root: Path, libvirt_timeout: float = 2.0) -> None:
         self.connection, self.cache = connection, cache
         self.sys_root, self.cgroup_root = sys_root, cgroup_root
         self._caps: DomainCaps | None = None  # capabilities do not change while the host runs
+        self._bounded = Bounded("host-libvirt", libvirt_timeout)
 
     def collect(self) -> Iterable[Metric]:
         supported: dict[str, bool] = {}
@@ -124,22 +128,26 @@ class HostCollector(Collector):
         if self.connection is None:
             return None, None
         try:
-            conn = self.connection.get()
-            if self._caps is None:
-                self._caps = parse_domain_capabilities(conn.getDomainCapabilities(None, None, None, None, 0))
-            counted: Counter[str] = Counter()
-            for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
-                info = (self.cache.known(dom) or self.cache.info(dom)) if self.cache else None
-                if info is not None and info.confidential:
-                    counted[info.tee_type] += 1
-            return self._caps, counted
-        except (CollectorError, libvirt.libvirtError, ET.ParseError) as exc:
+            return self._bounded(self._query_libvirt)
+        except (DeadlineExceeded, LibvirtUnavailable, libvirt.libvirtError, ET.ParseError) as exc:
             # libvirt being down is the libvirt collector's failure to report; host files still count.
             log.debug("host collector: libvirt unavailable", extra={"error": str(exc)})
-            return None, None
+            return self._caps, None
+
+    def _query_libvirt(self) -> tuple[DomainCaps, Counter[str]]:
+        assert self.connection is not None
+        conn = self.connection.get()
+        if self._caps is None:
+            self._caps = parse_domain_capabilities(conn.getDomainCapabilities(None, None, None, None, 0))
+        counted: Counter[str] = Counter()
+        for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
+            info = (self.cache.known(dom) or self.cache.info(dom)) if self.cache else None
+            if info is not None and info.confidential:
+                counted[info.tee_type] += 1
+        return self._caps, counted
 
 
-def _family(name: str, doc: str, values: dict[str, int | bool]) -> GaugeMetricFamily:
+def _family(name: str, doc: str, values: Mapping[str, int | bool]) -> GaugeMetricFamily:
     family = GaugeMetricFamily(name, doc, labels=["tee_type"])
     for tee in TEE_TYPES:
         if tee in values:
@@ -150,4 +158,5 @@ def _family(name: str, doc: str, values: dict[str, int | bool]) -> GaugeMetricFa
 def build(ctx: CollectorContext) -> HostCollector:
     s = ctx.settings
     connection = shared_connection(ctx.shared, s.libvirt_uri)
-    return HostCollector(connection, shared_cache(ctx.shared, connection), s.sys_root, s.cgroup_root)
+    return HostCollector(connection, shared_cache(ctx.shared, connection), s.sys_root, s.cgroup_root,
+                         libvirt_timeout=min(2.0, s.collector_timeout / 4))

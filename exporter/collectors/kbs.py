@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import re
 import threading
-from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client import Counter
 from prometheus_client.metrics_core import Metric
 
-from exporter.attest.follow import LogFollower, shared_unparsed, state_file_for
-from exporter.attest.trustee_logs import LogLineError, ResourceRequest, parse_kbs_line
 from exporter.collectors.base import Collector, CollectorContext
+from exporter.logs.follow import LogFollower, shared_unparsed, state_file_for
+from exporter.logs.trustee import LogLineError, ResourceRequest, parse_kbs_line
 
 DATASET = "tee.kbs"
 SOURCE = "kbs"
@@ -38,8 +37,10 @@ class KbsCollector(Collector):
                                     state_file_for(ctx.settings.journal_path, "kbs"))
         if ctx.settings.kbs_log_paths:
             self.unparsed.register(SOURCE)
-        self._lock = threading.Lock()
-        self.requests: Counter[tuple[str, str, str]] = Counter()
+        self._lock = threading.Lock()  # guards the bounded set of resource-type labels
+        self.requests = Counter("tee_kbs_resource_requests",
+                                "KBS resource (key) requests by decision, resource type and reason.",
+                                ["outcome", "resource_type", "reason"], registry=None)
         self._types: set[str] = set()
 
     def start(self) -> None:
@@ -66,8 +67,7 @@ class KbsCollector(Collector):
         if request is None:
             return None
         label = self.type_label(request.resource_type)
-        with self._lock:
-            self.requests[(request.decision, label, request.reason)] += 1
+        self.requests.labels(request.decision, label, request.reason).inc()
         released = request.decision == "released"
         self.journal.append(self.journal.event(
             action="kbs-resource-request", category=["iam"], type=["access", "allowed" if released else "denied"],
@@ -87,14 +87,7 @@ class KbsCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         if self.follower.tailers:
-            with self._lock:
-                snapshot = dict(self.requests)
-            family = CounterMetricFamily("tee_kbs_resource_requests",
-                                         "KBS resource (key) requests by decision, resource type and reason.",
-                                         labels=["outcome", "resource_type", "reason"])
-            for key, value in sorted(snapshot.items()):
-                family.add_metric(list(key), value)
-            yield family
+            yield from self.requests.collect()
         if self.unparsed.owner == self.name:
             unparsed = self.unparsed.family()
             if unparsed is not None:

@@ -20,7 +20,7 @@ from prometheus_client.metrics_core import Metric
 
 from exporter.collectors.base import Collector, CollectorContext, CollectorError
 from exporter.virt.cache import DomainCache, shared_cache
-from exporter.virt.connection import LibvirtConnection, shared_connection
+from exporter.virt.connection import LibvirtConnection, LibvirtUnavailable, shared_connection
 from exporter.virt.domain_xml import DomainInfo
 from exporter.virt.runtime_policy import RuntimePolicyTracker
 
@@ -51,15 +51,12 @@ class LibvirtCollector(Collector):
         self.connection.close()
 
     def collect(self) -> Iterable[Metric]:
-        up = GaugeMetricFamily("tee_libvirt_up", "1 if libvirt answered this scrape, else 0.")
         try:
             records = self._records()
-        except CollectorError:
-            up.add_metric([], 0)
-            yield up
+        except (CollectorError, LibvirtUnavailable):
+            yield _up(0)
             raise
-        up.add_metric([], 1)
-        yield up
+        yield _up(1)
         self.skipped_total += sum(1 for r in records if skipped_by_nowait(r.stats))
         yield CounterMetricFamily("tee_exporter_libvirt_domains_skipped",
                                   "Active domains whose job-bound statistics were skipped (domain locked, NOWAIT).",
@@ -67,6 +64,9 @@ class LibvirtCollector(Collector):
         yield from domain_families(records)
         if self.policy is not None:
             yield self.policy.family(r.info for r in records)
+
+    def unavailable(self) -> Iterable[Metric]:
+        yield _up(0)  # libvirt did not answer within the deadline: that is "unreachable" to an operator
 
     def _records(self) -> list[DomainRecord]:
         conn = self.connection.get()
@@ -84,6 +84,11 @@ class LibvirtCollector(Collector):
             raise CollectorError(f"libvirt {self.connection.uri}: {exc}") from None
         self.cache.retain({r.info.uuid for r in records})
         return records
+
+
+def _up(value: int) -> GaugeMetricFamily:
+    return GaugeMetricFamily("tee_libvirt_up", "1 if libvirt answered this scrape within the deadline, else 0.",
+                             value=value)
 
 
 def skipped_by_nowait(stats: Mapping[str, Any]) -> bool:

@@ -14,64 +14,25 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
-from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import libvirt
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client import Counter, Histogram
 from prometheus_client.metrics_core import Metric
 
-from exporter.collectors.base import Collector, CollectorContext, CollectorError
+from exporter.collectors.base import Collector, CollectorContext
 from exporter.journal import Journal
 from exporter.virt.cache import DomainCache, shared_cache
-from exporter.virt.connection import LibvirtConnection, shared_connection
+from exporter.virt.connection import LibvirtConnection, LibvirtUnavailable, shared_connection
+from exporter.virt.lifecycle_events import Transition, is_boot_resume, transition
 
 log = logging.getLogger(__name__)
 
 DATASET = "tee.lifecycle"
 PID_DIR = Path("/run/libvirt/qemu")
 BUCKETS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
-
-# virDomainEventType -> (event label, ECS event.type)
-EVENTS: dict[int, tuple[str, str]] = {
-    libvirt.VIR_DOMAIN_EVENT_DEFINED: ("defined", "creation"),
-    libvirt.VIR_DOMAIN_EVENT_UNDEFINED: ("undefined", "deletion"),
-    libvirt.VIR_DOMAIN_EVENT_STARTED: ("started", "start"),
-    libvirt.VIR_DOMAIN_EVENT_SUSPENDED: ("suspended", "change"),
-    libvirt.VIR_DOMAIN_EVENT_RESUMED: ("resumed", "change"),
-    libvirt.VIR_DOMAIN_EVENT_STOPPED: ("stopped", "end"),
-    libvirt.VIR_DOMAIN_EVENT_SHUTDOWN: ("shutdown", "end"),
-    libvirt.VIR_DOMAIN_EVENT_PMSUSPENDED: ("pmsuspended", "change"),
-    libvirt.VIR_DOMAIN_EVENT_CRASHED: ("crashed", "end"),
-}
-_STOPPED_CRASHED = libvirt.VIR_DOMAIN_EVENT_STOPPED_CRASHED
-
-
-class Histogram:
-    """Cumulative buckets per label value, built into a fresh family on each scrape."""
-
-    def __init__(self, buckets: tuple[float, ...]) -> None:
-        self.buckets = buckets
-        self.counts: dict[str, list[int]] = {}
-        self.sums: Counter[str] = Counter()
-
-    def observe(self, label: str, value: float) -> None:
-        counts = self.counts.setdefault(label, [0] * (len(self.buckets) + 1))
-        for i, bound in enumerate(self.buckets):
-            if value <= bound:
-                counts[i] += 1
-        counts[-1] += 1
-        self.sums[label] += value
-
-    def family(self, name: str, doc: str, label: str) -> HistogramMetricFamily:
-        family = HistogramMetricFamily(name, doc, labels=[label])
-        for value, counts in sorted(self.counts.items()):
-            bounds = [str(b) for b in self.buckets] + ["+Inf"]
-            family.add_metric([value], list(zip(bounds, counts)), self.sums[value])
-        return family
 
 
 def process_age_seconds(proc_root: Path, pid: int) -> float | None:
@@ -96,32 +57,31 @@ class LifecycleCollector(Collector):
                  proc_root: Path = Path("/proc"), pid_dir: Path = PID_DIR) -> None:
         self.connection, self.cache, self.journal = connection, cache, journal
         self.proc_root, self.pid_dir = proc_root, pid_dir
-        self.transitions: Counter[tuple[str, str]] = Counter()
-        self.creation = Histogram(BUCKETS)
-        self._lock = threading.Lock()
+        # Unregistered (registry=None): collect() hands their families to the exporter's own registry.
+        self.transitions = Counter("tee_domain_lifecycle_events", "Domain lifecycle transitions seen.",
+                                   ["event", "tee_type"], registry=None)
+        self.creation = Histogram("tee_vm_creation_duration_seconds",
+                                  "From QEMU process start to libvirt's STARTED event (see docs/exporter.md).",
+                                  ["tee_type"], buckets=BUCKETS, registry=None)
         connection.on_domain_event(libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self.on_event)
 
     def start(self) -> None:
         try:
             conn = self.connection.get()  # connect now so that events flow before the first scrape
             self.cache.prime(conn)
-        except (CollectorError, libvirt.libvirtError) as exc:
+        except (LibvirtUnavailable, libvirt.libvirtError) as exc:
             log.warning("lifecycle events not yet available", extra={"error": str(exc)})
 
     def stop(self) -> None:
         self.connection.close()
 
     def collect(self) -> Iterable[Metric]:
-        self.connection.get()  # reconnects (and re-registers the callback) after libvirtd came back
-        with self._lock:
-            counter = CounterMetricFamily("tee_domain_lifecycle_events", "Domain lifecycle transitions seen.",
-                                          labels=["event", "tee_type"])
-            for (event, tee), count in sorted(self.transitions.items()):
-                counter.add_metric([event, tee], count)
-            yield counter
-            yield self.creation.family("tee_vm_creation_duration_seconds",
-                                       "From QEMU process start to libvirt's STARTED event (see docs/exporter.md).",
-                                       "tee_type")
+        yield from self.transitions.collect()
+        yield from self.creation.collect()
+        # Reconnects (and re-registers the callback) after libvirtd came back; while it cannot, events are being
+        # missed, which is this collector's failure to report (the counters above are still exposed). No waiting:
+        # the counters must not miss the scrape deadline because libvirtd hangs.
+        self.connection.get(wait=False)
 
     def on_event(self, _conn: Any, dom: libvirt.virDomain, event: int, detail: int, _opaque: Any) -> None:
         try:
@@ -130,21 +90,30 @@ class LifecycleCollector(Collector):
             log.exception("lifecycle event handling failed")
 
     def _handle(self, dom: libvirt.virDomain, event: int, detail: int) -> None:
-        if event not in EVENTS:
+        named = transition(event, detail)
+        if named is None:
             return
-        label, ecs_type = EVENTS[event]
+        if is_boot_resume(event, self._running_reason(dom)):
+            return  # part of the start that the STARTED event right after it records
         name, uuid = dom.name(), dom.UUIDString()
         info = self._info(dom, uuid)
         tee = info.tee_type if info is not None else "unknown"
-        duration = self._creation_seconds(name) if label == "started" else None
-        with self._lock:
-            self.transitions[(label, tee)] += 1
-            if duration is not None:
-                self.creation.observe(tee, duration)
-        doc = self._journal_event(label, ecs_type, name, uuid, tee, detail, event, duration)
+        duration = self._creation_seconds(name) if named.event == "started" else None
+        self.transitions.labels(named.event, tee).inc()
+        if duration is not None:
+            self.creation.labels(tee).observe(duration)
+        doc = self._journal_event(named, name, uuid, tee, duration)
         if info is not None and info.debug_allowed is not None:  # an auditor asks: was this guest debuggable?
             doc["tee"]["vm"]["debug_allowed"] = info.debug_allowed
         self.journal.append(doc)
+
+    @staticmethod
+    def _running_reason(dom: libvirt.virDomain) -> int | None:
+        try:
+            state, reason = dom.state()  # read from libvirt's domain object, no domain job: never blocks on one
+        except libvirt.libvirtError:
+            return None
+        return reason if state == libvirt.VIR_DOMAIN_RUNNING else None
 
     def _info(self, dom: libvirt.virDomain, uuid: str) -> Any:
         # This runs in libvirt's event loop thread. Events such as "suspended (migrated)" arrive while the domain's
@@ -165,14 +134,13 @@ class LifecycleCollector(Collector):
             return None
         return process_age_seconds(self.proc_root, pid)
 
-    def _journal_event(self, label: str, ecs_type: str, name: str, uuid: str, tee: str, detail: int,
-                       event: int, duration: float | None) -> dict[str, Any]:
-        crashed = label == "crashed" or (event == libvirt.VIR_DOMAIN_EVENT_STOPPED and detail == _STOPPED_CRASHED)
+    def _journal_event(self, named: Transition, name: str, uuid: str, tee: str,
+                       duration: float | None) -> dict[str, Any]:
         doc = self.journal.event(
-            action=f"domain-{label}", category=["host"], type=[ecs_type], dataset=DATASET,
-            outcome="failure" if crashed else "success",
-            message=f"domain {name} {label}",
-            tee={"type": tee, "vm": {"name": name, "uuid": uuid, "state": label, "detail": str(detail)}},
+            action=f"domain-{named.event}", category=["host"], type=[named.ecs_type], dataset=DATASET,
+            outcome=named.outcome, reason=named.detail,
+            message=f"domain {name} {named.event} ({named.detail})",
+            tee={"type": tee, "vm": {"name": name, "uuid": uuid, "state": named.event, "detail": named.detail}},
         )
         if duration is not None:
             doc["event"]["duration"] = int(duration * 1e9)

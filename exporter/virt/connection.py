@@ -6,6 +6,9 @@
   ``interval * (count + 1)`` seconds; the close callback then marks the connection dead.
 * Reopening is rate-limited by a capped exponential backoff so a dead libvirtd costs one failed ``connect()``
   per backoff step, and a scrape meanwhile fails at once instead of waiting.
+* Nothing that can block on libvirtd runs under the connection's lock: ``virConnectOpen`` to a hung libvirtd
+  never returns (keepalive only starts once it is open), so it runs in its own thread and callers wait at most
+  ``open_timeout``; closing a connection (an RPC too) happens in the background.
 * Domain event callbacks are remembered and registered again on every new connection. libvirt-python refuses a
   second registration of the same event id on one connection, so one dispatcher per event id fans out to all.
 """
@@ -16,11 +19,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import libvirt
 
-from exporter.collectors.base import CollectorError
+from common.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -53,35 +57,31 @@ def _run_loop() -> None:
             time.sleep(0.1)
 
 
-class Backoff:
-    """Capped exponential backoff: ``initial`` doubling up to ``cap`` seconds; ``reset`` after a success."""
+class LibvirtUnavailable(Exception):
+    """libvirt cannot be reached now; the message says why (and when the next attempt is)."""
 
-    def __init__(self, initial: float = 0.5, cap: float = 30.0, clock: Callable[[], float] = time.monotonic):
-        self.initial, self.cap, self.clock = initial, cap, clock
-        self.delay = 0.0
-        self.next_attempt = 0.0
 
-    def ready(self) -> bool:
-        return self.clock() >= self.next_attempt
+@dataclass
+class _Opening:
+    """One ``virConnectOpen`` in flight in its own thread."""
 
-    def failed(self) -> None:
-        self.delay = min(self.cap, self.delay * 2 if self.delay else self.initial)
-        self.next_attempt = self.clock() + self.delay
-
-    def reset(self) -> None:
-        self.delay = 0.0
-        self.next_attempt = 0.0
+    started: float = field(default_factory=time.monotonic)
+    done: threading.Event = field(default_factory=threading.Event)
+    error: str = ""
 
 
 class LibvirtConnection:
-    """Lazily opened, self-healing connection. ``get()`` returns a live ``virConnect`` or raises CollectorError."""
+    """Lazily opened, self-healing connection. ``get()`` returns a live ``virConnect`` or raises LibvirtUnavailable
+    within ``open_timeout`` seconds."""
 
     def __init__(self, uri: str, keepalive_interval: int = 5, keepalive_count: int = 3,
-                 backoff: Backoff | None = None) -> None:
+                 backoff: Backoff | None = None, open_timeout: float = 5.0) -> None:
         self.uri = uri
         self.keepalive = (keepalive_interval, keepalive_count)
         self.backoff = backoff or Backoff()
+        self.open_timeout = open_timeout
         self._conn: libvirt.virConnect | None = None
+        self._opening: _Opening | None = None
         self._lock = threading.RLock()
         self._events: dict[int, list[Callable[..., Any]]] = {}
         self._reconnect_listeners: list[Callable[[], None]] = []
@@ -93,15 +93,32 @@ class LibvirtConnection:
         with self._lock:
             return self._conn is not None and self._alive(self._conn)
 
-    def get(self) -> libvirt.virConnect:
+    def get(self, wait: bool = True) -> libvirt.virConnect:
+        """The live connection; while there is none, (re)open it, waiting at most ``open_timeout`` (or not at all
+        with ``wait=False``: the open goes on in the background and the caller fails now)."""
         with self._lock:
             if self._conn is not None and self._alive(self._conn):
                 return self._conn
             self._drop()
-            if not self.backoff.ready():
-                raise CollectorError(f"libvirt {self.uri} unreachable ({self.last_error}); "
+            opening = self._opening or self._start_open()
+        # Wait without the lock, and only for what is left of this open's budget: a second caller during a hung
+        # open fails at once instead of waiting again.
+        remaining = opening.started + self.open_timeout - time.monotonic() if wait else 0.0
+        if not opening.done.wait(max(0.0, remaining)):
+            raise LibvirtUnavailable(f"libvirt {self.uri}: no answer to connect within {self.open_timeout:g}s "
+                                     "(libvirtd hung?)")
+        with self._lock:
+            if self._conn is not None:
+                return self._conn
+        raise LibvirtUnavailable(f"cannot connect to {self.uri}: {opening.error}")
+
+    def _start_open(self) -> _Opening:
+        if not self.backoff.ready():
+            raise LibvirtUnavailable(f"libvirt {self.uri} unreachable ({self.last_error}); "
                                      f"next reconnect in {self.backoff.next_attempt - self.backoff.clock():.1f}s")
-            return self._open()
+        self._opening = _Opening()
+        threading.Thread(target=self._open, args=(self._opening,), name="libvirt-open", daemon=True).start()
+        return self._opening
 
     def mark_failed(self, exc: libvirt.libvirtError) -> None:
         """A call on the connection failed: if the failure is the connection itself, drop it for a reopen."""
@@ -117,8 +134,9 @@ class LibvirtConnection:
         with self._lock:
             first = event_id not in self._events
             self._events.setdefault(event_id, []).append(callback)
-            if first and self._conn is not None:
-                self._register(self._conn, event_id)
+            conn = self._conn
+        if first and conn is not None:
+            self._register(conn, event_id)
 
     def on_reconnect(self, listener: Callable[[], None]) -> None:
         """Called after each new connection: events may have been missed while disconnected."""
@@ -129,24 +147,31 @@ class LibvirtConnection:
         with self._lock:
             self._drop()
 
-    def _open(self) -> libvirt.virConnect:
+    def _open(self, opening: _Opening) -> None:
+        """In its own thread: may block for as long as libvirtd does."""
         ensure_event_loop()
         try:
             conn = libvirt.open(self.uri)
+            self._setup(conn)
         except libvirt.libvirtError as exc:
-            self.last_error = str(exc)
-            self.backoff.failed()
+            with self._lock:
+                self.last_error = opening.error = str(exc)
+                self.backoff.failed()
+                self._opening = None
+            opening.done.set()
             log.warning("libvirt connection failed", extra={"uri": self.uri, "error": str(exc),
                                                              "retry_in_seconds": self.backoff.delay})
-            raise CollectorError(f"cannot connect to {self.uri}: {exc}") from None
-        self._setup(conn)
-        self._conn = conn
-        self.generation += 1
-        self.backoff.reset()
+            return
+        with self._lock:
+            self._conn = conn
+            self.generation += 1
+            self.backoff.reset()
+            self._opening = None
+            listeners = list(self._reconnect_listeners)
         log.info("libvirt connected", extra={"uri": self.uri, "generation": self.generation})
-        for listener in list(self._reconnect_listeners):
+        for listener in listeners:
             listener()
-        return conn
+        opening.done.set()
 
     def _setup(self, conn: libvirt.virConnect) -> None:
         try:
@@ -191,16 +216,20 @@ class LibvirtConnection:
 
     def _drop(self) -> None:
         conn, self._conn = self._conn, None
-        if conn is None:
-            return
-        try:
-            conn.unregisterCloseCallback()
-        except libvirt.libvirtError:
-            pass
-        try:
-            conn.close()
-        except libvirt.libvirtError:
-            pass
+        if conn is not None:
+            # virConnectClose is an RPC: to a hung libvirtd it blocks, so never here, under the lock.
+            threading.Thread(target=_close_quietly, args=(conn,), name="libvirt-close", daemon=True).start()
+
+
+def _close_quietly(conn: libvirt.virConnect) -> None:
+    try:
+        conn.unregisterCloseCallback()
+    except libvirt.libvirtError:
+        pass
+    try:
+        conn.close()
+    except libvirt.libvirtError:
+        pass
 
 
 def shared_connection(shared: dict[str, Any], uri: str) -> LibvirtConnection:

@@ -140,7 +140,8 @@ def device_models(devices: ET.Element | None) -> tuple[str, ...]:
 def _device_model(dev: ET.Element) -> str | None:
     tag = dev.tag
     if tag == "disk":
-        bus = (dev.find("target").get("bus") if dev.find("target") is not None else None) or "virtio"
+        target = dev.find("target")
+        bus = (target.get("bus") if target is not None else None) or "virtio"
         return "virtio-blk" if bus == "virtio" else f"{bus}-{dev.get('device', 'disk')}"
     if tag == "interface":
         model = dev.find("model")
@@ -151,8 +152,8 @@ def _device_model(dev: ET.Element) -> str | None:
     if tag == "rng":
         return "virtio-rng" if dev.get("model") == "virtio" else f"rng-{dev.get('model')}"
     if tag == "memballoon":
-        model = dev.get("model", "virtio")
-        return None if model == "none" else f"{model}-balloon"
+        balloon = dev.get("model", "virtio")
+        return None if balloon == "none" else f"{balloon}-balloon"
     if tag == "vsock":
         return "vhost-vsock"
     if tag == "filesystem":
@@ -161,7 +162,7 @@ def _device_model(dev: ET.Element) -> str | None:
     if tag == "hostdev":
         return "vfio-pci" if dev.get("type") == "pci" else f"hostdev-{dev.get('type')}"
     if tag in ("graphics", "sound", "video", "tpm", "smartcard", "redirdev", "shmem"):
-        kind = dev.get("type") or dev.get("model") or (dev.find("model").get("type")
-                                                        if dev.find("model") is not None else "")
+        sub = dev.find("model")
+        kind = dev.get("type") or dev.get("model") or (sub.get("type") if sub is not None else "")
         return f"{tag}-{kind}" if kind else tag
     return None

@@ -5,8 +5,8 @@ from __future__ import annotations
 import libvirt
 import pytest
 
-from exporter.collectors.base import CollectorError
-from exporter.virt.connection import Backoff, LibvirtConnection
+from common.backoff import Backoff
+from exporter.virt.connection import LibvirtConnection, LibvirtUnavailable
 from tests.exporter.helpers import DEMO_URI, wait_for
 
 
@@ -37,9 +37,9 @@ def test_backoff_doubles_up_to_the_cap_and_resets():
 def test_unreachable_libvirt_is_not_retried_before_the_backoff_expires(tmp_path):
     clock = Clock()
     conn = LibvirtConnection(f"test://{tmp_path}/missing.xml", backoff=Backoff(initial=5, cap=5, clock=clock))
-    with pytest.raises(CollectorError, match="cannot connect"):
+    with pytest.raises(LibvirtUnavailable, match="cannot connect"):
         conn.get()
-    with pytest.raises(CollectorError, match="next reconnect in 5.0s"):
+    with pytest.raises(LibvirtUnavailable, match="next reconnect in 5.0s"):
         conn.get()  # no new connect() attempt: fails at once
     assert not conn.up
 

@@ -99,7 +99,7 @@ def test_path_flags_arrive_as_paths_from_click():
 
 @pytest.mark.parametrize(("yaml_text", "message"), [
     ("libvirt.urii: x\n", "unknown setting 'libvirt.urii'"),
-    ("collector.timeout: soon\n", "collector.timeout: expected a number"),
+    ("collector.timeout: soon\n", "collector.timeout: expected a positive number"),
     ("journal.fsync: 'yes'\n", "journal.fsync: expected true or false"),
     ("collector.qemu: 1\n", "collector.qemu: expected true or false"),
     ("- a list\n", "expected a mapping"),
@@ -182,3 +182,14 @@ def test_backlog_overflow_is_counted_as_dropped(tmp_path):
     for n in range(5):
         journal.append(lifecycle_event(journal, n))
     assert (journal.backlog, journal.dropped) == (3, 2)
+
+
+def test_number_bounds_are_declared_once_and_checked():
+    assert config.load(None, {"collector.timeout": 0.5}).collector_timeout == 0.5  # positive, not >= 1
+    assert config.load(None, {"web.max-requests": 0}).web_max_requests == 0  # 0 = no limit
+    with pytest.raises(config.ConfigError, match="collector.timeout: expected a positive number"):
+        config.load(None, {"collector.timeout": 0})
+    with pytest.raises(config.ConfigError, match="web.max-requests: expected a non-negative integer"):
+        config.load(None, {"web.max-requests": -1})
+    with pytest.raises(config.ConfigError, match="log.level: expected one of debug, info, warning, error"):
+        config.load(None, {"log.level": "verbose"})  # from YAML too, not only through click.Choice

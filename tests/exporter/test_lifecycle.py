@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import libvirt
+import pytest
+
 from exporter.collectors import lifecycle
-from exporter.collectors.lifecycle import Histogram, process_age_seconds
+from exporter.collectors.lifecycle import process_age_seconds
+from exporter.virt.lifecycle_events import is_boot_resume, transition
 from tests.exporter.helpers import (
     assert_schema_valid,
     exposition,
@@ -53,16 +57,48 @@ def test_test_driver_transitions_become_counters_and_journal_lines(tmp_path):
     assert promtool_check(text) == ""
 
 
-def test_histogram_buckets_are_cumulative():
-    h = Histogram((1.0, 2.0))
-    for v in (0.5, 1.5, 3.0):
-        h.observe("sev-snp", v)
-    text = exposition(_One(h.family("tee_vm_creation_duration_seconds", "x", "tee_type")))
-    assert value(text, "tee_vm_creation_duration_seconds_bucket", tee_type="sev-snp", le="1.0") == 1
-    assert value(text, "tee_vm_creation_duration_seconds_bucket", tee_type="sev-snp", le="2.0") == 2
-    assert value(text, "tee_vm_creation_duration_seconds_bucket", tee_type="sev-snp", le="+Inf") == 3
-    assert value(text, "tee_vm_creation_duration_seconds_count", tee_type="sev-snp") == 3
-    assert value(text, "tee_vm_creation_duration_seconds_sum", tee_type="sev-snp") == 5.0
+@pytest.mark.parametrize(("event", "detail", "named", "outcome"), [
+    # kill -9 of QEMU: a stop, but a crash, and a failure
+    (libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_CRASHED, ("crashed", "crashed", "end"),
+     "failure"),
+    # ...which libvirt 11 actually reports as "host emulator failed"
+    (libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_FAILED, ("crashed", "failed", "end"),
+     "failure"),
+    (libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_DESTROYED, ("stopped", "destroyed", "end"),
+     "success"),
+    (libvirt.VIR_DOMAIN_EVENT_CRASHED, libvirt.VIR_DOMAIN_EVENT_CRASHED_PANICKED, ("crashed", "panicked", "error"),
+     "failure"),
+    (libvirt.VIR_DOMAIN_EVENT_SUSPENDED, libvirt.VIR_DOMAIN_EVENT_SUSPENDED_IOERROR,
+     ("suspended", "io_error", "change"), "failure"),
+    (libvirt.VIR_DOMAIN_EVENT_SUSPENDED, libvirt.VIR_DOMAIN_EVENT_SUSPENDED_PAUSED, ("suspended", "paused", "change"),
+     "success"),
+    (libvirt.VIR_DOMAIN_EVENT_STARTED, 99, ("started", "unknown_99", "start"), "unknown"),
+])
+def test_every_event_and_detail_is_named_with_its_outcome(event, detail, named, outcome):
+    t = transition(event, detail)
+    assert t is not None and (t.event, t.detail, t.ecs_type) == named and t.outcome == outcome
+
+
+def test_every_libvirt_detail_constant_has_a_name():
+    """A libvirt upgrade that adds a detail shows up here, not as ``unknown_N`` in an audit trail."""
+    for prefix, event in (("STOPPED", libvirt.VIR_DOMAIN_EVENT_STOPPED), ("STARTED", libvirt.VIR_DOMAIN_EVENT_STARTED),
+                          ("SUSPENDED", libvirt.VIR_DOMAIN_EVENT_SUSPENDED),
+                          ("RESUMED", libvirt.VIR_DOMAIN_EVENT_RESUMED),
+                          ("DEFINED", libvirt.VIR_DOMAIN_EVENT_DEFINED),
+                          ("UNDEFINED", libvirt.VIR_DOMAIN_EVENT_UNDEFINED),
+                          ("SHUTDOWN", libvirt.VIR_DOMAIN_EVENT_SHUTDOWN),
+                          ("PMSUSPENDED", libvirt.VIR_DOMAIN_EVENT_PMSUSPENDED),
+                          ("CRASHED", libvirt.VIR_DOMAIN_EVENT_CRASHED)):
+        for name in dir(libvirt):
+            if name.startswith(f"VIR_DOMAIN_EVENT_{prefix}_") and not name.endswith("_LAST"):
+                t = transition(event, getattr(libvirt, name))
+                assert t is not None and not t.detail.startswith("unknown"), name
+
+
+def test_boot_time_resume_is_recognised():
+    assert is_boot_resume(libvirt.VIR_DOMAIN_EVENT_RESUMED, libvirt.VIR_DOMAIN_RUNNING_BOOTED)
+    assert not is_boot_resume(libvirt.VIR_DOMAIN_EVENT_RESUMED, libvirt.VIR_DOMAIN_RUNNING_UNPAUSED)
+    assert not is_boot_resume(libvirt.VIR_DOMAIN_EVENT_STARTED, libvirt.VIR_DOMAIN_RUNNING_BOOTED)
 
 
 def test_process_age_from_proc_stat(tmp_path):

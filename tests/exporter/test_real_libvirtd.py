@@ -6,16 +6,19 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
 import libvirt
 import pytest
+from prometheus_client.exposition import generate_latest
 
+from common.backoff import Backoff
 from exporter.collectors import host, lifecycle
 from exporter.collectors import libvirt as libvirt_collector
 from exporter.registry import ScrapeCollector, build_registry
-from exporter.virt.connection import Backoff, LibvirtConnection
+from exporter.virt.connection import LibvirtConnection
 from tests.exporter.helpers import (
     assert_schema_valid,
     exposition,
@@ -25,14 +28,7 @@ from tests.exporter.helpers import (
     value,
     wait_for,
 )
-from tests.fixtures.libvirtd import (
-    daemon_pids,
-    kvm_usable,
-    live_pids,
-    start_libvirtd,
-    stop_libvirtd,
-    tiny_domain_xml,
-)
+from tests.fixtures.libvirtd import kvm_usable, tiny_domain_xml
 
 pytestmark = pytest.mark.libvirtd
 
@@ -116,27 +112,27 @@ def test_domain_destroyed_mid_scrape_is_left_out_not_an_error(tmp_path, libvirtd
     assert value(text, "tee_domain_state", domain=tiny_domain.name()) is None
 
 
-def test_stopped_libvirtd_fails_fast_and_recovers(tmp_path, libvirtd):
-    ctx = make_ctx(tmp_path, libvirtd)
-    key = f"libvirt.connection:{libvirtd}"
-    ctx.shared[key] = LibvirtConnection(libvirtd, keepalive_interval=1, keepalive_count=1,
-                                        backoff=Backoff(initial=0.05, cap=0.2))
+def test_stopped_libvirtd_fails_fast_and_recovers(tmp_path, private_libvirtd):
+    uri = private_libvirtd.uri
+    ctx = make_ctx(tmp_path, uri)
+    ctx.shared[f"libvirt.connection:{uri}"] = LibvirtConnection(uri, keepalive_interval=1, keepalive_count=1,
+                                                                backoff=Backoff(initial=0.05, cap=0.2))
     collectors = [libvirt_collector.build(ctx), host.build(ctx)]
     scrape = ScrapeCollector(collectors, timeout=10)
     try:
         assert value(exposition(scrape), "tee_libvirt_up") == 1
-        stop_libvirtd()
+        private_libvirtd.proc.terminate()
+        private_libvirtd.proc.wait(15)
         text = exposition(scrape)
         assert value(text, "tee_libvirt_up") == 0
         assert value(text, "tee_exporter_collector_success", collector="libvirt") == 0
         # it failed by itself, well before the 10 s deadline would have cut it off
         assert value(text, "tee_exporter_collector_duration_seconds", collector="libvirt") < 10
         assert value(text, "tee_exporter_collector_success", collector="host") == 1  # files still read
-        start_libvirtd()
-        assert wait_for(lambda: value(exposition(scrape), "tee_libvirt_up") == 1, timeout=30)
+        private_libvirtd.start()
+        assert wait_for(lambda: value(exposition(scrape), "tee_libvirt_up") == 1, timeout=60)
         assert value(exposition(scrape), "tee_exporter_collector_success", collector="libvirt") == 1
     finally:
-        start_libvirtd()  # whatever happened, leave libvirtd running for everyone else
         for c in collectors:
             c.stop()
 
@@ -179,27 +175,122 @@ def test_locked_domain_does_not_block_scrape(tmp_path, libvirtd, tiny_domain):
         collector.stop()
 
 
-def test_hung_libvirtd_does_not_hang_the_scrape(tmp_path, libvirtd):
-    ctx = make_ctx(tmp_path, libvirtd)
-    collector = libvirt_collector.build(ctx)
-    scrape = ScrapeCollector([collector], timeout=1)
-    pids = live_pids(daemon_pids("libvirtd"))
+def fake_sysfs(tmp_path: Path) -> Path:
+    """A /sys with kvm_amd's SEV parameters, so the host collector has file-based series of its own."""
+    params = tmp_path / "sys" / "module" / "kvm_amd" / "parameters"
+    params.mkdir(parents=True)
+    for name in ("sev", "sev_es", "sev_snp"):
+        (params / name).write_text("Y\n")
+    return tmp_path / "sys"
+
+
+ALERT_TEST = """
+rule_files: [{rules}]
+evaluation_interval: 30s
+tests:
+  - interval: 30s
+    input_series:
+      - series: '{series}'
+        values: '{values}'
+    alert_rule_test:
+      - eval_time: 3m
+        alertname: TEELibvirtUnreachable
+        exp_alerts:
+          - exp_labels: {{severity: critical, category: operational, instance: "host-1:9940", job: tee-exporter}}
+            exp_annotations: {annotations}
+"""
+
+
+def promtool_fires_libvirt_unreachable(text: str, directory: Path) -> subprocess.CompletedProcess:
+    """Feed the real exposition's ``tee_libvirt_up`` (as Prometheus would scrape it every 30 s for 5 minutes) into
+    ``promtool test rules`` with the shipped alert rules, expecting TEELibvirtUnreachable to fire."""
+    import json
+
+    import yaml
+
+    rules = Path(__file__).resolve().parents[2] / "alerts" / "operational.rules.yml"
+    alert = next(r for g in yaml.safe_load(rules.read_text())["groups"] for r in g["rules"]
+                 if r.get("alert") == "TEELibvirtUnreachable")
+    up = value(text, "tee_libvirt_up")
+    assert up is not None, "tee_libvirt_up is absent from the exposition: no alert could ever fire"
+    labels = {"instance": "host-1:9940", "job": "tee-exporter"}
+    annotations = {k: v.replace("{{ $labels.instance }}", labels["instance"]) for k, v in alert["annotations"].items()}
+    test = directory / "libvirt_unreachable_test.yml"
+    test.write_text(ALERT_TEST.format(
+        rules=json.dumps(str(rules)), series='tee_libvirt_up{instance="host-1:9940", job="tee-exporter"}',
+        values=f"{up:g}x10", annotations=json.dumps(annotations)))
+    return subprocess.run(["promtool", "test", "rules", str(test)], capture_output=True, text=True, check=False)
+
+
+def test_frozen_libvirtd_pages(tmp_path, private_libvirtd):
+    """SIGSTOP on a libvirtd: alive, answering nothing. Every scrape still answers by the deadline, with
+    ``tee_libvirt_up 0`` (so TEELibvirtUnreachable fires), the host's file-based series, and the lifecycle counters."""
+    ctx = make_ctx(tmp_path, private_libvirtd.uri, sys_root=fake_sysfs(tmp_path))
+    collectors = [libvirt_collector.build(ctx), host.build(ctx), lifecycle.build(ctx)]
+    for c in collectors:
+        c.start()
+    registry = build_registry(collectors, ctx.journal, timeout=3)
+    scrape = lambda: generate_latest(registry).decode()
     try:
-        assert value(exposition(scrape), "tee_libvirt_up") == 1
-        for pid in pids:
-            os.kill(pid, signal.SIGSTOP)  # alive but not answering: calls block instead of failing
-        text = exposition(scrape)  # returns at the deadline
-        assert value(text, "tee_exporter_collector_success", collector="libvirt") == 0
-        text = exposition(scrape)  # the stuck call is not stacked up again: failed at once
-        assert value(text, "tee_exporter_collector_success", collector="libvirt") == 0
+        healthy = scrape()
+        assert value(healthy, "tee_libvirt_up") == 1
+        assert promtool_fires_libvirt_unreachable(healthy, tmp_path).returncode != 0  # quiet while libvirt answers
+        private_libvirtd.freeze()
+        # across the phases of a hang: calls stuck, keepalive (5 s x 4) closing the connection, reconnects hanging
+        for _ in range(4):
+            start = time.monotonic()
+            text = scrape()
+            assert time.monotonic() - start < 3 + 1
+            assert value(text, "tee_libvirt_up") == 0
+            assert value(text, "tee_exporter_collector_success", collector="libvirt") == 0
+            assert value(text, "tee_host_tee_supported", tee_type="sev-snp") == 1
+            assert value(text, "tee_exporter_collector_success", collector="host") == 1
+            assert "tee_domain_lifecycle_events_total" in text or "# TYPE tee_domain_lifecycle_events" in text
+            time.sleep(6)
+        result = promtool_fires_libvirt_unreachable(text, tmp_path)
+        assert result.returncode == 0, result.stdout + result.stderr
+        private_libvirtd.thaw()
+        assert wait_for(lambda: value(scrape(), "tee_libvirt_up") == 1, timeout=60), \
+            collectors[0].connection.last_error
     finally:
-        for pid in pids:
-            os.kill(pid, signal.SIGCONT)
+        private_libvirtd.thaw()
+        for c in collectors:
+            c.stop()
+
+
+def test_guest_killed_is_journaled_as_a_crash(tmp_path, libvirtd):
+    """kill -9 of a real QEMU process: libvirt reports STOPPED/CRASHED, which is a failure, not a clean stop."""
+    ctx = make_ctx(tmp_path, libvirtd, proc_root=Path("/proc"))
+    collector = lifecycle.build(ctx)
+    collector.start()
+    conn = libvirt.open(libvirtd)
+    name = f"tee-test-{uuid.uuid4().hex[:8]}"
+    dom = conn.createXML(tiny_domain_xml(name), 0)
     try:
-        assert wait_for(lambda: value(exposition(scrape), "tee_exporter_collector_success",
-                                      collector="libvirt") == 1, timeout=30)
+        mine = lambda: [e for e in journal_lines(ctx) if e["tee"]["vm"]["name"] == name]
+        assert wait_for(lambda: "domain-started" in [e["event"]["action"] for e in mine()])
+        qemu = int(Path(f"/run/libvirt/qemu/{name}.pid").read_text())
+        os.kill(qemu, signal.SIGKILL)
+        assert wait_for(lambda: any(e["tee"]["vm"]["state"] == "crashed" for e in mine()), timeout=30)
+        text = exposition(collector)
     finally:
         collector.stop()
+        try:
+            dom.destroy()
+        except libvirt.libvirtError:
+            pass  # already gone, as it should be
+        conn.close()
+    events = mine()
+    crash = next(e for e in events if e["tee"]["vm"]["state"] == "crashed")
+    assert crash["event"]["action"] == "domain-crashed" and crash["event"]["outcome"] == "failure"
+    # libvirt 11.3 reports "emulator failed" (detail FAILED); a libvirt that says CRASHED is as good
+    assert crash["tee"]["vm"]["detail"] in {"failed", "crashed"} and crash["event"]["type"] == ["end"]
+    assert "domain-stopped" not in [e["event"]["action"] for e in events]
+    assert_schema_valid(events)
+    assert value(text, "tee_domain_lifecycle_events_total", event="crashed", tee_type="none") == 1
+    # libvirt's RESUMED that precedes STARTED on boot is part of the start, not a resume
+    assert value(text, "tee_domain_lifecycle_events_total", event="resumed", tee_type="none") is None
+    assert value(text, "tee_domain_lifecycle_events_total", event="started", tee_type="none") == 1
 
 
 def test_full_exporter_output_passes_promtool(tmp_path, libvirtd, tiny_domain):

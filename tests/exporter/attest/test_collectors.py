@@ -15,12 +15,12 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from exporter.attest.tail import Tailer
 from exporter.collectors.attestation import AttestationCollector
 from exporter.collectors.base import CollectorContext
 from exporter.collectors.kbs import KbsCollector
 from exporter.config import Settings
 from exporter.journal import Journal, load_schema
+from exporter.logs.tail import Tailer
 from tests.jsonl import complete_json_lines
 
 from ..helpers import exposition, promtool_check, samples, value

@@ -14,7 +14,7 @@ from exporter.attest.policy import PolicyError, parse_policy
 from exporter.attest.snp import REPORT_SIZE, parse_report
 from exporter.attest.tdx import parse_quote
 from exporter.attest.trust import TrustStore
-from exporter.attest.trustee_logs import LogLineError, parse_as_line, parse_kbs_line
+from exporter.logs.trustee import LogLineError, parse_as_line, parse_kbs_line
 
 from .vectors import SNP, SNP_AT, TDX, TDX_QUOTES, snp_certs
 

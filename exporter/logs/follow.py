@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -18,7 +17,8 @@ from typing import Any
 
 from prometheus_client.core import CounterMetricFamily
 
-from exporter.attest.tail import Tailer
+from common.fsio import write_atomic
+from exporter.logs.tail import Tailer
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def shared_unparsed(shared: dict[str, Any], collector: str) -> UnparsedLines:
 class LogFollower:
     """Polls the tailers every ``POLL_SECONDS``; ``handle(path, line)`` must not raise (it is guarded anyway)."""
 
-    def __init__(self, name: str, paths: Sequence[Path], handle: Callable[[Path, bytes], None],
+    def __init__(self, name: str, paths: Sequence[Path], handle: Callable[[Path, bytes], object],
                  state_file: Path | None = None) -> None:
         self.name = name
         self.state_file = state_file
@@ -104,11 +104,9 @@ class LogFollower:
         if self.state_file is None:
             return
         state = {str(t.path): list(pos) for t in self.tailers if (pos := t.position()) is not None}
-        tmp = self.state_file.with_name(self.state_file.name + ".tmp")
         try:
             self.state_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps(state))
-            os.replace(tmp, self.state_file)
+            write_atomic(self.state_file, json.dumps(state).encode())
         except OSError as exc:
             log.warning("cannot save log positions", extra={"file": str(self.state_file), "error": exc.strerror})
 

@@ -1,0 +1,27 @@
+"""common.fsio: a replaced file holds the old content or the new one, never a part of either."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from common.fsio import write_atomic
+
+
+def test_write_atomic_replaces_and_leaves_no_temporary(tmp_path: Path) -> None:
+    target = tmp_path / "state.json"
+    target.write_bytes(b"old")
+    write_atomic(target, b"new")
+    assert target.read_bytes() == b"new" and sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]
+
+
+def test_failed_write_keeps_the_old_content(tmp_path: Path) -> None:
+    target = tmp_path / "state.json"
+    target.write_bytes(b"old")
+    (tmp_path / "state.json.tmp").mkdir()  # the temporary cannot be created: the write fails before the rename
+    with pytest.raises(OSError):
+        write_atomic(target, b"new")
+    assert target.read_bytes() == b"old"
+    assert os.path.isdir(tmp_path / "state.json.tmp")
