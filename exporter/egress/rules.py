@@ -1,0 +1,95 @@
+"""``runtime_policy.network_policy``: CIDR allow and deny lists, and the verdict on one destination address.
+
+Precedence (docs/attestation.md, "network_policy"): the most specific rule that contains the destination wins,
+i.e. the one with the longest prefix, whichever list it is in. On a tie (the same network in both lists) deny
+wins. A destination no rule contains is allowed when ``allow_egress`` is empty and denied otherwise: an allow
+list means "only these". So the seed's ``allow 10.0.0.0/8`` + ``deny 0.0.0.0/0`` means "only 10.0.0.0/8".
+
+IPv4-mapped IPv6 addresses (``::ffff:10.1.2.3``, as dual-stack sockets report them) are judged as the IPv4
+address they carry, so an IPv4 rule cannot be bypassed by spelling the destination in IPv6.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+VerdictName = Literal["allowed", "denied"]
+
+DEFAULT_RULE = "default"  # the rule name reported when no CIDR contains the destination
+
+
+@dataclass(frozen=True)
+class Verdict:
+    verdict: VerdictName
+    rule: str  # "allow_egress 10.0.0.0/8", "deny_egress 0.0.0.0/0" or "default"
+
+    @property
+    def violation(self) -> bool:
+        return self.verdict == "denied"
+
+
+@dataclass(frozen=True)
+class EgressRules:
+    allow: tuple[Network, ...] = ()
+    deny: tuple[Network, ...] = ()
+
+    def judge(self, destination: str | Address) -> Verdict:
+        """The verdict on a flow to ``destination`` (an address string or object)."""
+        address = normalize(destination)
+        best: tuple[int, int, str] | None = None  # (prefix length, deny first on ties, rule name)
+        for listed, rank, name in ((self.deny, 1, "deny_egress"), (self.allow, 0, "allow_egress")):
+            for net in listed:
+                if address.version == net.version and address in net:
+                    key = (net.prefixlen, rank, f"{name} {net}")
+                    if best is None or key[:2] > best[:2]:
+                        best = key
+        if best is not None:
+            return Verdict("denied" if best[2].startswith("deny") else "allowed", best[2])
+        return Verdict("denied" if self.allow else "allowed", DEFAULT_RULE)
+
+
+def normalize(address: str | Address) -> Address:
+    """An address object; IPv4-mapped IPv6 becomes the IPv4 address. Raises ``ValueError`` if malformed."""
+    parsed = ipaddress.ip_address(address) if isinstance(address, str) else address
+    if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
+        return parsed.ipv4_mapped
+    return parsed
+
+
+# IPv6 destinations that never leave the guest's link: link-local unicast (RFC 4291 section 2.5.6) and
+# interface- and link-local multicast scopes (section 2.7, scop 1 and 2). Every IPv6 stack sends neighbour
+# discovery and MLD there; they are not egress and are not judged, or every IPv4-only policy would flag them.
+_LINK_SCOPED = (ipaddress.ip_network("fe80::/10"), ipaddress.ip_network("ff01::/16"),
+                ipaddress.ip_network("ff02::/16"))
+
+
+def is_egress(destination: str | Address) -> bool:
+    """False for destinations that cannot leave the link (IPv6 link-scoped); IPv4 has no such exemption, since
+    169.254.169.254-style metadata services and 224.0.0.0/24 are reachable and worth judging."""
+    address = normalize(destination)
+    return not any(address.version == net.version and address in net for net in _LINK_SCOPED)
+
+
+def parse_cidrs(items: Iterable[object]) -> tuple[Network, ...]:
+    """Parse a list of CIDR strings strictly.
+
+    Host bits set (``10.0.0.1/8``) are refused rather than silently masked: the operator may have meant a /32,
+    and a rule that means something else than it says is worse than a start-up error. Raises ``ValueError``
+    whose message starts with the index of the bad item (``[1]: ...``) so the caller can name the field.
+    """
+    out = []
+    for index, item in enumerate(items):
+        if not isinstance(item, str):
+            # ValueError, not TypeError: the caller turns one exception type into "field[index]: reason"
+            raise ValueError(f"[{index}]: expected a CIDR string like \"10.0.0.0/8\" (got {item!r})")  # noqa: TRY004
+        try:
+            out.append(ipaddress.ip_network(item.strip(), strict=True))
+        except ValueError as exc:
+            raise ValueError(f"[{index}]: not a CIDR network: {exc}") from None
+    return tuple(out)
+
