@@ -66,6 +66,9 @@ def _collector_options(func: Any) -> Any:
 @flag("attestation.log-path", type=_PATH, multiple=True,
               help="Attestation-service log file to tail. Repeatable.")
 @flag("kbs.log-path", type=_PATH, multiple=True, help="Key-broker (KBS) log file to tail. Repeatable.")
+@flag("egress.netns", type=_PATH,
+              help="Network namespace (e.g. /proc/1/ns/net) whose conntrack and neighbours the egress collector "
+                   "reads.  [default: the exporter's own]")
 @flag("log.level", type=click.Choice(["debug", "info", "warning", "error"]), help="[default: info]")
 @flag("log.format", type=click.Choice(["logfmt", "json"]), help="[default: logfmt]")
 @_collector_options

@@ -45,6 +45,7 @@ class Settings:
     attestation_trust_roots: tuple[Path, ...] = ()
     attestation_log_paths: tuple[Path, ...] = ()
     kbs_log_paths: tuple[Path, ...] = ()
+    egress_netns: Path | None = None
     log_level: str = "info"
     log_format: str = "logfmt"
 
@@ -70,6 +71,7 @@ KEYS: dict[str, str] = {
     "attestation.trust-root": "attestation_trust_roots",
     "attestation.log-path": "attestation_log_paths",
     "kbs.log-path": "kbs_log_paths",
+    "egress.netns": "egress_netns",
     "log.level": "log_level",
     "log.format": "log_format",
 }

@@ -36,6 +36,8 @@ SPECS: tuple[CollectorSpec, ...] = (
                   "attestation evidence verified against vendor roots and policy; attestation-service logs"),
     CollectorSpec("kbs", "exporter.collectors.kbs", True,
                   "key-broker (KBS) resource requests: released or denied"),
+    CollectorSpec("egress", "exporter.collectors.egress", False,
+                  "flows confidential guests start (host conntrack events), judged by runtime_policy.network_policy"),
 )
 
 BY_NAME = {spec.name: spec for spec in SPECS}

@@ -61,16 +61,17 @@ def normalize(address: str | Address) -> Address:
     return parsed
 
 
-# IPv6 destinations that never leave the guest's link: link-local unicast (RFC 4291 section 2.5.6) and
-# interface- and link-local multicast scopes (section 2.7, scop 1 and 2). Every IPv6 stack sends neighbour
-# discovery and MLD there; they are not egress and are not judged, or every IPv4-only policy would flag them.
-_LINK_SCOPED = (ipaddress.ip_network("fe80::/10"), ipaddress.ip_network("ff01::/16"),
-                ipaddress.ip_network("ff02::/16"))
+# Destinations that never leave the guest's link, so a flow to them is not egress and is not judged (every IPv6
+# stack sends neighbour discovery and MLD there, every IPv4 one IGMP and DHCP): IPv6 link-local unicast (RFC 4291
+# section 2.5.6) and interface-/link-local multicast (section 2.7, scop 1 and 2); IPv4's Local Network Control
+# Block 224.0.0.0/24 (RFC 5771 section 4: never forwarded) and the limited broadcast address (RFC 919).
+# 169.254.0.0/16 is judged: metadata services live there, and a flow to one is real egress.
+_LINK_SCOPED = tuple(ipaddress.ip_network(n) for n in ("fe80::/10", "ff01::/16", "ff02::/16", "224.0.0.0/24",
+                                                        "255.255.255.255/32"))
 
 
 def is_egress(destination: str | Address) -> bool:
-    """False for destinations that cannot leave the link (IPv6 link-scoped); IPv4 has no such exemption, since
-    169.254.169.254-style metadata services and 224.0.0.0/24 are reachable and worth judging."""
+    """False for destinations that cannot leave the link (``_LINK_SCOPED``)."""
     address = normalize(destination)
     return not any(address.version == net.version and address in net for net in _LINK_SCOPED)
 

@@ -1,0 +1,71 @@
+"""conntrack event parsing (lines captured from conntrack-tools 1.4.7) and the reader's failure reporting."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from exporter.egress.conntrack import ConntrackEvents, Flow, parse_flow
+
+# `conntrack -E -e NEW -o xml` in a test namespace, a TCP connect and a UDP datagram from 10.213.1.2.
+TCP = ('<flow type="new"><meta direction="original"><layer3 protonum="2" protoname="ipv4"><src>10.213.1.2</src>'
+       '<dst>10.213.3.2</dst></layer3><layer4 protonum="6" protoname="tcp"><sport>52512</sport><dport>8080</dport>'
+       '</layer4></meta><meta direction="reply"><layer3 protonum="2" protoname="ipv4"><src>10.213.3.2</src>'
+       '<dst>10.213.1.2</dst></layer3><layer4 protonum="6" protoname="tcp"><sport>8080</sport><dport>52512</dport>'
+       '</layer4></meta><meta direction="independent"><state>SYN_SENT</state><timeout>120</timeout>'
+       '<id>4035949739</id><unreplied/></meta></flow>')
+IGMP = ('<flow type="new"><meta direction="original"><layer3 protonum="2" protoname="ipv4"><src>10.213.1.1</src>'
+        '<dst>224.0.0.22</dst></layer3><layer4 protonum="2" protoname="unknown"></layer4></meta>'
+        '<meta direction="reply"><layer3 protonum="2" protoname="ipv4"><src>224.0.0.22</src><dst>10.213.1.1</dst>'
+        '</layer3><layer4 protonum="2" protoname="unknown"></layer4></meta><meta direction="independent">'
+        '<timeout>600</timeout><id>722775842</id><unreplied/></meta></flow>')
+
+
+def test_parse_tcp_flow_takes_the_original_direction() -> None:
+    assert parse_flow(TCP + "\n") == Flow("10.213.1.2", "10.213.3.2", "tcp", 6, 52512, 8080)
+
+
+def test_parse_portless_flow() -> None:
+    assert parse_flow(IGMP) == Flow("10.213.1.1", "224.0.0.22", "unknown", 2, None, None)
+
+
+def test_document_lines_are_not_flows() -> None:
+    for line in ('<?xml version="1.0" encoding="utf-8"?>', "<conntrack>", "</conntrack>", ""):
+        assert parse_flow(line) is None
+
+
+@pytest.mark.parametrize("line", [TCP[:80], TCP.replace('direction="original"', 'direction="other"'),
+                                  TCP.replace("<src>10.213.1.2</src>", "")])
+def test_unreadable_flow_is_a_value_error(line: str) -> None:
+    with pytest.raises(ValueError):
+        parse_flow(line)
+
+
+def _wait(check, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.05)
+
+
+def test_missing_tool_is_counted_and_reported_not_raised() -> None:
+    reader = ConntrackEvents(lambda flow: None, command=("/nonexistent/conntrack", "-E"))
+    reader.start()
+    try:
+        _wait(lambda: reader.errors["not_installed"] >= 1)
+        assert not reader.up and "not found" in reader.last_error
+    finally:
+        reader.stop()
+
+
+def test_tool_that_exits_is_counted_with_its_message() -> None:
+    # The real tool refusing its arguments stands for any exit (no CAP_NET_ADMIN, no nf_conntrack_netlink).
+    reader = ConntrackEvents(lambda flow: None, command=("conntrack", "-E", "-e", "NOSUCHEVENT"))
+    reader.start()
+    try:
+        _wait(lambda: reader.errors["failed"] >= 1)
+        assert "exited with status" in reader.last_error and "NOSUCHEVENT" in reader.last_error
+        assert not reader.up
+    finally:
+        reader.stop()
