@@ -138,7 +138,6 @@ class ConntrackEvents:
         stderr = threading.Thread(target=self._read_stderr, args=(proc.stderr,), name="egress-conntrack-err",
                                   daemon=True)
         stderr.start()
-        self.up = True
         delivered = self._read_stdout(proc.stdout)  # type: ignore[arg-type]
         self.up = False
         code = proc.wait()
@@ -150,6 +149,8 @@ class ConntrackEvents:
     def _read_stdout(self, stream: IO[str]) -> bool:
         delivered = False
         for line in stream:
+            # The tool writes its XML prolog once subscribed to the event group: from then on nothing is missed.
+            self.up = True
             try:
                 flow = parse_flow(line)
             except ValueError as exc:
@@ -157,8 +158,14 @@ class ConntrackEvents:
                 continue
             if flow is not None:
                 delivered = True
-                self.on_flow(flow)
+                self._deliver(flow)
         return delivered
+
+    def _deliver(self, flow: Flow) -> None:
+        try:
+            self.on_flow(flow)
+        except Exception as exc:  # noqa: BLE001 - one bad flow must not end the reader (and leave "up" a lie)
+            log.warning("egress: flow not handled", extra={"flow": repr(flow), "error": f"{type(exc).__name__}: {exc}"})
 
     def _read_stderr(self, stream: IO[str]) -> None:
         for line in stream:

@@ -69,3 +69,38 @@ def test_tool_that_exits_is_counted_with_its_message() -> None:
         assert not reader.up
     finally:
         reader.stop()
+
+
+def test_no_cap_net_admin_is_counted_with_the_kernels_reason() -> None:
+    # The real tool as an unprivileged user: the kernel refuses the event subscription.
+    command = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "conntrack", "-E", "-e", "NEW",
+               "-o", "xml")
+    reader = ConntrackEvents(lambda flow: None, command=command)
+    reader.start()
+    try:
+        _wait(lambda: reader.errors["failed"] >= 1)
+        assert "Operation not permitted" in reader.last_error
+        assert not reader.up  # never subscribed: no prolog was written
+    finally:
+        reader.stop()
+
+
+def test_a_failing_handler_does_not_end_the_reader(tmp_path) -> None:
+    # Real events from the tool, the handler raising on each: the reader must stay up and keep reading.
+    seen = []
+
+    def handler(flow: Flow) -> None:
+        seen.append(flow)
+        raise RuntimeError("bug in the handler")
+
+    script = tmp_path / "fake-events.sh"  # replays the captured output: two flows, then stays subscribed
+    script.write_text(f"#!/bin/sh\nprintf '%s\\n' '<?xml version=\"1.0\" encoding=\"utf-8\"?>' '<conntrack>' "
+                      f"'{TCP}' '{IGMP}'\nexec sleep 30\n")
+    script.chmod(0o755)
+    reader = ConntrackEvents(handler, command=(str(script),))
+    reader.start()
+    try:
+        _wait(lambda: len(seen) == 2)
+        assert reader.up and reader.errors == {"not_installed": 0, "failed": 0, "overrun": 0, "parse": 0}
+    finally:
+        reader.stop()
