@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -37,19 +37,28 @@ class Verdict:
 class EgressRules:
     allow: tuple[Network, ...] = ()
     deny: tuple[Network, ...] = ()
+    # (IP version, prefix length) -> {network address as int: rule name}, longest prefixes first: a flow costs one
+    # dict lookup per distinct prefix length in the policy, not one comparison per rule.
+    _index: tuple[tuple[int, int, dict[int, str]], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        index: dict[tuple[int, int], dict[int, str]] = {}
+        # deny is entered last, so the same network in both lists is a deny rule (deny wins a tie)
+        for name, networks in (("allow_egress", self.allow), ("deny_egress", self.deny)):
+            for net in networks:
+                index.setdefault((net.version, net.prefixlen), {})[int(net.network_address)] = f"{name} {net}"
+        ordered = sorted(index.items(), key=lambda item: -item[0][1])
+        object.__setattr__(self, "_index", tuple((v, length, nets) for (v, length), nets in ordered))
 
     def judge(self, destination: str | Address) -> Verdict:
         """The verdict on a flow to ``destination`` (an address string or object)."""
         address = normalize(destination)
-        best: tuple[int, int, str] | None = None  # (prefix length, deny first on ties, rule name)
-        for listed, rank, name in ((self.deny, 1, "deny_egress"), (self.allow, 0, "allow_egress")):
-            for net in listed:
-                if address.version == net.version and address in net:
-                    key = (net.prefixlen, rank, f"{name} {net}")
-                    if best is None or key[:2] > best[:2]:
-                        best = key
-        if best is not None:
-            return Verdict("denied" if best[2].startswith("deny") else "allowed", best[2])
+        value, bits = int(address), address.max_prefixlen
+        for version, length, networks in self._index:
+            if version == address.version:
+                rule = networks.get(value >> (bits - length) << (bits - length))
+                if rule is not None:
+                    return Verdict("denied" if rule.startswith("deny_") else "allowed", rule)
         return Verdict("denied" if self.allow else "allowed", DEFAULT_RULE)
 
 
