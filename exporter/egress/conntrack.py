@@ -1,6 +1,6 @@
 """The host's connection-tracking events: one ``Flow`` per new connection, read from Debian's ``conntrack`` tool.
 
-``conntrack -E -e NEW -o xml`` subscribes to the kernel's ctnetlink NEW-event multicast group (events, not
+``conntrack -E -e NEW -o xml`` (line-buffered through ``stdbuf``) subscribes to the kernel's ctnetlink NEW-event multicast group (events, not
 polling) and prints each event as one ``<flow type="new">`` element per line (conntrack-tools' XML output, as
 produced by libnetfilter_conntrack's ``nfct_snprintf`` with ``NFCT_O_XML``). The original-direction tuple is the
 one the initiator sent, before any NAT, so for a guest behind a NAT bridge it carries the guest's own address.
@@ -24,7 +24,12 @@ from typing import IO
 
 log = logging.getLogger(__name__)
 
-COMMAND = ("conntrack", "-E", "-e", "NEW", "-o", "xml")
+# stdbuf -oL: the tool writes to a pipe, which stdio buffers by the block; line buffering hands over each event as
+# it happens instead of in 4 KiB batches.
+COMMAND = ("stdbuf", "-oL", "conntrack", "-E", "-e", "NEW", "-o", "xml")
+STARTUP_SECONDS = 0.5  # a tool that cannot subscribe (no permission, no module) exits well within this
+NOT_FOUND_STATUS = 127  # what stdbuf, nsenter and shells exit with when the program to run does not exist
+HINT = "the egress collector needs Debian's conntrack package"
 
 # Bounded values of tee_guest_egress_conntrack_errors_total{reason}.
 ERROR_REASONS = ("not_installed", "failed", "overrun", "parse")
@@ -127,7 +132,7 @@ class ConntrackEvents:
             proc = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                     bufsize=1)
         except FileNotFoundError:
-            self._error("not_installed", f"{self.command[0]}: not found (install Debian's conntrack package)")
+            self._error("not_installed", f"{self.command[0]}: not found ({HINT})")
             return False
         except OSError as exc:
             self._error("failed", f"{self.command[0]}: cannot start: {exc.strerror or exc}")
@@ -138,19 +143,25 @@ class ConntrackEvents:
         stderr = threading.Thread(target=self._read_stderr, args=(proc.stderr,), name="egress-conntrack-err",
                                   daemon=True)
         stderr.start()
+        try:  # events arriving meanwhile wait in the pipe
+            proc.wait(timeout=STARTUP_SECONDS)
+        except subprocess.TimeoutExpired:
+            self.up = True  # still running: it has subscribed (conntrack-tools prints nothing until an event)
         delivered = self._read_stdout(proc.stdout)  # type: ignore[arg-type]
         self.up = False
         code = proc.wait()
         stderr.join(timeout=2)
-        if not self._stop.is_set():
+        if self._stop.is_set():
+            pass
+        elif code == NOT_FOUND_STATUS:
+            self._error("not_installed", f"{self._stderr_first or 'conntrack: not found'} ({HINT})")
+        else:
             self._error("failed", f"conntrack exited with status {code}: {self._stderr_first or 'no message'}")
         return delivered
 
     def _read_stdout(self, stream: IO[str]) -> bool:
         delivered = False
         for line in stream:
-            # The tool writes its XML prolog once subscribed to the event group: from then on nothing is missed.
-            self.up = True
             try:
                 flow = parse_flow(line)
             except ValueError as exc:

@@ -80,7 +80,7 @@ def test_no_cap_net_admin_is_counted_with_the_kernels_reason() -> None:
     try:
         _wait(lambda: reader.errors["failed"] >= 1)
         assert "Operation not permitted" in reader.last_error
-        assert not reader.up  # never subscribed: no prolog was written
+        assert not reader.up  # it never subscribed
     finally:
         reader.stop()
 

@@ -4,6 +4,7 @@ unavailable is reported and counted while the exporter keeps serving."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -44,9 +45,11 @@ def test_conntrack_unavailable_is_reported_and_counted_not_a_crash(tmp_path: Pat
     policy = _policy(tmp_path, {"network_policy": NETWORK})
     exporter = TeeExporter(tmp_path, {"libvirt.uri": "test:///default", "attestation.policy-file": str(policy),
                                       "collector.egress": True, "collector.host": False, "collector.qemu": False})
-    empty = tmp_path / "bin"
-    empty.mkdir()
-    exporter.daemon.env = {**process_env(), "PATH": str(empty)}  # a host without the conntrack tool
+    tools = tmp_path / "bin"  # a host with coreutils and iproute2 but without the conntrack tool
+    tools.mkdir()
+    for tool in ("stdbuf", "ip"):
+        (tools / tool).symlink_to(shutil.which(tool))
+    exporter.daemon.env = {**process_env(), "PATH": str(tools)}
     exporter.start()
     try:
         def reported() -> bool:
@@ -57,7 +60,8 @@ def test_conntrack_unavailable_is_reported_and_counted_not_a_crash(tmp_path: Pat
         wait_until(reported, 20, "conntrack to be reported unavailable")
         assert exporter.daemon.running()
         log = exporter.daemon.log_path.read_text()
-        assert "egress: conntrack unavailable" in log and "install Debian's conntrack package" in log
+        assert "egress: conntrack unavailable" in log and "needs Debian's conntrack package" in log
+        assert "failed to run command" in log  # stdbuf's own words, naming conntrack
         assert "Traceback" not in log
     finally:
         exporter.stop()
