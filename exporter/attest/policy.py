@@ -287,7 +287,7 @@ def _check_tcb(minimum: Mapping[str, int | bytes], verified: Verified) -> list[V
 
 # --- min_tcb_level.sgx_tcb -------------------------------------------------------------------------------------
 # A TDX quote is signed by the Quoting Enclave, an SGX enclave; the platform's SGX TCB is in the PCK certificate's
-# SGX extension (Intel "SGX PCK Certificate and CRL Profile", section 1.3.5: TCB, OID 1.2.840.113741.1.13.1.2,
+# SGX extension (Intel "SGX PCK Certificate and CRL Profile", the TCB sequence, OID 1.2.840.113741.1.13.1.2,
 # components 1..16 "SGX TCB Comp01..16 SVN" and 17 "PCESVN"). sgx_tcb lists minimums in that order: one byte per
 # component 01..16, then optionally PCESVN as two bytes big-endian (bytes 17-18). Components the value does not
 # reach are not constrained. The verified values come from Verified.details["sgx_tcb_svn"] and tcb["pcesvn"].
