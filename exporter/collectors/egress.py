@@ -17,7 +17,8 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -42,7 +43,17 @@ VERDICTS = ("allowed", "denied")
 JOURNAL_BURST = 100
 JOURNAL_PER_SECOND = 10.0
 
-Discover = Callable[[], dict[str, Guest]]
+
+
+@dataclass(frozen=True)
+class Discovery:
+    """Every running confidential guest, and the addresses known for each (a guest may have none yet)."""
+
+    guests: tuple[Guest, ...] = ()
+    addresses: Mapping[str, Guest] = field(default_factory=dict)
+
+
+Discover = Callable[[], Discovery]
 
 
 class _Budget:
@@ -71,7 +82,7 @@ class EgressCollector(Collector):
         self.discover = discover
         self.refresh_seconds = refresh_seconds
         self.conntrack = ConntrackEvents(self.on_flow, command)
-        self.guests: dict[str, Guest] = {}  # address -> guest; replaced whole by each refresh
+        self.known = Discovery()  # replaced whole by each refresh
         self.discovery_errors = 0
         self._flows: Counter[tuple[str, str]] = Counter()
         self._suppressed: Counter[str] = Counter()
@@ -93,15 +104,15 @@ class EgressCollector(Collector):
 
     def refresh(self) -> None:
         try:
-            guests = self.discover()
+            known = self.discover()
         except Exception as exc:  # noqa: BLE001 - libvirt down or odd XML: keep the last map, report, retry
             self.discovery_errors += 1
             if self.discovery_errors == 1 or self.discovery_errors % 100 == 0:
                 log.warning("egress: guest discovery failed", extra={"error": f"{type(exc).__name__}: {exc}"})
             return
         with self._lock:
-            self.guests = guests
-            for guest in guests.values():  # a guest's series exist (at 0) as soon as it is watched
+            self.known = known
+            for guest in known.guests:  # a guest's series exist (at 0) as soon as it is watched
                 for verdict in VERDICTS:
                     self._flows.setdefault((guest.name, verdict), 0)
 
@@ -111,7 +122,7 @@ class EgressCollector(Collector):
 
     def on_flow(self, flow: Flow) -> None:
         try:
-            guest = self.guests.get(str(normalize(flow.source)))
+            guest = self.known.addresses.get(str(normalize(flow.source)))
             if guest is None or not is_egress(flow.destination):
                 return  # the host's own traffic, a guest not confidential, or IPv6 link-local housekeeping
             verdict = self.rules.judge(flow.destination)
@@ -143,9 +154,10 @@ class EgressCollector(Collector):
                 flows.add_metric([domain, verdict], count)
             for domain, count in sorted(self._suppressed.items()):
                 suppressed.add_metric([domain], count)
-            per_guest = Counter(self.guests.values())
-        for guest, count in sorted(per_guest.items(), key=lambda item: item[0].name):
-            addresses.add_metric([guest.name, guest.tee_type], count)
+            known = self.known
+        per_guest = Counter(known.addresses.values())
+        for guest in sorted(known.guests, key=lambda g: g.name):
+            addresses.add_metric([guest.name, guest.tee_type], per_guest[guest])
         yield from (flows, suppressed, addresses)
         yield from self._health()
 
@@ -196,19 +208,23 @@ def libvirt_discovery(connection: Any, netns_prefix: tuple[str, ...]) -> Discove
 
     sources = (libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE, libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_ARP)
 
-    def discover() -> dict[str, Guest]:
+    def discover() -> Discovery:
         conn = connection.get()
         neighbours = read_neighbours(netns_prefix)
-        found: dict[str, Guest] = {}
+        guests, found = [], {}
         for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
             xml = dom.XMLDesc(0)
             info = parse_domain_xml(xml)
             if not info.confidential:
                 continue
+            nics = interfaces(xml)
+            if not nics:
+                continue  # no network interface: nothing to observe
             guest = Guest(info.name, info.uuid, info.tee_type)
-            for address in libvirt_addresses(dom, sources) | neighbour_addresses(neighbours, interfaces(xml)):
+            guests.append(guest)
+            for address in libvirt_addresses(dom, sources) | neighbour_addresses(neighbours, nics):
                 found[address] = guest
-        return found
+        return Discovery(tuple(guests), found)
 
     return discover
 

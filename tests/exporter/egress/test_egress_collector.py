@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from exporter.collectors.egress import JOURNAL_BURST, EgressCollector
+from exporter.collectors.egress import JOURNAL_BURST, Discovery, EgressCollector
 from exporter.egress.conntrack import Flow
 from exporter.egress.guests import Guest
 from exporter.egress.rules import EgressRules, parse_cidrs
@@ -13,12 +13,13 @@ from tests.exporter.helpers import assert_schema_valid, exposition, value
 from tests.jsonl import complete_json_lines
 
 CVM = Guest("cvm-web", "7ee00000-0000-4000-8000-0000000000e1", "tdx")
+NEW = Guest("cvm-new", "7ee00000-0000-4000-8000-0000000000e2", "sev-snp")  # running, no address known yet
 SEED = EgressRules(parse_cidrs(["10.0.0.0/8"]), parse_cidrs(["0.0.0.0/0"]))
 
 
 def collector(tmp_path: Path) -> EgressCollector:
     journal = Journal(tmp_path / "journal.jsonl", host="test-host")
-    egress = EgressCollector(SEED, journal, lambda: {"192.168.122.50": CVM, "fd00::50": CVM})
+    egress = EgressCollector(SEED, journal, lambda: Discovery((CVM, NEW), {"192.168.122.50": CVM, "fd00::50": CVM}))
     egress.refresh()
     return egress
 
@@ -40,6 +41,7 @@ def test_verdicts_are_counted_per_guest_and_denied_flows_journaled(tmp_path: Pat
     assert value(text, "tee_guest_egress_flows_total", domain="cvm-web", verdict="allowed") == 1
     assert value(text, "tee_guest_egress_flows_total", domain="cvm-web", verdict="denied") == 3
     assert value(text, "tee_guest_egress_addresses", domain="cvm-web", tee_type="tdx") == 2
+    assert value(text, "tee_guest_egress_addresses", domain="cvm-new", tee_type="sev-snp") == 0  # unobserved
     events = complete_json_lines(tmp_path / "journal.jsonl")
     assert_schema_valid(events)
     first = events[0]
