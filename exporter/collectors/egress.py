@@ -44,7 +44,6 @@ JOURNAL_BURST = 100
 JOURNAL_PER_SECOND = 10.0
 
 
-
 @dataclass(frozen=True)
 class Discovery:
     """Every running confidential guest, and the addresses known for each (a guest may have none yet)."""
@@ -204,7 +203,7 @@ def libvirt_discovery(connection: Any, netns_prefix: tuple[str, ...]) -> Discove
     """Addresses of every running confidential domain, from libvirt and the host's neighbour table."""
     import libvirt  # only when the collector is enabled: hosts without libvirt-python can run the others
 
-    from exporter.virt.domain_xml import parse_domain_xml
+    from exporter.virt.domain_xml import DomainXMLError, parse_domain_xml
 
     sources = (libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE, libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_ARP)
 
@@ -213,13 +212,19 @@ def libvirt_discovery(connection: Any, netns_prefix: tuple[str, ...]) -> Discove
         neighbours = read_neighbours(netns_prefix)
         guests, found = [], {}
         for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
-            xml = dom.XMLDesc(0)
-            info = parse_domain_xml(xml)
-            if not info.confidential:
+            try:
+                xml = dom.XMLDesc(0)
+                info = parse_domain_xml(xml)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                    raise
+                continue  # stopped between listing and reading: simply gone
+            except DomainXMLError as exc:
+                log.warning("egress: unusable domain XML", extra={"domain": dom.name(), "error": str(exc)})
                 continue
             nics = interfaces(xml)
-            if not nics:
-                continue  # no network interface: nothing to observe
+            if not info.confidential or not nics:
+                continue  # not confidential, or no network interface: nothing to observe
             guest = Guest(info.name, info.uuid, info.tee_type)
             guests.append(guest)
             for address in libvirt_addresses(dom, sources) | neighbour_addresses(neighbours, nics):
