@@ -246,6 +246,8 @@ def build(ctx: CollectorContext) -> EgressCollector:
         raise ConfigError(f"collector.egress: {path} has no runtime_policy.network_policy to judge flows by")
     connection = shared_connection(ctx.shared, ctx.settings.libvirt_uri)
     netns = ctx.settings.egress_netns
+    if netns is not None and not netns.exists():
+        raise ConfigError(f"egress.netns: {netns}: no such network namespace file")
     # Another network namespace's conntrack and neighbours (the host's, from a container: /proc/1/ns/net).
     prefix = () if netns is None else ("nsenter", f"--net={netns}")
     return EgressCollector(runtime.network, ctx.journal, libvirt_discovery(connection, prefix),

@@ -41,6 +41,16 @@ def test_bad_policy_is_a_start_up_error_naming_it(tmp_path: Path, runtime: dict 
     assert message in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_missing_netns_is_a_start_up_error_naming_it(tmp_path: Path) -> None:
+    proc = subprocess.run([venv_bin("tee-exporter"), "--collector.egress", "--libvirt.uri", "test:///default",
+                           f"--attestation.policy-file={_policy(tmp_path, {'network_policy': NETWORK})}",
+                           f"--egress.netns={tmp_path / 'no-such-ns'}", f"--journal.path={tmp_path / 'j.jsonl'}",
+                           "--web.listen-address=127.0.0.1:0"],
+                          capture_output=True, text=True, timeout=60, env=process_env(), check=False)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "egress.netns: " in proc.stderr and "no-such-ns" in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_conntrack_unavailable_is_reported_and_counted_not_a_crash(tmp_path: Path) -> None:
     policy = _policy(tmp_path, {"network_policy": NETWORK})
     exporter = TeeExporter(tmp_path, {"libvirt.uri": "test:///default", "attestation.policy-file": str(policy),
