@@ -82,13 +82,29 @@ def load_policy(path: Path) -> Policy:
     except (OSError, UnicodeDecodeError) as exc:
         raise PolicyError(f"{path}: cannot read policy file: {exc}") from None
     try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
+        doc = json.loads(text, object_pairs_hook=_unique_keys)
+    except _DuplicateKeyError as exc:
+        raise PolicyError(f"{path}: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, an int of over 4300 digits; nesting too deep
         raise PolicyError(f"{path}: not valid JSON: {exc}") from None
     try:
         return parse_policy(doc)
     except PolicyError as exc:
         raise PolicyError(f"{path}: {exc}") from None
+
+
+class _DuplicateKeyError(ValueError):
+    """A key given twice in one object. json.loads would keep the last one silently; a reviewer reading the file
+    sees the first, so the file would not say what it means."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKeyError(f"duplicate key {key!r}")
+        out[key] = value
+    return out
 
 
 def parse_policy(doc: Any) -> Policy:

@@ -204,3 +204,23 @@ def test_malformed_cidr_or_unknown_network_field_is_named(network_policy: dict, 
     with pytest.raises(PolicyError) as err:
         parse_policy(_with("runtime_policy.network_policy", network_policy))
     assert str(err.value).startswith(field + ":"), str(err.value)
+
+
+# --- the file itself: JSON that decodes to something else than the operator reads ------------------------------
+def test_duplicate_key_in_the_policy_file_is_an_error_naming_it(tmp_path) -> None:
+    # A reviewer reading top-down sees the deny list; json.loads would keep the later, empty one.
+    path = tmp_path / "policy.json"
+    path.write_text('{"version": "1.0", "runtime_policy": {"network_policy": '
+                    '{"deny_egress": ["0.0.0.0/0"], "allow_egress": [], "deny_egress": []}}}')
+    with pytest.raises(PolicyError, match=r"policy.json: duplicate key 'deny_egress'$"):
+        load_policy(path)
+
+
+@pytest.mark.parametrize("text", ['{"version": "1.0", "runtime_policy": {"max_cpus": ' + "9" * 5000 + "}}",
+                                  "[" * 100_000 + "]" * 100_000], ids=["5000-digit-int", "100000-deep"])
+def test_json_python_cannot_decode_is_a_policy_error_not_a_traceback(tmp_path, text: str) -> None:
+    # 5000-digit integer (int max_str_digits) and 100000-deep nesting (recursion limit)
+    path = tmp_path / "policy.json"
+    path.write_text(text)
+    with pytest.raises(PolicyError, match="policy.json: not valid JSON: "):
+        load_policy(path)
