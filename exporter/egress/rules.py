@@ -12,6 +12,7 @@ address they carry, so an IPv4 rule cannot be bypassed by spelling the destinati
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -89,17 +90,42 @@ def parse_cidrs(items: Iterable[object]) -> tuple[Network, ...]:
     """Parse a list of CIDR strings strictly.
 
     Host bits set (``10.0.0.1/8``) are refused rather than silently masked: the operator may have meant a /32,
-    and a rule that means something else than it says is worse than a start-up error. Raises ``ValueError``
-    whose message starts with the index of the bad item (``[1]: ...``) so the caller can name the field.
+    and a rule that means something else than it says is worse than a start-up error. For the same reason the
+    spellings ``ipaddress`` reads otherwise than an operator may are refused (``_spelling_problem``), and so is
+    an IPv4-mapped IPv6 network, which would match nothing since such destinations are judged as IPv4.
+    Raises ``ValueError`` whose message starts with the index of the bad item (``[1]: ...``) so the caller can
+    name the field.
     """
     out = []
     for index, item in enumerate(items):
         if not isinstance(item, str):
             # ValueError, not TypeError: the caller turns one exception type into "field[index]: reason"
             raise ValueError(f"[{index}]: expected a CIDR string like \"10.0.0.0/8\" (got {item!r})")  # noqa: TRY004
+        problem = _spelling_problem(item.strip())
+        if problem:
+            raise ValueError(f"[{index}]: {problem} (got {item!r})")
         try:
-            out.append(ipaddress.ip_network(item.strip(), strict=True))
+            net = ipaddress.ip_network(item.strip(), strict=True)
         except ValueError as exc:
             raise ValueError(f"[{index}]: not a CIDR network: {exc}") from None
+        if isinstance(net, ipaddress.IPv6Network) and net.subnet_of(_IPV4_MAPPED):
+            ipv4 = ipaddress.ip_network(f"{net.network_address.ipv4_mapped}/{net.prefixlen - 96}")
+            raise ValueError(f"[{index}]: {net} is IPv4-mapped (such destinations are judged as IPv4): write {ipv4}")
+        out.append(net)
     return tuple(out)
 
+
+_IPV4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")  # RFC 4291 section 2.5.5.2
+_PREFIX_RE = re.compile(r"0|[1-9][0-9]{0,2}")
+
+
+def _spelling_problem(text: str) -> str | None:
+    """Why ``text`` is not written as address[/bits], or None. ipaddress also takes a netmask or a hostmask after
+    the slash and guesses which (``0.0.0.0/255.255.255.255``, a Cisco wildcard "any", becomes a /32), and an IPv6
+    zone index (``%eth0``) that it then ignores when matching."""
+    address, slash, prefix = text.partition("/")
+    if "%" in address:
+        return f"a zone index (%{address.partition('%')[2]}) cannot be part of a rule"
+    if slash and not _PREFIX_RE.fullmatch(prefix):
+        return f"prefix length must be a decimal number of bits like /8, not /{prefix}"
+    return None

@@ -72,3 +72,28 @@ def test_link_scoped_destinations_are_not_egress(destination: str, egress: bool)
 def test_malformed_cidrs_name_their_index(items: list, message: str) -> None:
     with pytest.raises(ValueError, match=r"^" + message.replace("[", r"\[").replace("]", r"\]")):
         parse_cidrs(items)
+
+
+# Spellings Python's ipaddress accepts whose meaning is not what they say (each would otherwise load).
+@pytest.mark.parametrize(("item", "message"), [
+    # Cisco wildcard "any": ipaddress reads 255.255.255.255 as a netmask, i.e. a /32 of 0.0.0.0
+    ("0.0.0.0/255.255.255.255", "prefix length must be a decimal number of bits"),
+    ("10.0.0.0/0.0.0.255", "prefix length must be a decimal number of bits"),  # read as a hostmask: /24
+    ("10.0.0.0/08", "prefix length must be a decimal number of bits"),
+    # a zone index is kept in the rule's name but ignored when judging: the rule would hold on every link
+    ("2001:db8::%eth0/32", "a zone index (%eth0) cannot be part of a rule"),
+])
+def test_cidr_spellings_ipaddress_reads_otherwise_are_refused(item: str, message: str) -> None:
+    with pytest.raises(ValueError, match=r"^\[0\]: " + message.replace("(", r"\(").replace(")", r"\)")):
+        parse_cidrs([item])
+
+
+def test_ipv4_mapped_rule_is_refused_naming_the_ipv4_spelling() -> None:
+    # Destinations in ::ffff:0:0/96 are judged as IPv4, so this rule would match nothing: with only a deny list,
+    # 192.0.2.1 and ::ffff:192.0.2.1 would both be allowed under a rule that reads "deny".
+    with pytest.raises(ValueError, match=r"^\[0\]: ::ffff:c000:200/120 is IPv4-mapped .* write 192\.0\.2\.0/24$"):
+        parse_cidrs(["::ffff:192.0.2.0/120"])
+
+
+def test_ipv6_rule_containing_the_mapped_range_stays_ipv6() -> None:
+    assert parse_cidrs(["::/0"])[0].prefixlen == 0
