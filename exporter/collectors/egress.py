@@ -40,6 +40,8 @@ VERDICTS = ("allowed", "denied")
 # Journal events per domain: a burst of JOURNAL_BURST, then JOURNAL_PER_SECOND. A guest scanning denied networks
 # must not be able to fill the journal's disk; flows beyond the budget are still counted in the metric, and their
 # number is carried by the next event written (tee.egress.suppressed), so the audit trail says how many were cut.
+# A guest that goes quiet after a cut would leave the next event unwritten, so the refresher journals the last cut
+# flow itself once the budget allows (flush_suppressed): no cut ends without an event.
 JOURNAL_BURST = 100
 JOURNAL_PER_SECOND = 10.0
 
@@ -86,6 +88,7 @@ class EgressCollector(Collector):
         self._flows: Counter[tuple[str, str]] = Counter()
         self._suppressed: Counter[str] = Counter()
         self._pending_suppressed: Counter[str] = Counter()
+        self._last_cut: dict[str, tuple[Guest, Flow, Verdict]] = {}  # per domain: bounded like the counters
         self._budget = _Budget(JOURNAL_BURST, JOURNAL_PER_SECOND)
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -118,6 +121,20 @@ class EgressCollector(Collector):
     def _refresh_loop(self) -> None:
         while not self._stop.wait(self.refresh_seconds):
             self.refresh()
+            self.flush_suppressed()
+
+    def flush_suppressed(self) -> None:
+        """Journal the last cut flow of each guest whose cut no later event has reported, within the budget; its
+        ``tee.egress.suppressed`` counts the cut flows before it."""
+        events = []
+        with self._lock:
+            for name, (guest, flow, verdict) in list(self._last_cut.items()):
+                if self._budget.take(name):
+                    del self._last_cut[name]
+                    earlier = self._pending_suppressed.pop(name, 0) - 1
+                    events.append(violation_event(self.journal, guest, flow, verdict, earlier))
+        for event in events:
+            self.journal.append(event)
 
     def on_flow(self, flow: Flow) -> None:
         try:
@@ -134,8 +151,10 @@ class EgressCollector(Collector):
             if not self._budget.take(guest.name):
                 self._suppressed[guest.name] += 1
                 self._pending_suppressed[guest.name] += 1
+                self._last_cut[guest.name] = (guest, flow, verdict)
                 return
             suppressed = self._pending_suppressed.pop(guest.name, 0)
+            self._last_cut.pop(guest.name, None)
         self.journal.append(violation_event(self.journal, guest, flow, verdict, suppressed))
 
     def collect(self) -> Iterable[Metric]:

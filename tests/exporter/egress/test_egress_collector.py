@@ -94,3 +94,22 @@ def test_failed_discovery_keeps_the_last_map_and_is_counted(tmp_path: Path) -> N
     text = exposition(egress)
     assert value(text, "tee_guest_egress_discovery_errors_total") == 1
     assert value(text, "tee_guest_egress_flows_total", domain="cvm-web", verdict="denied") == 1
+
+
+def test_a_cut_that_no_later_denied_flow_follows_still_reaches_the_journal(tmp_path: Path) -> None:
+    # Attack: fill the burst with decoys, then the real flow, then go quiet. Before, the cut count only rode on
+    # the next denied flow, which never came: the audit chain held 100 decoys and nothing of the rest.
+    egress = collector(tmp_path)
+    egress._budget.clock = lambda: 0.0
+    for port in range(JOURNAL_BURST + 4):
+        egress.on_flow(flow("192.168.122.50", "203.0.113.9", port))
+    egress.on_flow(flow("192.168.122.50", "198.51.100.66", 22))  # the one that matters, cut too
+    egress.flush_suppressed()  # no token yet: the budget still holds
+    assert len(complete_json_lines(tmp_path / "journal.jsonl")) == JOURNAL_BURST
+    egress._budget.clock = lambda: 1.0  # a second later, and the guest has sent nothing since
+    egress.flush_suppressed()
+    events = complete_json_lines(tmp_path / "journal.jsonl")
+    assert len(events) == JOURNAL_BURST + 1
+    assert events[-1]["destination"] == {"ip": "198.51.100.66", "port": 22}  # the last cut flow itself
+    assert events[-1]["tee"]["egress"] == {"suppressed": 4}  # and how many before it were cut
+    assert_schema_valid(events[-1:])
