@@ -152,7 +152,7 @@ def _min_tcb(doc: Any) -> Mapping[str, int | bytes] | None:
             out[key] = _sgx_tcb(f"{where}.{key}", value)
         elif key == "tdx_tcb":
             # "0x0300..." lists TEE_TCB_SVN bytes in order; each must be met component-wise.
-            if not isinstance(value, str) or not _HEX_RE.match(value) or len(value) % 2:
+            if not isinstance(value, str) or not _HEX_RE.fullmatch(value) or len(value) % 2:
                 raise PolicyError(f"{where}.{key}: expected a hex string of whole bytes like \"0x03000000\"")
             out[key] = bytes.fromhex(value[2:])
         else:
@@ -312,7 +312,7 @@ _SGX_HEX_RE = re.compile(r"^0x(?:[0-9a-fA-F]{2}){1,18}$")
 
 
 def _sgx_tcb(where: str, value: Any) -> bytes:
-    if not isinstance(value, str) or not _SGX_HEX_RE.match(value) or len(value) - 2 == 34:
+    if not isinstance(value, str) or not _SGX_HEX_RE.fullmatch(value) or len(value) - 2 == 34:
         raise PolicyError(f"{where}: expected 1 to 16 bytes of hex (SGX TCB comp 01..16 SVNs), optionally followed "
                           f"by 2 bytes of PCESVN, like \"0x0303020203\" (got {value!r})")
     return bytes.fromhex(value[2:])

@@ -185,10 +185,14 @@ def test_sgx_tcb_in_an_snp_policy_names_the_field_and_the_tee_type() -> None:
     ("0xFFF", "attestation_policy.min_tcb_level.sgx_tcb"),  # half a byte
     ("0x" + "00" * 17, "attestation_policy.min_tcb_level.sgx_tcb"),  # 17 bytes: PCESVN needs two
     (255, "attestation_policy.min_tcb_level.sgx_tcb"),
+    # a trailing newline: "$" matched before it and the length check counted it, so 17 bytes loaded
+    ("0x" + "00" * 16 + "01\n", "attestation_policy.min_tcb_level.sgx_tcb"),
+    # the same for tdx_tcb: 3 hex digits + newline passed as "whole bytes", then fromhex raised a bare ValueError
+    ("0x030\n", "attestation_policy.min_tcb_level.tdx_tcb"),
 ])
 def test_malformed_sgx_tcb_is_named(value: Any, field: str) -> None:
     with pytest.raises(PolicyError) as err:
-        parse_policy(_with("attestation_policy.min_tcb_level", {"sgx_tcb": value}))
+        parse_policy(_with("attestation_policy.min_tcb_level", {field.rpartition(".")[2]: value}))
     assert str(err.value).startswith(field + ":")
 
 
