@@ -7,6 +7,7 @@ certificates: quote-v4-3's PCK says SGX TCB comp01..16 = 03 03 02 02 04 01 00 05
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from typing import Any
 
@@ -15,7 +16,9 @@ from click.testing import CliRunner
 
 from exporter.attest.evidence import Attester
 from exporter.attest.policy import PolicyError, check_runtime, load_policy, parse_policy
+from exporter.attest.tdx import parse_quote
 from exporter.attest.trust import TrustStore
+from exporter.attest.verify_tdx import _verified, pck_facts
 from exporter.cli import main
 
 from .vectors import SNP, SNP_AT, SNP_VECTORS, TDX, TDX_AT, snp_certs
@@ -168,6 +171,14 @@ def test_sgx_tcb_fails_closed_on_evidence_without_an_sgx_tcb() -> None:
     outcome = Attester(TrustStore.default(), policy.attestation).check(
         (SNP / "genoa-report-5.bin").read_bytes(), at=SNP_AT, snp_certs=snp_certs(leaf, chain))
     assert outcome.reasons == ["tcb"] and "carries no SGX TCB" in outcome.violations[0].message
+
+
+def test_sgx_tcb_svn_outside_a_byte_is_kept_within_it_not_a_traceback() -> None:
+    # DER INTEGERs are signed: a PCK certificate under an operator-added trust root can carry -1 (the profile says
+    # 0..255). bytes() raised ValueError out of verification; -1 must read as below any minimum, i.e. 0.
+    quote = parse_quote(V4_3)
+    forged = dataclasses.replace(pck_facts(quote.pck_chain_pem), sgx_svns=(-1, 300, *range(14)))
+    assert _verified(quote, forged, None, []).details["sgx_tcb_svn"].startswith("00ff0001")
 
 
 # --- bad input: a start-up error naming the field ----------------------------------------------------------------------
