@@ -183,6 +183,9 @@ class EgressCollector(Collector):
         yield GaugeMetricFamily("tee_guest_egress_conntrack_up",
                                 "1 while the conntrack event reader runs, else 0 (see the exporter log for why).",
                                 value=1 if self.conntrack.up else 0)
+        yield CounterMetricFamily("tee_guest_egress_conntrack_events",
+                                  "conntrack NEW events read, of any source (the host's own too): not growing while "
+                                  "up means the kernel reports no connections.", value=self.conntrack.events)
         errors = CounterMetricFamily("tee_guest_egress_conntrack_errors",
                                      "conntrack problems: not_installed, failed (exited / no permission), "
                                      "overrun (events lost), parse.", labels=["reason"])

@@ -101,6 +101,9 @@ class ConntrackEvents:
         self.command = tuple(command)
         self.backoff = backoff or Backoff()
         self.errors = dict.fromkeys(ERROR_REASONS, 0)
+        # Every NEW event read, the host's own flows included: "up" with this not growing means the kernel sends
+        # nothing (no rule uses conntrack, or net.netfilter.nf_conntrack_events=0): blind while looking healthy.
+        self.events = 0
         self.last_error = ""
         self.up = False
         self._stderr_first = ""  # the run's first error line: the reason; later lines are the tool's advice
@@ -169,6 +172,7 @@ class ConntrackEvents:
                 continue
             if flow is not None:
                 delivered = True
+                self.events += 1
                 self._deliver(flow)
         return delivered
 

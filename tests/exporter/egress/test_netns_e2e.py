@@ -173,6 +173,7 @@ def test_denied_flows_are_counted_journaled_and_fire_the_alert(
         lab.in_ns(lab.host, sys.executable, "-c", "import socket; socket.socket(socket.AF_INET, "
                   f"socket.SOCK_DGRAM).sendto(b'x', ('{address}', 9))")
     wait_until(lambda: "10.213.1.2" in _known(exporter), 30, "the guest's address to be discovered")
+    assert _metric(exporter, "tee_guest_egress_conntrack_events_total") >= 2  # the host's own datagrams
     prom = prometheus_servers(scrape={"tee-exporter": [exporter.address]},
                               rule_files=sorted((ROOT / "alerts").glob("*.rules.yml")))
     wait_until(prom.targets_up, 30, "the exporter target to be up")
