@@ -105,3 +105,20 @@ def test_a_failing_handler_does_not_end_the_reader(tmp_path) -> None:
         assert reader.events == 2  # the host's own IGMP flow too: the counter says the kernel reports, not whose
     finally:
         reader.stop()
+
+
+def test_lost_events_are_counted_as_overrun(tmp_path) -> None:
+    # A guest can flood allowed flows until the kernel drops events, and slip a denied one into the loss: the
+    # loss must be a counted condition (alert TEEGuestEgressEventsLost). conntrack-tools' own wording, on stderr.
+    script = tmp_path / "fake-overrun.sh"
+    script.write_text("#!/bin/sh\nprintf '%s\\n' 'WARNING: We have hit ENOBUFS! We are losing events.' "
+                      "'This message means that the current netlink socket buffer size is too small.' >&2\n"
+                      f"printf '%s\\n' '{TCP}'\nexec sleep 30\n")
+    script.chmod(0o755)
+    reader = ConntrackEvents(lambda flow: None, command=(str(script),))
+    reader.start()
+    try:
+        _wait(lambda: reader.events == 1 and reader.errors["overrun"] == 1)
+        assert reader.up and reader.errors["failed"] == 0
+    finally:
+        reader.stop()
