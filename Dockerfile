@@ -26,6 +26,7 @@ RUN printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm-bac
       > /etc/apt/sources.list.d/bookworm-backports.sources \
  && apt-get update \
  && apt-get install -y --no-install-recommends -t bookworm-backports libvirt0 \
+ && apt-get install -y --no-install-recommends conntrack iproute2 \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir --no-index /wheels/*.whl \

@@ -161,6 +161,14 @@ def vm_performance() -> dash.Dashboard:
                            "Bps",
                            Q(f'tee:domain_network_bytes:rate5m{{{GUEST}}}', "{{domain}}"),
                            Q(f'tee:domain_network_bytes:avg_rate5m_1h{{{GUEST}}}', "{{domain}} baseline"),
+                           width=24))
+            .with_row(dash.Row("Network policy"))
+            .with_panel(ts("Egress flows by network_policy verdict",
+                           "New connections each confidential guest starts per second, judged by the policy's "
+                           "runtime_policy.network_policy; any denied flow fires TEEGuestEgressPolicyViolation and "
+                           "is journaled with its destination.", "cps",
+                           Q(f'sum by (domain, verdict) (rate(tee_guest_egress_flows_total{{{HOST}, '
+                             f'domain=~"$domain"}}[5m]))', "{{domain}} {{verdict}}"),
                            width=24)))
 
 

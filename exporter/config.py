@@ -41,6 +41,8 @@ COLLECTORS: tuple[CollectorSpec, ...] = (
                   "attestation evidence verified against vendor roots and policy; attestation-service logs"),
     CollectorSpec("kbs", "exporter.collectors.kbs", True,
                   "key-broker (KBS) resource requests: released or denied"),
+    CollectorSpec("egress", "exporter.collectors.egress", False,
+                  "flows confidential guests start (host conntrack events), judged by runtime_policy.network_policy"),
 )
 
 
@@ -70,6 +72,7 @@ class Settings:
     attestation_trust_roots: tuple[Path, ...] = ()
     attestation_log_paths: tuple[Path, ...] = ()
     kbs_log_paths: tuple[Path, ...] = ()
+    egress_netns: Path | None = None
     log_level: str = "info"
     log_format: str = "logfmt"
 
@@ -108,6 +111,9 @@ OPTIONS: tuple[Option, ...] = (
            "Extra trust root (PEM), added to the shipped AMD and Intel roots. Repeatable."),
     Option("attestation.log-path", "attestation_log_paths", "Attestation-service log file to tail. Repeatable."),
     Option("kbs.log-path", "kbs_log_paths", "Key-broker (KBS) log file to tail. Repeatable."),
+    Option("egress.netns", "egress_netns",
+           "Network namespace (e.g. /proc/1/ns/net) whose conntrack and neighbours the egress collector reads.",
+           default_help="the exporter's own"),
     Option("log.level", "log_level", "Log level.", choices=("debug", "info", "warning", "error")),
     Option("log.format", "log_format", "Log format.", choices=("logfmt", "json")),
 )

@@ -30,6 +30,6 @@ def test_readme_demo_serves_metrics_and_verifies_its_audit_chain(tmp_path: Path)
     assert "tee_kbs_resource_requests_total{" in out
     journal = (tmp_path / "demo" / "journal.jsonl").read_text().splitlines()
     assert journal, "the demo wrote no journal events"
-    verdict = re.search(r"^chain \S+: (\S+): (\d+) records", out, re.M)
+    verdict = re.search(r"^chain \S+: (\S+): (\d+) records", out, re.MULTILINE)
     assert verdict, out[-2000:]
     assert verdict[1] == "INTACT" and int(verdict[2]) == len(journal), verdict[0]

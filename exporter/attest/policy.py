@@ -3,9 +3,11 @@
 The accepted JSON shape is the one operators already write (see docs/attestation.md)::
 
     {"version": "1.0",
-     "attestation_policy": {"tee_type": "tdx", "min_tcb_level": {"tdx_tcb": "0x03000000"},
+     "attestation_policy": {"tee_type": "tdx",
+       "min_tcb_level": {"sgx_tcb": "0xFFFFFFFFFFFFFFFF", "tdx_tcb": "0x03000000"},
        "allowed_measurements": ["sha384:<96 hex>"], "enforce_debug_disabled": true, "require_secure_boot": true},
-     "runtime_policy": {"max_memory": "16GB", "max_cpus": 8, "allowed_devices": ["virtio-net", "virtio-blk"]}}
+     "runtime_policy": {"max_memory": "16GB", "max_cpus": 8, "allowed_devices": ["virtio-net", "virtio-blk"],
+       "network_policy": {"allow_egress": ["10.0.0.0/8"], "deny_egress": ["0.0.0.0/0"]}}}
 
 Unknown or ill-typed fields raise ``PolicyError`` naming the field (dotted path), so a typo is a start-up error
 rather than a silently ignored rule. Loading is separate from parsing (``parse_policy`` takes the decoded JSON) so
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from exporter.attest.result import Verified
+from exporter.egress.rules import EgressRules, parse_cidrs
 
 SUPPORTED_VERSIONS = ("1.0",)
 
@@ -30,7 +33,7 @@ TEE_TYPES = {"tdx": "tdx", "sev-snp": "sev-snp", "snp": "sev-snp"}
 
 # SNP TCB components by name, as the VCEK extensions and the SNP ABI name them.
 SNP_TCB_COMPONENTS = ("bootloader", "tee", "snp", "microcode", "fmc")
-TDX_TCB_KEYS = ("tdx_tcb",)
+TDX_TCB_KEYS = ("tdx_tcb", "sgx_tcb")
 
 RUNTIME_RULES = ("max_memory", "max_cpus", "allowed_devices")
 
@@ -62,6 +65,7 @@ class RuntimePolicy:
     max_memory_bytes: int | None = None
     max_cpus: int | None = None
     allowed_devices: tuple[str, ...] | None = None
+    network: EgressRules | None = None  # runtime_policy.network_policy, judged by exporter.collectors.egress
 
 
 @dataclass(frozen=True)
@@ -78,13 +82,29 @@ def load_policy(path: Path) -> Policy:
     except (OSError, UnicodeDecodeError) as exc:
         raise PolicyError(f"{path}: cannot read policy file: {exc}") from None
     try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
+        doc = json.loads(text, object_pairs_hook=_unique_keys)
+    except _DuplicateKeyError as exc:
+        raise PolicyError(f"{path}: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, an int of over 4300 digits; nesting too deep
         raise PolicyError(f"{path}: not valid JSON: {exc}") from None
     try:
         return parse_policy(doc)
     except PolicyError as exc:
         raise PolicyError(f"{path}: {exc}") from None
+
+
+class _DuplicateKeyError(ValueError):
+    """A key given twice in one object. json.loads would keep the last one silently; a reviewer reading the file
+    sees the first, so the file would not say what it means."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKeyError(f"duplicate key {key!r}")
+        out[key] = value
+    return out
 
 
 def parse_policy(doc: Any) -> Policy:
@@ -111,6 +131,7 @@ def _attestation(doc: Any) -> AttestationPolicy:
         if not isinstance(tee_type, str) or tee_type.lower() not in TEE_TYPES:
             raise PolicyError(f"{where}.tee_type: expected one of {sorted(TEE_TYPES)} (got {tee_type!r})")
         tee_type = TEE_TYPES[tee_type.lower()]
+    _refuse_sgx_tcb_for_snp(tee_type, doc.get("min_tcb_level"))
     return AttestationPolicy(
         tee_type=tee_type,
         min_tcb_level=_min_tcb(doc.get("min_tcb_level")),
@@ -127,9 +148,11 @@ def _min_tcb(doc: Any) -> Mapping[str, int | bytes] | None:
     _require_mapping(where, doc, set(SNP_TCB_COMPONENTS) | set(TDX_TCB_KEYS))
     out: dict[str, int | bytes] = {}
     for key, value in doc.items():
-        if key == "tdx_tcb":
+        if key == "sgx_tcb":
+            out[key] = _sgx_tcb(f"{where}.{key}", value)
+        elif key == "tdx_tcb":
             # "0x0300..." lists TEE_TCB_SVN bytes in order; each must be met component-wise.
-            if not isinstance(value, str) or not _HEX_RE.match(value) or len(value) % 2:
+            if not isinstance(value, str) or not _HEX_RE.fullmatch(value) or len(value) % 2:
                 raise PolicyError(f"{where}.{key}: expected a hex string of whole bytes like \"0x03000000\"")
             out[key] = bytes.fromhex(value[2:])
         else:
@@ -161,7 +184,7 @@ def _measurements(doc: Any) -> tuple[str, ...] | None:
 
 def _runtime(doc: Any) -> RuntimePolicy:
     where = "runtime_policy"
-    _require_mapping(where, doc, {"max_memory", "max_cpus", "allowed_devices"})
+    _require_mapping(where, doc, {"max_memory", "max_cpus", "allowed_devices", "network_policy"})
     max_cpus = doc.get("max_cpus")
     if max_cpus is not None and (isinstance(max_cpus, bool) or not isinstance(max_cpus, int) or max_cpus < 1):
         raise PolicyError(f"{where}.max_cpus: expected a positive integer (got {max_cpus!r})")
@@ -175,6 +198,7 @@ def _runtime(doc: Any) -> RuntimePolicy:
         max_memory_bytes=None if memory is None else parse_size(f"{where}.max_memory", memory),
         max_cpus=max_cpus,
         allowed_devices=devices,
+        network=_network_policy(doc.get("network_policy")),
     )
 
 
@@ -264,7 +288,9 @@ def check_attestation(policy: AttestationPolicy, verified: Verified) -> list[Vio
 def _check_tcb(minimum: Mapping[str, int | bytes], verified: Verified) -> list[Violation]:
     below = []
     for key, wanted in minimum.items():
-        if isinstance(wanted, bytes):  # tdx_tcb: TEE_TCB_SVN bytes, component-wise
+        if key == "sgx_tcb":
+            below += _sgx_tcb_below(wanted, verified)  # type: ignore[arg-type]
+        elif isinstance(wanted, bytes):  # tdx_tcb: TEE_TCB_SVN bytes, component-wise
             have = bytes.fromhex(verified.details.get("tee_tcb_svn", "")) if verified.tee_type == "tdx" else b""
             if len(have) < len(wanted) or any(h < w for h, w in zip(have, wanted, strict=False)):
                 below.append(f"{key} 0x{have[:len(wanted)].hex()} < 0x{wanted.hex()}")
@@ -273,3 +299,64 @@ def _check_tcb(minimum: Mapping[str, int | bytes], verified: Verified) -> list[V
     if below:
         return [Violation("min_tcb_level", "TCB below the policy minimum: " + ", ".join(below))]
     return []
+
+
+# --- min_tcb_level.sgx_tcb -------------------------------------------------------------------------------------
+# A TDX quote is signed by the Quoting Enclave, an SGX enclave; the platform's SGX TCB is in the PCK certificate's
+# SGX extension (Intel "SGX PCK Certificate and CRL Profile", the TCB sequence, OID 1.2.840.113741.1.13.1.2,
+# components 1..16 "SGX TCB Comp01..16 SVN" and 17 "PCESVN"). sgx_tcb lists minimums in that order: one byte per
+# component 01..16, then optionally PCESVN as two bytes big-endian (bytes 17-18). Components the value does not
+# reach are not constrained. The verified values come from Verified.details["sgx_tcb_svn"] and tcb["pcesvn"].
+SGX_TCB_COMPONENTS = 16
+_SGX_HEX_RE = re.compile(r"^0x(?:[0-9a-fA-F]{2}){1,18}$")
+
+
+def _sgx_tcb(where: str, value: Any) -> bytes:
+    if not isinstance(value, str) or not _SGX_HEX_RE.fullmatch(value) or len(value) - 2 == 34:
+        raise PolicyError(f"{where}: expected 1 to 16 bytes of hex (SGX TCB comp 01..16 SVNs), optionally followed "
+                          f"by 2 bytes of PCESVN, like \"0x0303020203\" (got {value!r})")
+    return bytes.fromhex(value[2:])
+
+
+def _refuse_sgx_tcb_for_snp(tee_type: str | None, min_tcb: Any) -> None:
+    if tee_type == "sev-snp" and isinstance(min_tcb, dict) and "sgx_tcb" in min_tcb:
+        raise PolicyError("attestation_policy.min_tcb_level.sgx_tcb: not valid with tee_type sev-snp (an SGX TCB "
+                          "exists only on Intel TDX platforms; use bootloader, tee, snp, microcode, fmc)")
+
+
+def _sgx_tcb_below(wanted: bytes, verified: Verified) -> list[str]:
+    """What falls short of the ``sgx_tcb`` minimum, or [] if it is met. Evidence without an SGX TCB (SEV-SNP, or a
+    quote whose PCK certificate could not be read) fails closed."""
+    comps = bytes.fromhex(verified.details.get("sgx_tcb_svn", "")) if verified.tee_type == "tdx" else b""
+    if len(comps) != SGX_TCB_COMPONENTS:
+        return [f"sgx_tcb cannot be checked: {verified.tee_type} evidence carries no SGX TCB"]
+    short = [f"comp{i + 1:02d} {have} < {want}"
+             for i, (have, want) in enumerate(zip(comps, wanted[:SGX_TCB_COMPONENTS], strict=False)) if have < want]
+    pcesvn = verified.tcb.get("pcesvn", -1)
+    if len(wanted) > SGX_TCB_COMPONENTS and pcesvn < int.from_bytes(wanted[SGX_TCB_COMPONENTS:], "big"):
+        short.append(f"pcesvn {pcesvn} < {int.from_bytes(wanted[SGX_TCB_COMPONENTS:], 'big')}")
+    if not short:
+        return []
+    message = "sgx_tcb " + ", ".join(short)
+    if 0xFF in wanted[:SGX_TCB_COMPONENTS]:
+        message += (" (a component minimum of 0xFF = 255 is met by no Intel platform: the all-FF sgx_tcb of the "
+                    "example policy rejects every quote; set it from your PCK certificate, see docs/attestation.md)")
+    return [message]
+
+
+# --- runtime_policy.network_policy -----------------------------------------------------------------------------
+def _network_policy(doc: Any) -> EgressRules | None:
+    where = "runtime_policy.network_policy"
+    if doc is None:
+        return None
+    _require_mapping(where, doc, {"allow_egress", "deny_egress"})
+    lists = {}
+    for key in ("allow_egress", "deny_egress"):
+        items = doc.get(key, [])
+        if not isinstance(items, list):
+            raise PolicyError(f"{where}.{key}: expected a list of CIDR networks like [\"10.0.0.0/8\"]")
+        try:
+            lists[key] = parse_cidrs(items)
+        except ValueError as exc:
+            raise PolicyError(f"{where}.{key}{exc}") from None
+    return EgressRules(allow=lists["allow_egress"], deny=lists["deny_egress"])

@@ -266,6 +266,10 @@ def _verified(quote: TdxQuote, pck: PckFacts, status: str | None, warnings: list
     tcb["pcesvn"] = pck.pcesvn
     details = {"report_data": r.report_data.hex(), "mrseam": r.mrseam.hex(), "td_attributes":
                f"{r.td_attributes:#018x}", "tee_tcb_svn": r.tee_tcb_svn.hex(), "fmspc": pck.fmspc,
+               # SGX TCB comp 01..16 SVNs of the (chain-verified) PCK certificate, for min_tcb_level.sgx_tcb;
+               # the profile defines each as INTEGER 0..255; DER INTEGERs are signed and a certificate under an
+               # operator-added root may say anything, so clamp to keep bytes() total (negative reads as 0).
+               "sgx_tcb_svn": bytes(max(0, min(v, 255)) for v in pck.sgx_svns).hex(),
                **{f"rtmr{i}": m.hex() for i, m in enumerate(r.rtmrs)}}
     return Verified(
         tee_type="tdx", evidence_format="tdx-quote", version=quote.version,

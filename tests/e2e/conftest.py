@@ -165,8 +165,9 @@ def _exporters(workdir: Path) -> tuple[TeeExporter, TeeExporter, Path]:
         "attestation.log-path": [str(logs / "as.log")], "kbs.log-path": [str(logs / "kbs.log")],
     })
     (workdir / "demo").mkdir()
+    # egress: the demo's confidential guests are watched (their flow series exist at 0 from discovery)
     demo = TeeExporter(workdir / "demo", {"libvirt.uri": f"test://{DEMO / 'testnode.xml'}",
-                                          "attestation.policy-file": policy,
+                                          "attestation.policy-file": policy, "collector.egress": True,
                                           **write_demo_host_files(workdir / "demo")})
     return host, demo, logs
 

@@ -71,17 +71,21 @@ def test_shipper_accepts_the_rendered_config(helm: Helm, tmp_path: Path, variant
 
 
 def test_rendered_policy_is_accepted_by_the_policy_parser(helm: Helm, tmp_path: Path) -> None:
+    # The seed's policy exactly as operators copy it (issue 14), sgx_tcb and network_policy included.
     policy = {"version": "1.0",
-              "attestation_policy": {"tee_type": "tdx", "min_tcb_level": {"tdx_tcb": "0x03000000"},
+              "attestation_policy": {"tee_type": "tdx",
+                                     "min_tcb_level": {"sgx_tcb": "0xFFFFFFFFFFFFFFFF", "tdx_tcb": "0x03000000"},
                                      "allowed_measurements": ["sha384:" + "ab" * 48],
                                      "enforce_debug_disabled": True, "require_secure_boot": True},
               "runtime_policy": {"max_memory": "16GB", "max_cpus": 8,
-                                 "allowed_devices": ["virtio-net", "virtio-blk"]}}
+                                 "allowed_devices": ["virtio-net", "virtio-blk"],
+                                 "network_policy": {"allow_egress": ["10.0.0.0/8"], "deny_egress": ["0.0.0.0/0"]}}}
     manifests = helm.manifests({"exporter": {"attestation": {"policy": policy}}}, tmp_path)
     text = one(manifests, "ConfigMap", "-policy")["data"]["policy.json"]
     parsed = parse_policy(yaml.safe_load(text))
     assert parsed.attestation is not None and parsed.attestation.tee_type == "tdx"
     assert parsed.runtime is not None and parsed.runtime.max_cpus == 8
+    assert parsed.runtime.network is not None and parsed.runtime.network.judge("10.1.1.1").verdict == "allowed"
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))

@@ -89,3 +89,14 @@ def test_default_affinity_requires_a_tee_capable_node(helm: Helm) -> None:
     keys = {expr["key"] for term in terms for expr in term["matchExpressions"]}
     assert keys == {f"feature.node.kubernetes.io/cpu-security.{t}.enabled" for t in ("sev", "sev.es", "sev.snp", "tdx")}
     assert all(expr["values"] == ["true"] for term in terms for expr in term["matchExpressions"])
+
+
+def test_egress_collector_gets_the_host_network_and_net_admin_only(helm: Helm, tmp_path: Path) -> None:
+    manifests = helm.manifests({"exporter": {"collectors": {"egress": True}}}, tmp_path)
+    pod = one(manifests, "DaemonSet")["spec"]["template"]["spec"]
+    assert pod["hostNetwork"] is True and pod["dnsPolicy"] == "ClusterFirstWithHostNet"
+    assert not pod.get("hostPID")
+    exporter = container(manifests, "exporter")["securityContext"]
+    assert exporter["capabilities"] == {"drop": ["ALL"], "add": ["NET_ADMIN"]}
+    assert exporter["readOnlyRootFilesystem"] is True and exporter["allowPrivilegeEscalation"] is False
+    assert "add" not in container(manifests, "audit")["securityContext"]["capabilities"]
