@@ -7,6 +7,9 @@ bytes. ``Outcome`` is the verdict: what was verified (if anything), the rejectio
 from __future__ import annotations
 
 import datetime as dt
+import errno
+import os
+import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,18 +23,45 @@ from exporter.attest.trust import TrustStore
 from exporter.attest.verify_snp import SnpCerts, SnpVerifier, load_certs_dir
 from exporter.attest.verify_tdx import TdxVerifier
 
+MAX_EVIDENCE_BYTES = 1024 * 1024  # a quote with its PCK chain is ~5 KiB; nothing legitimate comes near this
+
 
 def detect_format(data: bytes) -> str:
-    """``"tdx"`` for a quote header (version 4/5, TEE type 0x81), ``"sev-snp"`` for a 1184-byte report."""
-    if len(data) >= 8:
-        version, _, tee_type = struct.unpack_from("<HHI", data, 0)
-        if version in (4, 5) and tee_type == tdx.TEE_TYPE_TDX:
-            return "tdx"
+    """The format from the structure, not from one byte.
+
+    An SEV-SNP report is exactly 1184 bytes; the smallest possible TDX quote (header, TD report, signature data
+    with an empty certificate chain) is longer, so the length alone separates them and a report whose version or
+    GUEST_SVN happens to look like a quote header (v5 with GUEST_SVN 0x81) stays a report. Anything else is a
+    quote candidate only with the whole quote header: version 4/5, attestation key type 2, TEE type 0x81.
+    """
     if len(data) == snp.REPORT_SIZE:
         return "sev-snp"
+    if len(data) >= 8:
+        version, key_type, tee_type = struct.unpack_from("<HHI", data, 0)
+        if version in (4, 5) and key_type == tdx.ATT_KEY_TYPE_ECDSA_P256 and tee_type == tdx.TEE_TYPE_TDX:
+            return "tdx"
     if len(data) < 8:
         raise EvidenceError("truncated", f"evidence of {len(data)} bytes is too short to be a report or quote")
     raise EvidenceError("malformed", "neither an SEV-SNP report (1184 bytes) nor a TDX quote (v4/v5 header)")
+
+
+def read_evidence(path: Path) -> bytes:
+    """The bytes of a regular file of at most ``MAX_EVIDENCE_BYTES``; anything else is an ``OSError``.
+
+    Opened non-blocking and checked with ``fstat`` on the open descriptor before any read, so a FIFO never blocks
+    the reader, a device is never read, and a file swapped for one after a name check is still refused.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            data = handle.read(MAX_EVIDENCE_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(data) > MAX_EVIDENCE_BYTES:
+        raise OSError(errno.EFBIG, f"larger than {MAX_EVIDENCE_BYTES} bytes, not evidence", str(path))
+    return data
 
 
 @dataclass(frozen=True)
@@ -77,6 +107,7 @@ class Attester:
     def __init__(self, trust: TrustStore, policy: AttestationPolicy | None = None,
                  collateral: CollateralSet | None = None) -> None:
         self.policy = policy
+        self.allow_missing = policy.allow_missing_collateral if policy else ()
         # An empty collateral folder means "no collateral" (TCB status not evaluated, said in the warnings), not
         # "every quote lacks its TCB info".
         self.collateral = collateral if collateral and (collateral.tcb_infos or collateral.crls) else None
@@ -97,7 +128,7 @@ class Attester:
     def _verify(self, tee_type: str, data: bytes, at: dt.datetime, snp_certs: SnpCerts | None,
                 certs_dir: Path | None) -> Verified:
         if tee_type == "tdx":
-            return self.tdx.verify(data, at, self.collateral)
+            return self.tdx.verify(data, at, self.collateral, self.allow_missing)
         snp.parse_report(data)  # a malformed report is a parse error, whatever the certificates
         if snp_certs is None:
             if certs_dir is None:

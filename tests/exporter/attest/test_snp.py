@@ -6,7 +6,7 @@ import pytest
 
 from exporter.attest.errors import EvidenceError
 from exporter.attest.snp import REPORT_SIZE, parse_report
-from exporter.attest.trust import ChainVerifier, TrustStore, load_certificates
+from exporter.attest.trust import AMD, ChainVerifier, TrustStore, amd_shape, load_certificates
 from exporter.attest.verify_snp import SnpCerts, SnpVerifier, load_certs_dir
 
 from .vectors import SNP, SNP_AT, SNP_VECTORS, snp_certs, snpguest_dir, utc
@@ -79,7 +79,7 @@ def test_turin_vcek_chains_to_shipped_turin_ark() -> None:
     trust = TrustStore.default()
     leaf = load_certificates((SNP / "turin-vcek-1.der").read_bytes(), "turin")[0]
     chain = [leaf, trust.intermediate_for(leaf)]
-    full = ChainVerifier(trust).verify(chain, SNP_AT)
+    full = ChainVerifier(trust).verify(chain, SNP_AT, AMD, amd_shape)
     assert full[-1].subject.rfc4514_string().startswith("CN=ARK-Turin")
 
 
