@@ -356,6 +356,13 @@ def signed_json(key: str, doc: dict[str, Any], signer: ec.EllipticCurvePrivateKe
     return f'{{"{key}":{body},"signature":"{raw_p256_signature(signer, body.encode()).hex()}"}}'
 
 
+def pcs_bundle(kind: str, doc: dict[str, Any], signer: ec.EllipticCurvePrivateKey, issuer_chain: bytes) -> str:
+    """A dcap-qvl style bundle carrying one signed item (``tcb_info`` or ``qe_identity``) and its issuer chain."""
+    body = json.dumps(doc, separators=(",", ":"))
+    return json.dumps({kind: body, f"{kind}_signature": raw_p256_signature(signer, body.encode()).hex(),
+                       f"{kind}_issuer_chain": issuer_chain.decode()})
+
+
 @dataclass(frozen=True)
 class QeFields:
     mrsigner: bytes = TD_QE_MRSIGNER
@@ -437,7 +444,8 @@ class TdxWorld:
 
     def write(self, folder: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "tcbinfo.json").write_text(self.tcb_info)
+        if self.tcb_info:
+            (folder / "tcbinfo.json").write_text(self.tcb_info)
         if self.qe_identity:
             (folder / "qeidentity.json").write_text(self.qe_identity)
         for i, crl in enumerate(self.crls):

@@ -47,7 +47,7 @@ def test_tampered_report_fails_signature(verifier: SnpVerifier) -> None:
 def test_report_signed_by_another_chips_vcek_is_rejected(verifier: SnpVerifier) -> None:
     with pytest.raises(EvidenceError) as err:
         verifier.verify((SNP / "milan-report-1.bin").read_bytes(), snp_certs("milan-vcek-2.der", None), SNP_AT)
-    assert err.value.reason in ("signature", "certificate")
+    assert err.value.reason == "signature"  # the binding check is proven on forged reports (test_forged_snp.py)
 
 
 def test_vcek_given_for_vlek_signed_report_is_rejected(verifier: SnpVerifier) -> None:
