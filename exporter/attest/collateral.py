@@ -27,6 +27,7 @@ from typing import Any
 from cryptography import x509
 
 from exporter.attest.errors import EvidenceError
+from exporter.attest.regular import read_regular
 from exporter.attest.trust import load_certificates
 
 TCB_STATUSES = ("UpToDate", "SWHardeningNeeded", "ConfigurationNeeded", "ConfigurationAndSWHardeningNeeded",
@@ -185,7 +186,7 @@ def load_dir(folder: Path) -> CollateralSet:
         if not path.is_file():
             continue
         try:
-            data = path.read_bytes()
+            data = read_regular(path, MAX_JSON_BYTES)
             if path.suffix == ".json":
                 out.extend(parse_pcs_json(data.decode("utf-8")))
             elif path.suffix in (".der", ".crl"):

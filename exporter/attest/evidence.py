@@ -7,9 +7,6 @@ bytes. ``Outcome`` is the verdict: what was verified (if anything), the rejectio
 from __future__ import annotations
 
 import datetime as dt
-import errno
-import os
-import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +15,7 @@ from exporter.attest import snp, tdx
 from exporter.attest.collateral import CollateralSet
 from exporter.attest.errors import EvidenceError
 from exporter.attest.policy import AttestationPolicy, Violation, check_attestation
+from exporter.attest.regular import read_regular
 from exporter.attest.result import Verified
 from exporter.attest.trust import TrustStore
 from exporter.attest.verify_snp import SnpCerts, SnpVerifier, load_certs_dir
@@ -46,22 +44,8 @@ def detect_format(data: bytes) -> str:
 
 
 def read_evidence(path: Path) -> bytes:
-    """The bytes of a regular file of at most ``MAX_EVIDENCE_BYTES``; anything else is an ``OSError``.
-
-    Opened non-blocking and checked with ``fstat`` on the open descriptor before any read, so a FIFO never blocks
-    the reader, a device is never read, and a file swapped for one after a name check is still refused.
-    """
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file", str(path))
-        with os.fdopen(fd, "rb", closefd=False) as handle:
-            data = handle.read(MAX_EVIDENCE_BYTES + 1)
-    finally:
-        os.close(fd)
-    if len(data) > MAX_EVIDENCE_BYTES:
-        raise OSError(errno.EFBIG, f"larger than {MAX_EVIDENCE_BYTES} bytes, not evidence", str(path))
-    return data
+    """An evidence file's bytes: a regular file of at most ``MAX_EVIDENCE_BYTES`` (else ``OSError``)."""
+    return read_regular(path, MAX_EVIDENCE_BYTES)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from exporter.attest.regular import read_regular
 from exporter.attest.result import Verified
 
 SUPPORTED_VERSIONS = ("1.0",)
@@ -84,13 +85,13 @@ class Policy:
 def load_policy(path: Path) -> Policy:
     """Read and validate the policy file; every problem is a ``PolicyError`` naming the file and field."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = read_regular(Path(path), 1024 * 1024).decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise PolicyError(f"{path}: cannot read policy file: {exc}") from None
     try:
         doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise PolicyError(f"{path}: not valid JSON: {exc}") from None
+    except (json.JSONDecodeError, RecursionError) as exc:  # nesting deep enough to exhaust the parser's stack
+        raise PolicyError(f"{path}: not valid JSON: {str(exc)[:120]}") from None
     try:
         return parse_policy(doc)
     except PolicyError as exc:

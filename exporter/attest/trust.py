@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKey
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from exporter.attest.errors import EvidenceError
+from exporter.attest.regular import read_regular
 
 ROOT_FINGERPRINT_PREFIXES = {
     "ARK-Milan": "69d063b45344d26a",
@@ -126,7 +127,7 @@ class TrustStore:
         _check_pins(anchors)
         for path in extra_roots:
             try:
-                data = Path(path).read_bytes()
+                data = read_regular(Path(path), 1024 * 1024)
             except OSError as exc:
                 raise EvidenceError("certificate", f"{path}: cannot read trust root: {exc.strerror}") from None
             for cert in load_certificates(data, str(path)):

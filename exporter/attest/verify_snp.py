@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from exporter.attest import der
 from exporter.attest.errors import EvidenceError
+from exporter.attest.regular import read_regular
 from exporter.attest.result import Verified
 from exporter.attest.snp import SIGNING_KEY_VCEK, SIGNING_KEY_VLEK, SnpReport, parse_report
 from exporter.attest.trust import (
@@ -63,9 +64,13 @@ def load_certs_dir(folder: Path) -> SnpCerts:
     for stem, role in CERT_NAMES.items():
         for suffix in (".pem", ".der", ".crt", ".cer"):
             path = Path(folder) / f"{stem}{suffix}"
-            if path.is_file():
-                certs = load_certificates(path.read_bytes(), str(path))
-                (leaf if role == "leaf" else chain).extend(certs)
+            if not path.exists():
+                continue
+            try:
+                data = read_regular(path, 1024 * 1024)
+            except OSError as exc:
+                raise EvidenceError("certificate", f"{path}: cannot read: {exc.strerror or exc}") from None
+            (leaf if role == "leaf" else chain).extend(load_certificates(data, str(path)))
     if len(leaf) != 1:
         raise EvidenceError("certificate", f"{folder}: expected exactly one vcek or vlek certificate, "
                                            f"found {len(leaf)}")

@@ -263,3 +263,28 @@ def test_quarantined_file_event_keeps_its_hash(attestation) -> None:
     assert event["file"]["hash"]["sha256"] == hashlib.sha256((TDX / "quote-v4-3-truncated.dat").read_bytes()).hexdigest()
     assert event["event"]["reason"] == "parse" and "quarantined" in event["message"]
     assert len(list(quarantine.iterdir())) == 1
+
+
+def test_fifo_and_unreadable_evidence_get_an_event_and_do_not_block(tmp_path) -> None:
+    """A FIFO present at start-up is never opened for reading (it would block the worker); it and the files after
+    it each get a metric and a journal event."""
+    evidence = tmp_path / "evidence"
+    evidence.mkdir()
+    os.mkfifo(evidence / "a-fifo.dat")
+    ctx, journal = make_ctx(tmp_path, attestation_evidence_dir=evidence)
+    collector = AttestationCollector(ctx)
+    collector.start()
+    try:
+        (evidence / "quote.dat").write_bytes((TDX / "quote-v4-3.dat").read_bytes())
+        assert wait_for(lambda: len(journal_events(journal, "tee.attestation")) >= 2)
+        assert wait_for(lambda: collector.watcher.idle.is_set())
+        text = exposition(collector)
+    finally:
+        collector.stop()
+    events = {Path(e["file"]["path"]).name: e for e in journal_events(journal, "tee.attestation")}
+    assert events["a-fifo.dat"]["event"]["reason"] == "unreadable"
+    assert "not a regular file" in events["a-fifo.dat"]["message"]
+    assert events["quote.dat"]["event"]["outcome"] == "success"
+    assert value(text, "tee_attestation_evidence_errors_total", reason="unreadable") == 1
+    for event in events.values():
+        jsonschema.validate(event, load_schema())
