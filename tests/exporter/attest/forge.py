@@ -282,7 +282,9 @@ class IntelPki:
             next_: dt.datetime = NEXT_UPDATE, signer: Any = None) -> x509.CertificateRevocationList:
         cert, key = (self.root, self.root_key) if issuer == "root" else (self.ca, self.ca_key)
         builder = (x509.CertificateRevocationListBuilder().issuer_name(cert.subject)
-                   .last_update(last).next_update(next_))
+                   .last_update(last).next_update(next_)
+                   .add_extension(x509.CRLNumber(1), False)  # RFC 5280 5.2.3/5.2.1: strict parsers want both
+                   .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), False))
         for serial in revoked:
             builder = builder.add_revoked_certificate(
                 x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(last).build())
@@ -377,7 +379,7 @@ class TdFields:
     tee_tcb_svn: bytes = bytes([3, 1, 2]) + bytes(13)
     mrsignerseam: bytes = bytes(48)
     seam_attributes: bytes = bytes(8)
-    td_attributes: int = 0
+    td_attributes: int = 1 << 28  # SEPT_VE_DISABLE, as production TDs set it (dcap-qvl requires it by default)
     mrtd: bytes = b"\x22" * 48
 
 
@@ -460,6 +462,25 @@ class TdxWorld:
 
     def replace(self, **changes: Any) -> TdxWorld:
         return dataclasses.replace(self, **changes)
+
+    def bundle(self) -> str:
+        """The same collateral as one dcap-qvl style bundle (``QuoteCollateralV3`` JSON), CRLs as hex DER."""
+        tcb_body, tcb_sig = _split_signed(self.tcb_info)
+        out = {"pck_crl_issuer_chain": pem(self.pki.ca, self.pki.root).decode(),
+               "pck_crl": self.crls[0].public_bytes(serialization.Encoding.DER).hex(),
+               "root_ca_crl": self.crls[1].public_bytes(serialization.Encoding.DER).hex(),
+               "tcb_info_issuer_chain": self.signing_pem.decode(), "tcb_info": tcb_body, "tcb_info_signature": tcb_sig}
+        if self.qe_identity:
+            qe_body, qe_sig = _split_signed(self.qe_identity)
+            out.update(qe_identity_issuer_chain=self.signing_pem.decode(), qe_identity=qe_body,
+                       qe_identity_signature=qe_sig)
+        return json.dumps(out)
+
+
+def _split_signed(text: str) -> tuple[str, str]:
+    """(exact signed body, hex signature) of a ``signed_json`` text."""
+    start, end = text.index(":") + 1, text.rindex(',"signature":')
+    return text[start:end], json.loads(text)["signature"]
 
 
 def tdx_world(pki: IntelPki | None = None, **pck_args: Any) -> TdxWorld:
