@@ -74,9 +74,9 @@ class CollateralSet:
         if index is None:
             index = {}
             for crl in self.crls:
-                index.setdefault(crl.issuer.public_bytes(), []).append(crl)
+                index.setdefault(crl.issuer, []).append(crl)
             self.__dict__["_by_issuer"] = index
-        return index.get(issuer.subject.public_bytes(), [])
+        return index.get(issuer.subject, [])
 
 
 def parse_time(value: Any, what: str) -> dt.datetime:

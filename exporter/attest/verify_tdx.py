@@ -133,10 +133,11 @@ class TdxVerifier:
         self.trust = trust
         self.chains = ChainVerifier(trust)
         self._pck: dict[bytes, PckFacts] = {}
-        # keyed by id() and holding the object itself, so an id reused after garbage collection never matches
-        self._signed_ok: dict[tuple[int, x509.Certificate], SignedJson] = {}
+        # Keyed by id() and holding the objects themselves, so an id reused after garbage collection never matches
+        # (and no certificate is hashed, which means hashing its DER, on the hot path).
+        self._signed_ok: dict[tuple[int, int], tuple[SignedJson, x509.Certificate]] = {}
         self._typed: dict[int, tuple[SignedJson, TdxTcbInfo | EnclaveLike]] = {}
-        self._crl_ok: dict[tuple[int, x509.Certificate], x509.CertificateRevocationList] = {}
+        self._crl_ok: dict[tuple[int, int], tuple[x509.CertificateRevocationList, x509.Certificate]] = {}
 
     def verify(self, data: bytes, at: dt.datetime, collateral: CollateralSet | None = None,
                allow_missing: Collection[str] = ()) -> Verified:
@@ -216,7 +217,8 @@ class TdxVerifier:
         if full[-1] != root:
             raise EvidenceError("collateral", f"{item.kind}: TCB Signing certificate is not under the PCK "
                                               "chain's Intel root")
-        if self._signed_ok.get((id(item), signer)) is item:
+        done = self._signed_ok.get((id(item), id(signer)))
+        if done is not None and done[0] is item and done[1] is signer:
             return  # this very object's signature was checked already; collateral objects are immutable
         key = signer.public_key()
         if not isinstance(key, ec.EllipticCurvePublicKey):
@@ -227,7 +229,7 @@ class TdxVerifier:
             raise EvidenceError("collateral", str(exc)) from None
         if len(self._signed_ok) > _CACHE_SIZE:
             self._signed_ok.clear()
-        self._signed_ok[(id(item), signer)] = item
+        self._signed_ok[(id(item), id(signer))] = (item, signer)
 
 
 def _signer_for(item: SignedJson, collateral: CollateralSet, root: x509.Certificate) -> x509.Certificate:
@@ -270,7 +272,8 @@ def _select(items: list[SignedJson], at: dt.datetime, match: Callable[[dict], bo
 
 
 def _check_crls(chain: tuple[x509.Certificate, ...], collateral: CollateralSet, at: dt.datetime,
-                warnings: list[str], checked: dict[tuple[int, x509.Certificate], x509.CertificateRevocationList],
+                warnings: list[str],
+                checked: dict[tuple[int, int], tuple[x509.CertificateRevocationList, x509.Certificate]],
                 allow_missing: Collection[str]) -> None:
     """Each CA in the chain: its CRL signed by it, current, and not revoking the child (PCK CRL, Root CA CRL)."""
     for child, issuer in itertools.pairwise(chain):
@@ -283,12 +286,13 @@ def _check_crls(chain: tuple[x509.Certificate, ...], collateral: CollateralSet, 
             warnings.append(f"no CRL from {common_name(issuer.subject)!r}: revocation not checked")
             continue
         crl = _current_crl(crls, issuer, at)
-        if checked.get((id(crl), issuer)) is not crl:
+        done = checked.get((id(crl), id(issuer)))
+        if done is None or done[0] is not crl or done[1] is not issuer:
             if not crl.is_signature_valid(issuer.public_key()):  # type: ignore[arg-type]
                 raise EvidenceError("collateral", f"CRL of {common_name(issuer.subject)!r} has a bad signature")
             if len(checked) > _CACHE_SIZE:
                 checked.clear()
-            checked[(id(crl), issuer)] = crl
+            checked[(id(crl), id(issuer))] = (crl, issuer)
         if crl.get_revoked_certificate_by_serial_number(child.serial_number) is not None:
             raise EvidenceError("revoked", f"{common_name(child.subject)!r} (serial "
                                            f"{child.serial_number:x}) is revoked")
