@@ -172,11 +172,12 @@ def _hex_or_pem(value: str) -> bytes:
 
 def parse_crl(data: bytes, what: str) -> x509.CertificateRevocationList:
     try:
-        if b"-----BEGIN" in data:
-            return x509.load_pem_x509_crl(data)
-        return x509.load_der_x509_crl(data)
-    except ValueError as exc:
-        raise EvidenceError("collateral", f"{what}: not a valid CRL: {exc}") from None
+        crl = x509.load_pem_x509_crl(data) if b"-----BEGIN" in data else x509.load_der_x509_crl(data)
+        # cryptography decodes these lazily: make a malformed CRL fail here, typed, not during verification
+        _ = (crl.issuer, crl.extensions, crl.last_update_utc, crl.next_update_utc, [r.serial_number for r in crl])
+        return crl
+    except (ValueError, TypeError, x509.InvalidVersion) as exc:
+        raise EvidenceError("collateral", f"{what}: not a valid CRL: {str(exc)[:200]}") from None
 
 
 def load_dir(folder: Path) -> CollateralSet:

@@ -63,10 +63,14 @@ def load_certificates(data: bytes, what: str) -> list[x509.Certificate]:
         warnings.simplefilter("ignore")  # some real AMD certs have non-positive serials; still valid DER
         try:
             if b"-----BEGIN" in data:
-                return x509.load_pem_x509_certificates(data.rstrip(b"\0"))
-            return [x509.load_der_x509_certificate(data)]
-        except ValueError as exc:
-            raise EvidenceError("certificate", f"{what}: not a valid certificate: {exc}") from None
+                certs = x509.load_pem_x509_certificates(data.rstrip(b"\0"))
+            else:
+                certs = [x509.load_der_x509_certificate(data)]
+            for cert in certs:  # cryptography decodes these lazily: make a malformed one fail here, typed
+                _ = (cert.subject, cert.issuer, cert.extensions, cert.not_valid_before_utc, cert.not_valid_after_utc)
+            return certs
+        except (ValueError, TypeError, x509.InvalidVersion) as exc:
+            raise EvidenceError("certificate", f"{what}: not a valid certificate: {str(exc)[:200]}") from None
 
 
 def public_key(cert: x509.Certificate, what: str) -> CertificatePublicKeyTypes:

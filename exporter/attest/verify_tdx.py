@@ -220,9 +220,12 @@ class TdxVerifier:
         done = self._signed_ok.get((id(item), id(signer)))
         if done is not None and done[0] is item and done[1] is signer:
             return  # this very object's signature was checked already; collateral objects are immutable
-        key = signer.public_key()
-        if not isinstance(key, ec.EllipticCurvePublicKey):
-            raise EvidenceError("collateral", f"{item.kind}: signing key is not ECDSA")
+        try:
+            key = public_key(signer, f"{item.kind} signer")
+        except EvidenceError as exc:
+            raise EvidenceError("collateral", str(exc)) from None
+        if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
+            raise EvidenceError("collateral", f"{item.kind}: signing key is not ECDSA P-256")
         try:
             _ecdsa_p256(key, item.signature, item.body, f"{item.kind} signature")
         except EvidenceError as exc:

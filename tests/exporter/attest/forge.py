@@ -12,6 +12,7 @@ quote format; TCB info v3 / enclave identity v2 as the Intel PCS API serves them
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import datetime as dt
 import functools
@@ -127,6 +128,13 @@ def issue(subject: x509.Name, issuer: x509.Name, public_key: Any, signer: Any, *
 
 def pem(*certs: x509.Certificate) -> bytes:
     return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
+
+
+def pem_der(der: bytes) -> str:
+    """PEM armour around DER bytes that need not be a valid certificate (for mutation tests)."""
+    body = base64.encodebytes(der).decode().replace("\n", "")
+    lines = "\n".join(body[i:i + 64] for i in range(0, len(body), 64))
+    return f"-----BEGIN CERTIFICATE-----\n{lines}\n-----END CERTIFICATE-----\n"
 
 
 def trust_with(*roots: x509.Certificate, intermediates: Sequence[x509.Certificate] = ()) -> TrustStore:

@@ -22,7 +22,7 @@ from exporter.attest.evidence import Attester, detect_format
 from exporter.attest.policy import PolicyError, load_policy, parse_policy
 from exporter.attest.snp import REPORT_SIZE, parse_report
 from exporter.attest.tdx import parse_quote
-from exporter.attest.trust import TrustStore
+from exporter.attest.trust import TrustStore, load_certificates
 from exporter.attest.trustee_logs import LogLineError, parse_as_line, parse_kbs_line
 from exporter.attest.verify_snp import SnpCerts, SnpVerifier
 from exporter.attest.verify_tdx import TdxVerifier
@@ -233,3 +233,52 @@ def test_resigned_collateral_only_typed_errors(kind: str, path: list, value) -> 
         qe_identities=parsed.qe_identities if kind == "qe_identity" else BASE_COLLATERAL.qe_identities,
         crls=BASE_COLLATERAL.crls, certs=BASE_COLLATERAL.certs)
     _only_typed(lambda: TDX_VERIFIER.verify(WORLD.quote(), forge.AT, collateral))
+
+
+@FUZZ
+@given(st.sampled_from(["pck_crl", "root_ca_crl", "tcb_info_issuer_chain", "pck_crl_issuer_chain"]),
+       st.dictionaries(st.integers(0, 700), U8, min_size=1, max_size=4))
+def test_mutated_crls_and_issuer_chains_only_typed_errors(field: str, changes: dict) -> None:
+    """Bytes of a bundle's DER CRLs and PEM-wrapped certificates changed: loading and verifying give typed errors."""
+    doc = json.loads(WORLD.bundle())
+    if field.endswith("chain"):
+        certs = forge.x509.load_pem_x509_certificates(doc[field].encode())
+        der = bytearray(certs[0].public_bytes(forge.serialization.Encoding.DER))
+        for pos, byte in changes.items():
+            der[pos % len(der)] = byte
+        doc[field] = forge.pem_der(bytes(der)) + forge.pem(*certs[1:]).decode()
+    else:
+        der = bytearray(bytes.fromhex(doc[field]))
+        for pos, byte in changes.items():
+            der[pos % len(der)] = byte
+        doc[field] = der.hex()
+
+    def check() -> None:
+        TDX_VERIFIER.verify(WORLD.quote(), forge.AT, parse_pcs_json(json.dumps(doc)))
+
+    _only_typed(check)
+
+
+def _mutate_der(cert, changes: dict) -> bytes:
+    der = bytearray(cert.public_bytes(forge.serialization.Encoding.DER))
+    for pos, byte in changes.items():
+        der[pos % len(der)] = byte
+    return bytes(der)
+
+
+@FUZZ
+@given(st.dictionaries(st.integers(0, 1500), U8, min_size=1, max_size=4), st.booleans())
+def test_mutated_certificates_only_typed_errors(changes: dict, snp: bool) -> None:
+    """A VCEK (SNP) or the PCK leaf inside a re-signed quote (TDX) with bytes changed: typed errors only."""
+    if snp:
+        def check() -> None:
+            leaf = load_certificates(_mutate_der(VCEK, changes), "vcek")[0]
+            SnpVerifier(forge.trust_with(AMD.ark)).verify(forge.snp_report(VCEK_KEY), SnpCerts(leaf, (AMD.ask,)),
+                                                          forge.AT)
+    else:
+        chain = (forge.pem_der(_mutate_der(WORLD.pck, changes)) + forge.pem(WORLD.pki.ca, WORLD.pki.root).decode())
+
+        def check() -> None:
+            TdxVerifier(forge.trust_with(WORLD.pki.root)).verify(
+                forge.tdx_quote(WORLD.pck_key, chain.encode(), td=WORLD.td), forge.AT, BASE_COLLATERAL)
+    _only_typed(check)
