@@ -107,8 +107,9 @@ def _leaf_facts(cert: x509.Certificate) -> _LeafFacts:
     except (ValueError, AttributeError) as exc:
         raise EvidenceError("certificate", f"{kind.upper()} TCB extension malformed: {exc}") from None
     hwid = getattr(exts.get(OID_HWID), "value", None)
-    if kind == "vcek" and (not isinstance(hwid, bytes) or len(hwid) != 64):
-        raise EvidenceError("certificate", "VCEK lacks a 64-byte hwID extension (1.3.6.1.4.1.3704.1.4)")
+    hwid_size = 8 if product == "Turin" else 64  # Turin's chip id is 8 bytes (the report zero-pads CHIP_ID)
+    if kind == "vcek" and (not isinstance(hwid, bytes) or len(hwid) != hwid_size):
+        raise EvidenceError("certificate", f"VCEK lacks a {hwid_size}-byte hwID extension (1.3.6.1.4.1.3704.1.4)")
     key = public_key(cert, kind.upper())
     if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp384r1":
         raise EvidenceError("certificate", f"{kind.upper()} key is not ECDSA P-384")
@@ -188,7 +189,7 @@ def _check_binding(report: SnpReport, facts: _LeafFacts) -> None:
                                            f"{facts.product} (the certificate's product)")
     # MASK_CHIP_KEY reports carry a zero CHIP_ID by construction (checked by the parser): nothing to bind then.
     # Otherwise a zero CHIP_ID (MASK_CHIP_ID) cannot equal a real hwID and is refused like any other mismatch.
-    if facts.kind == "vcek" and not report.mask_chip_key and report.chip_id != facts.hwid:
+    if facts.kind == "vcek" and not report.mask_chip_key and report.chip_id != (facts.hwid or b"").ljust(64, b"\0"):
         raise EvidenceError("certificate", "VCEK hwID does not match the report's chip_id")
 
 

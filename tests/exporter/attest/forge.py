@@ -146,14 +146,20 @@ def trust_with(*roots: x509.Certificate, intermediates: Sequence[x509.Certificat
 # --- AMD --------------------------------------------------------------------------------------------------------
 
 _AMD = "1.3.6.1.4.1.3704.1."
-AMD_TCB_OIDS = {"bootloader": _AMD + "3.1", "tee": _AMD + "3.2", "snp": _AMD + "3.3", "microcode": _AMD + "3.8"}
+AMD_TCB_OIDS = {"bootloader": _AMD + "3.1", "tee": _AMD + "3.2", "snp": _AMD + "3.3", "microcode": _AMD + "3.8",
+                "fmc": _AMD + "3.9"}
 MILAN_TCB = {"bootloader": 3, "tee": 0, "snp": 8, "microcode": 115}
+TURIN_TCB = {"fmc": 1, "bootloader": 2, "tee": 0, "snp": 5, "microcode": 64}
 
 
-def milan_tcb_raw(tcb: dict[str, int]) -> int:
-    """TCB_VERSION for Milan/Genoa: byte 0 bootloader, 1 tee, 6 snp, 7 microcode."""
+def tcb_raw(tcb: dict[str, int]) -> int:
+    """TCB_VERSION: Milan/Genoa byte 0 bootloader, 1 tee, 6 snp, 7 microcode; Turin (has fmc) 0 fmc, 1 bootloader,
+    2 tee, 3 snp, 7 microcode."""
     b = bytearray(8)
-    b[0], b[1], b[6], b[7] = tcb["bootloader"], tcb["tee"], tcb["snp"], tcb["microcode"]
+    if "fmc" in tcb:
+        b[0], b[1], b[2], b[3], b[7] = tcb["fmc"], tcb["bootloader"], tcb["tee"], tcb["snp"], tcb["microcode"]
+    else:
+        b[0], b[1], b[6], b[7] = tcb["bootloader"], tcb["tee"], tcb["snp"], tcb["microcode"]
     return int.from_bytes(b, "little")
 
 
@@ -226,17 +232,17 @@ def snp_report(key: ec.EllipticCurvePrivateKey, *, tcb: dict[str, int] = MILAN_T
     """A signed report (ABI 56860, Table "ATTESTATION_REPORT Structure"); ``patch`` overwrites bytes before signing."""
     data = bytearray(0x4A0)
     struct.pack_into("<IIQ", data, 0x00, version, guest_svn, policy)
-    tcb_raw = milan_tcb_raw(tcb)
+    raw_tcb = tcb_raw(tcb)
     key_info = (signing_key << 2) | (0x2 if mask_chip_key else 0)
-    struct.pack_into("<IIQQI", data, 0x30, vmpl, 1, tcb_raw, 1, key_info)
+    struct.pack_into("<IIQQI", data, 0x30, vmpl, 1, raw_tcb, 1, key_info)
     data[0x50:0x90] = b"\x33" * 64
     data[0x90:0xC0] = measurement
-    struct.pack_into("<Q", data, 0x180, tcb_raw)
+    struct.pack_into("<Q", data, 0x180, raw_tcb)
     if version >= 3:
         data[0x188:0x18B] = bytes(cpuid)
     data[0x1A0:0x1E0] = chip_id
-    struct.pack_into("<Q", data, 0x1E0, tcb_raw)
-    struct.pack_into("<Q", data, 0x1F0, tcb_raw)
+    struct.pack_into("<Q", data, 0x1E0, raw_tcb)
+    struct.pack_into("<Q", data, 0x1F0, raw_tcb)
     for offset, value in (patch or {}).items():
         data[offset:offset + len(value)] = value
     r, s = decode_dss_signature(key.sign(bytes(data[:0x2A0]), ec.ECDSA(hashes.SHA384())))

@@ -215,3 +215,36 @@ def test_vcek_with_an_unknown_curve_is_a_certificate_error(verifier) -> None:
     broken = _patched_cert(VCEK, secp384r1, bytes.fromhex("06052b81040063"))
     reason, _ = reason_of(verifier, forge.snp_report(VCEK_KEY), certs(broken))
     assert reason == "certificate"
+
+
+# --- Turin: FMC in the TCB, an 8-byte hwID ----------------------------------------------------------------------------
+
+TURIN = forge.amd_pki("Turin")
+TURIN_CPUID = (0x1A, 0x02, 0x01)
+
+
+def test_control_turin_report_binds_fmc_and_8_byte_hwid() -> None:
+    key, vcek = TURIN.vcek(forge.TURIN_TCB, b"\x5a" * 8)
+    report = forge.snp_report(key, tcb=forge.TURIN_TCB, chip_id=b"\x5a" * 8 + bytes(56), cpuid=TURIN_CPUID)
+    verified = SnpVerifier(forge.trust_with(TURIN.ark)).verify(report, SnpCerts(vcek, (TURIN.ask,)), AT)
+    assert verified.product == "Turin" and verified.tcb == forge.TURIN_TCB
+
+
+@pytest.mark.parametrize(("tcb", "chip_id", "what"), [
+    (dict(forge.TURIN_TCB, fmc=2), b"\x5a" * 8 + bytes(56), "fmc"),
+    (forge.TURIN_TCB, b"\x5a" * 8 + b"\x01" + bytes(55), "hwID"),  # bytes past the 8-byte id must be zero
+])
+def test_turin_binding(tcb, chip_id: bytes, what: str) -> None:
+    key, vcek = TURIN.vcek(forge.TURIN_TCB, b"\x5a" * 8)
+    report = forge.snp_report(key, tcb=tcb, chip_id=chip_id, cpuid=TURIN_CPUID)
+    with pytest.raises(EvidenceError) as err:
+        SnpVerifier(forge.trust_with(TURIN.ark)).verify(report, SnpCerts(vcek, (TURIN.ask,)), AT)
+    assert err.value.reason == "certificate" and what in str(err.value)
+
+
+def test_turin_vcek_without_fmc_is_refused() -> None:
+    key, vcek = TURIN.vcek({k: v for k, v in forge.TURIN_TCB.items() if k != "fmc"}, b"\x5a" * 8)
+    with pytest.raises(EvidenceError) as err:
+        SnpVerifier(forge.trust_with(TURIN.ark)).verify(forge.snp_report(key, cpuid=TURIN_CPUID),
+                                                         SnpCerts(vcek, (TURIN.ask,)), AT)
+    assert err.value.reason == "certificate" and "fmc" in str(err.value)
