@@ -92,9 +92,11 @@ class Attester:
                  collateral: CollateralSet | None = None) -> None:
         self.policy = policy
         self.allow_missing = policy.allow_missing_collateral if policy else ()
-        # An empty collateral folder means "no collateral" (TCB status not evaluated, said in the warnings), not
-        # "every quote lacks its TCB info".
-        self.collateral = collateral if collateral and (collateral.tcb_infos or collateral.crls) else None
+        # A collateral folder without any TCB info, QE identity or CRL means "no collateral" (TCB status not
+        # evaluated, said in the warnings), not "every quote lacks its TCB info"; any of them makes it a collateral
+        # set, which must then be complete (or the policy must allow what is missing).
+        has_items = collateral and (collateral.tcb_infos or collateral.qe_identities or collateral.crls)
+        self.collateral = collateral if has_items else None
         self.snp = SnpVerifier(trust)
         self.tdx = TdxVerifier(trust)
 

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from exporter.attest.collateral import load_dir
 from exporter.attest.errors import EvidenceError
+from exporter.attest.evidence import Attester
 from exporter.attest.result import Verified
 from exporter.attest.verify_tdx import TdxVerifier
 
@@ -311,3 +313,20 @@ def test_not_yet_valid_tcb_info_is_collateral_not_expired(verifier, tmp_path) ->
     world = WORLD.replace(tcb_info=tcb_info(issued=utc(2025, 7, 1), next_update=utc(2025, 8, 1)))
     reason, message = reason_of(verifier, world, tmp_path)
     assert reason == "collateral" and "not yet valid" in message
+
+
+def test_collateral_folder_with_only_a_qe_identity_is_incomplete(tmp_path) -> None:
+    world = forge.tdx_world()
+    folder = tmp_path / "coll"
+    folder.mkdir()
+    (folder / "qeidentity.json").write_text(world.qe_identity or "")
+    attester = Attester(forge.trust_with(world.pki.root), None, load_dir(folder))
+    outcome = attester.check(world.quote(), at=AT)
+    assert outcome.reasons == ["collateral"] and "no CRL" in str(outcome.error)
+
+
+def test_empty_collateral_folder_means_no_collateral(tmp_path) -> None:
+    world = forge.tdx_world()
+    (tmp_path / "empty").mkdir()
+    outcome = Attester(forge.trust_with(world.pki.root), None, load_dir(tmp_path / "empty")).check(world.quote(), at=AT)
+    assert outcome.ok and outcome.verified is not None and outcome.verified.tcb_status is None
