@@ -60,7 +60,7 @@ class AttestationPolicy:
     allowed_measurements: tuple[str, ...] | None = None  # normalized "sha384:<lowercase hex>"
     enforce_debug_disabled: bool = False
     require_secure_boot: bool = False
-    allowed_tcb_status: tuple[str, ...] | None = None  # TDX TCB statuses accepted; unknown status fails closed
+    allowed_tcb_status: tuple[str, ...] | None = None  # TDX TCB statuses accepted; no status at all fails closed
     required_vmpl: int | None = None  # SEV-SNP: the report must come from exactly this VMPL
     allow_migrate_ma: bool = True  # SEV-SNP: false refuses guests whose policy allows a migration agent
     allow_missing_collateral: tuple[str, ...] = ()  # TDX collateral items that may be absent (pck_crl, ...)
