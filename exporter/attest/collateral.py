@@ -67,16 +67,28 @@ class CollateralSet:
         self.crls += other.crls
         self.certs += other.certs
         self.__dict__.pop("_by_issuer", None)
+        self.__dict__.pop("_by_cert", None)
 
     def crls_from(self, issuer: x509.Certificate) -> list[x509.CertificateRevocationList]:
-        """CRLs issued by ``issuer`` (by name; the signature is checked by the caller)."""
+        """CRLs issued by ``issuer`` (by name; the signature is checked by the caller).
+
+        Memoised per certificate object (keyed by id, holding the object): comparing ``x509.Name`` values costs tens
+        of microseconds, and the same CA objects come back with every quote of a host.
+        """
+        memo = self.__dict__.setdefault("_by_cert", {})
+        hit = memo.get(id(issuer))
+        if hit is not None and hit[0] is issuer:
+            return hit[1]
         index = self.__dict__.get("_by_issuer")
         if index is None:
             index = {}
             for crl in self.crls:
                 index.setdefault(crl.issuer, []).append(crl)
             self.__dict__["_by_issuer"] = index
-        return index.get(issuer.subject, [])
+        if len(memo) > 1024:
+            memo.clear()
+        found = memo[id(issuer)] = (issuer, index.get(issuer.subject, []))
+        return found[1]
 
 
 def parse_time(value: Any, what: str) -> dt.datetime:

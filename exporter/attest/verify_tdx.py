@@ -280,7 +280,7 @@ def _check_crls(chain: tuple[x509.Certificate, ...], collateral: CollateralSet, 
                 allow_missing: Collection[str]) -> None:
     """Each CA in the chain: its CRL signed by it, current, and not revoking the child (PCK CRL, Root CA CRL)."""
     for child, issuer in itertools.pairwise(chain):
-        which = "root_ca_crl" if issuer.subject == issuer.issuer else "pck_crl"
+        which = "root_ca_crl" if issuer is chain[-1] else "pck_crl"  # the full chain ends at the root
         crls = collateral.crls_from(issuer)
         if not crls:
             if which not in allow_missing:
