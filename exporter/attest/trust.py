@@ -265,13 +265,22 @@ def intel_tcb_signing_shape(full: Sequence[x509.Certificate]) -> None:
     _check_roles(full)
 
 
+@dataclass(frozen=True)
+class _Chain:
+    """A verified chain: the certificates given, the full chain to the anchor, and when all of them are valid."""
+
+    given: tuple[x509.Certificate, ...]
+    full: tuple[x509.Certificate, ...]
+    valid_from: dt.datetime
+    valid_until: dt.datetime
+
+
 class ChainVerifier:
     """Verifies leaf -> ... -> anchor of one vendor in one shape, and caches the successful chains."""
 
     def __init__(self, trust: TrustStore) -> None:
         self.trust = trust
-        self._cache: OrderedDict[tuple[object, ...], tuple[tuple[x509.Certificate, ...],
-                                                           tuple[x509.Certificate, ...]]] = OrderedDict()
+        self._cache: OrderedDict[tuple[object, ...], _Chain] = OrderedDict()
 
     def verify(self, chain: Sequence[x509.Certificate], at: dt.datetime, vendor: str,
                shape: Callable[[Sequence[x509.Certificate]], None]) -> tuple[x509.Certificate, ...]:
@@ -280,16 +289,16 @@ class ChainVerifier:
         # identity of every element so a recycled id never matches another chain.
         key = (vendor, shape, *map(id, chain))
         entry = self._cache.get(key)
-        if entry is None or any(a is not b for a, b in zip(entry[0], chain, strict=True)):
+        if entry is None or any(a is not b for a, b in zip(entry.given, chain, strict=True)):
             full = self._build(chain, vendor)
             shape(full)
-            self._cache[key] = (tuple(chain), full)
+            entry = self._cache[key] = _Chain(tuple(chain), full, max(c.not_valid_before_utc for c in full),
+                                              min(c.not_valid_after_utc for c in full))
             if len(self._cache) > _CACHE_SIZE:
                 self._cache.popitem(last=False)
-        else:
-            full = entry[1]
-        check_validity(full, at)
-        return full
+        if not entry.valid_from <= at <= entry.valid_until:
+            check_validity(entry.full, at)  # names the certificate that is out of its validity
+        return entry.full
 
     def _build(self, chain: Sequence[x509.Certificate], vendor: str) -> tuple[x509.Certificate, ...]:
         if not chain:

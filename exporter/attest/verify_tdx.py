@@ -23,6 +23,7 @@ A TCB status of Revoked, or no matching TCB level ("not supported"), rejects the
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import itertools
 from collections.abc import Callable, Collection
@@ -65,6 +66,8 @@ STATUS_ORDER = TCB_STATUSES
 # Collateral items a policy may allow to be absent (``allow_missing_collateral``).
 OPTIONAL_COLLATERAL = ("pck_crl", "root_ca_crl", "qe_identity")
 _CACHE_SIZE = 1024
+# (CRL, its issuer, the certificate looked up, whether the CRL lists it): a CRL signature checked and a lookup made
+_CrlVerdict = tuple[x509.CertificateRevocationList, x509.Certificate, x509.Certificate, bool]
 
 
 def _ecdsa_p256(key: ec.EllipticCurvePublicKey, raw_sig: bytes, data: bytes, what: str) -> None:
@@ -76,9 +79,14 @@ def _ecdsa_p256(key: ec.EllipticCurvePublicKey, raw_sig: bytes, data: bytes, wha
 
 
 def attestation_key(quote: TdxQuote) -> ec.EllipticCurvePublicKey:
+    return _p256_point(quote.attestation_key)
+
+
+@functools.lru_cache(maxsize=256)
+def _p256_point(raw: bytes) -> ec.EllipticCurvePublicKey:
+    """x||y as a key; memoised because a host's Quoting Enclave signs all its quotes with one attestation key."""
     try:
-        return ec.EllipticCurvePublicNumbers(int.from_bytes(quote.attestation_key[:32], "big"),
-                                             int.from_bytes(quote.attestation_key[32:], "big"),
+        return ec.EllipticCurvePublicNumbers(int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big"),
                                              ec.SECP256R1()).public_key()
     except ValueError:
         raise EvidenceError("signature", "attestation key is not a valid P-256 point") from None
@@ -137,7 +145,7 @@ class TdxVerifier:
         # (and no certificate is hashed, which means hashing its DER, on the hot path).
         self._signed_ok: dict[tuple[int, int], tuple[SignedJson, x509.Certificate]] = {}
         self._typed: dict[int, tuple[SignedJson, TdxTcbInfo | EnclaveLike]] = {}
-        self._crl_ok: dict[tuple[int, int], tuple[x509.CertificateRevocationList, x509.Certificate]] = {}
+        self._crl_ok: dict[tuple[int, int, int], _CrlVerdict] = {}
 
     def verify(self, data: bytes, at: dt.datetime, collateral: CollateralSet | None = None,
                allow_missing: Collection[str] = ()) -> Verified:
@@ -276,7 +284,7 @@ def _select(items: list[SignedJson], at: dt.datetime, match: Callable[[dict], bo
 
 def _check_crls(chain: tuple[x509.Certificate, ...], collateral: CollateralSet, at: dt.datetime,
                 warnings: list[str],
-                checked: dict[tuple[int, int], tuple[x509.CertificateRevocationList, x509.Certificate]],
+                checked: dict[tuple[int, int, int], _CrlVerdict],
                 allow_missing: Collection[str]) -> None:
     """Each CA in the chain: its CRL signed by it, current, and not revoking the child (PCK CRL, Root CA CRL)."""
     for child, issuer in itertools.pairwise(chain):
@@ -289,14 +297,15 @@ def _check_crls(chain: tuple[x509.Certificate, ...], collateral: CollateralSet, 
             warnings.append(f"no CRL from {common_name(issuer.subject)!r}: revocation not checked")
             continue
         crl = _current_crl(crls, issuer, at)
-        done = checked.get((id(crl), id(issuer)))
-        if done is None or done[0] is not crl or done[1] is not issuer:
+        done = checked.get((id(crl), id(issuer), id(child)))
+        if done is None or done[0] is not crl or done[1] is not issuer or done[2] is not child:
             if not crl.is_signature_valid(issuer.public_key()):  # type: ignore[arg-type]
                 raise EvidenceError("collateral", f"CRL of {common_name(issuer.subject)!r} has a bad signature")
             if len(checked) > _CACHE_SIZE:
                 checked.clear()
-            checked[(id(crl), id(issuer))] = (crl, issuer)
-        if crl.get_revoked_certificate_by_serial_number(child.serial_number) is not None:
+            revoked = crl.get_revoked_certificate_by_serial_number(child.serial_number) is not None
+            done = checked[(id(crl), id(issuer), id(child))] = (crl, issuer, child, revoked)
+        if done[3]:
             raise EvidenceError("revoked", f"{common_name(child.subject)!r} (serial "
                                            f"{child.serial_number:x}) is revoked")
 
