@@ -179,3 +179,11 @@ def test_malformed_signed_tcb_info_is_a_collateral_rejection(tmp_path) -> None:
     quote, collateral, root = forged_tdx(tmp_path, world)
     code, out, _ = run(str(quote), "--collateral", str(collateral), "--trust-root", str(root), "--at", "2025-06-01")
     assert code == 1 and "REJECT" in out and "collateral: " in out and "unknown tcbStatus" in out
+
+
+def test_oversized_evidence_is_not_read(tmp_path) -> None:
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"\x04\x00\x02\x00\x81\x00\x00\x00" + bytes(2 * 1024 * 1024))
+    code, out, err = run(str(big), "--json")
+    assert code == 2 and "larger than" in err
+    assert json.loads(out)["results"][0]["reasons"] == ["unreadable"]
