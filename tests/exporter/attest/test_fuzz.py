@@ -164,7 +164,8 @@ SNP_VERIFIER = SnpVerifier(forge.trust_with(AMD.ark))
 SNP_CERTS = SnpCerts(VCEK, (AMD.ask,))
 WORLD = forge.tdx_world()
 TDX_VERIFIER = TdxVerifier(forge.trust_with(WORLD.pki.root))
-BASE_COLLATERAL = WORLD.collateral(Path(tempfile.mkdtemp(prefix="fuzz-collateral-")))
+with tempfile.TemporaryDirectory(prefix="fuzz-collateral-") as _folder:
+    BASE_COLLATERAL = WORLD.collateral(Path(_folder))  # read into memory; the files are not needed after
 U8 = st.integers(0, 255)
 
 
