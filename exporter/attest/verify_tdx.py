@@ -68,6 +68,8 @@ OPTIONAL_COLLATERAL = ("pck_crl", "root_ca_crl", "qe_identity")
 _CACHE_SIZE = 1024
 # (CRL, its issuer, the certificate looked up, whether the CRL lists it): a CRL signature checked and a lookup made
 _CrlVerdict = tuple[x509.CertificateRevocationList, x509.Certificate, x509.Certificate, bool]
+# (item, PCK chain root, collateral set, signer chain valid from, valid until): a collateral signature checked
+_SignedOk = tuple[SignedJson, x509.Certificate, CollateralSet, dt.datetime, dt.datetime]
 
 
 def _ecdsa_p256(key: ec.EllipticCurvePublicKey, raw_sig: bytes, data: bytes, what: str) -> None:
@@ -143,7 +145,7 @@ class TdxVerifier:
         self._pck: dict[bytes, PckFacts] = {}
         # Keyed by id() and holding the objects themselves, so an id reused after garbage collection never matches
         # (and no certificate is hashed, which means hashing its DER, on the hot path).
-        self._signed_ok: dict[tuple[int, int], tuple[SignedJson, x509.Certificate]] = {}
+        self._signed_ok: dict[tuple[int, int, int], _SignedOk] = {}
         self._typed: dict[int, tuple[SignedJson, TdxTcbInfo | EnclaveLike]] = {}
         self._crl_ok: dict[tuple[int, int, int], _CrlVerdict] = {}
 
@@ -216,6 +218,11 @@ class TdxVerifier:
     def _check_signed(self, item: SignedJson, collateral: CollateralSet, root: x509.Certificate,
                       at: dt.datetime) -> None:
         """Signed by the TCB Signing certificate directly under ``root`` (the PCK chain's root)."""
+        memo_key = (id(item), id(root), id(collateral))
+        done = self._signed_ok.get(memo_key)
+        if done is not None and done[0] is item and done[1] is root and done[2] is collateral \
+                and done[3] <= at <= done[4]:
+            return  # these very objects were checked, and the signer chain is valid at ``at``; all are immutable
         signer = _signer_for(item, collateral, root)
         try:
             full = self.chains.verify([signer], at, INTEL, intel_tcb_signing_shape)
@@ -225,9 +232,6 @@ class TdxVerifier:
         if full[-1] != root:
             raise EvidenceError("collateral", f"{item.kind}: TCB Signing certificate is not under the PCK "
                                               "chain's Intel root")
-        done = self._signed_ok.get((id(item), id(signer)))
-        if done is not None and done[0] is item and done[1] is signer:
-            return  # this very object's signature was checked already; collateral objects are immutable
         try:
             key = public_key(signer, f"{item.kind} signer")
         except EvidenceError as exc:
@@ -240,7 +244,8 @@ class TdxVerifier:
             raise EvidenceError("collateral", str(exc)) from None
         if len(self._signed_ok) > _CACHE_SIZE:
             self._signed_ok.clear()
-        self._signed_ok[(id(item), id(signer))] = (item, signer)
+        self._signed_ok[memo_key] = (item, root, collateral, max(c.not_valid_before_utc for c in full),
+                                 min(c.not_valid_after_utc for c in full))
 
 
 def _signer_for(item: SignedJson, collateral: CollateralSet, root: x509.Certificate) -> x509.Certificate:
