@@ -211,3 +211,22 @@ def test_new_fields_are_validated(field: str, value) -> None:
     with pytest.raises(PolicyError) as err:
         parse_policy({"version": "1.0", "attestation_policy": {field: value}})
     assert str(err.value).startswith(f"attestation_policy.{field}:")
+
+
+@pytest.mark.parametrize(("attestation", "field"), [
+    ({"min_tcb_level": {"tdx_tcb": "0x030"}}, "attestation_policy.min_tcb_level.tdx_tcb"),
+    ({"min_tcb_level": {"tdx_tcb": 3}}, "attestation_policy.min_tcb_level.tdx_tcb"),
+    ({"min_tcb_level": {"snp": 256}}, "attestation_policy.min_tcb_level.snp"),
+    ({"min_tcb_level": {"snp": True}}, "attestation_policy.min_tcb_level.snp"),
+    ({"allowed_measurements": "sha384:" + "ab" * 48}, "attestation_policy.allowed_measurements"),
+])
+def test_ill_typed_attestation_values_are_named(attestation: dict, field: str) -> None:
+    with pytest.raises(PolicyError) as err:
+        parse_policy({"version": "1.0", "attestation_policy": attestation})
+    assert str(err.value).startswith(field + ":")
+
+
+def test_attestation_policy_must_be_an_object() -> None:
+    with pytest.raises(PolicyError) as err:
+        parse_policy({"version": "1.0", "attestation_policy": ["tdx"]})
+    assert str(err.value) == "attestation_policy: expected an object"
