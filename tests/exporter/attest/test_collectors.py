@@ -14,7 +14,9 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 
+from exporter.attest.errors import EvidenceError
 from exporter.attest.tail import Tailer
 from exporter.collectors.attestation import AttestationCollector
 from exporter.collectors.base import CollectorContext
@@ -24,6 +26,7 @@ from exporter.journal import Journal, load_schema
 from tests.jsonl import complete_json_lines
 
 from ..helpers import exposition, promtool_check, samples, value
+from . import forge
 from .vectors import SNP, TDX
 
 KBS_LINES = [
@@ -288,3 +291,15 @@ def test_fifo_and_unreadable_evidence_get_an_event_and_do_not_block(tmp_path) ->
     assert value(text, "tee_attestation_evidence_errors_total", reason="unreadable") == 1
     for event in events.values():
         jsonschema.validate(event, load_schema())
+
+
+def test_trust_root_of_no_vendor_stops_the_collector_at_start_up(tmp_path) -> None:
+    """The daemon turns this EvidenceError into its one-line start-up error (exporter.cli.STARTUP_ERRORS)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = forge.intel_name("Some Private CA")
+    root = tmp_path / "root.pem"
+    root.write_bytes(forge.pem(forge.issue(name, name, key.public_key(), key, ca=True, usage=forge.CA_USAGE)))
+    ctx, _ = make_ctx(tmp_path, attestation_evidence_dir=tmp_path / "evidence", attestation_trust_roots=[root])
+    with pytest.raises(EvidenceError) as err:
+        AttestationCollector(ctx)
+    assert "neither an AMD ARK" in str(err.value)
