@@ -188,12 +188,11 @@ def _dedupe(certs: list[x509.Certificate]) -> list[x509.Certificate]:
 # --- chain shape (RFC 5280 section 4.2.1.9 basicConstraints, 4.2.1.3 keyUsage; vendor naming profiles) -----------
 
 def _extension(cert: x509.Certificate, kind: type) -> object | None:
+    """The extension's value, or ``None``; undecodable extensions were refused by ``load_certificates``."""
     try:
         return cert.extensions.get_extension_for_class(kind).value
     except x509.ExtensionNotFound:
         return None
-    except ValueError as exc:  # a duplicated or undecodable extension
-        raise EvidenceError("chain", f"{common_name(cert.subject)!r}: bad extensions: {exc}") from None
 
 
 def _check_ca(cert: x509.Certificate, cas_below: int) -> None:
