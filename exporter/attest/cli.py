@@ -1,7 +1,9 @@
 """``tee-exporter attest``: a one-shot check of attestation evidence for operators and auditors.
 
 Exit status: 0 every piece of evidence verified and is within the policy; 1 at least one was rejected (each reason
-is listed); 2 the check could not run (unreadable file, bad policy, bad collateral, bad ``--at``).
+is listed); 2 the check could not run (unreadable or non-regular evidence file, bad policy, bad collateral, bad
+trust root, bad ``--at``). In a batch, a file that cannot be read is reported as such and the other files still
+get their verdicts.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import click
 
 from exporter.attest.collateral import CollateralSet, load_dir
 from exporter.attest.errors import EvidenceError
-from exporter.attest.evidence import Attester, Outcome, certs_beside
+from exporter.attest.evidence import Attester, Outcome, certs_beside, read_evidence
 from exporter.attest.policy import PolicyError, load_policy
 from exporter.attest.trust import TrustStore
 
@@ -29,9 +31,10 @@ def parse_at(value: str | None) -> dt.datetime:
         return dt.datetime.now(dt.UTC)
     try:
         when = dt.datetime.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not an ISO 8601 date/time", param_hint="--at") from None
-    return when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when.astimezone(dt.UTC)
+        return when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when.astimezone(dt.UTC)
+    except (ValueError, OverflowError):
+        raise click.BadParameter(f"{value[:60]!r} is not an ISO 8601 date/time in range",
+                                 param_hint="--at") from None
 
 
 def outcome_doc(path: Path, outcome: Outcome) -> dict[str, Any]:
@@ -46,6 +49,12 @@ def outcome_doc(path: Path, outcome: Outcome) -> dict[str, Any]:
                    tcb_status=v.tcb_status, product=v.product, signer=v.signer, warnings=list(v.warnings),
                    details=v.details)
     return doc
+
+
+def unreadable_doc(path: Path, exc: OSError) -> dict[str, Any]:
+    return {"evidence": str(path), "tee_type": "unknown", "ok": False, "reasons": ["unreadable"],
+            "policy": "not_evaluated", "error": {"reason": "unreadable", "message": _describe(exc)},
+            "violations": []}
 
 
 def _line(doc: dict[str, Any]) -> str:
@@ -68,7 +77,8 @@ def _line(doc: dict[str, Any]) -> str:
 @click.option("--collateral", "collateral_dir", type=click.Path(path_type=Path, file_okay=False),
               help="TDX collateral folder (PCS TCB info, QE identity, CRLs, TCB signing chain); never fetched.")
 @click.option("--trust-root", "trust_roots", multiple=True, type=click.Path(path_type=Path),
-              help="Extra trust root PEM (AMD ARK, Intel root, or a private CA), added to the shipped ones.")
+              help="Extra trust root PEM, added to the shipped ones: an AMD ARK (ARK-<product>, with its ASK/ASVK "
+                   "if wanted) or an Intel SGX Root CA, e.g. a private test hierarchy. Filed under its vendor.")
 @click.option("--policy", "policy_file", type=click.Path(path_type=Path),
               help="Policy JSON (attestation_policy is applied; see docs/attestation.md).")
 @click.option("--at", "at", metavar="TIME",
@@ -84,23 +94,30 @@ def attest(evidence: tuple[Path, ...], certs_dir: Path | None, collateral_dir: P
     try:
         when = parse_at(at)
         attester = _attester(trust_roots, policy_file, collateral_dir)
-        blobs = [(path, path.read_bytes()) for path in evidence]
     except click.BadParameter as exc:
         click.echo(f"error: {exc.format_message()}", err=True)
         sys.exit(EXIT_ERROR)
     except (OSError, PolicyError, EvidenceError) as exc:
         click.echo(f"error: {_describe(exc)}", err=True)
         sys.exit(EXIT_ERROR)
-    docs = []
-    for path, data in blobs:
-        folder = certs_dir or certs_beside(path)
-        docs.append(outcome_doc(path, attester.check(data, at=when, certs_dir=folder)))
+    docs = [_check_one(attester, path, certs_dir, when) for path in evidence]
     if as_json:
         click.echo(json.dumps({"at": when.isoformat(), "results": docs}, indent=2))
     else:
         for doc in docs:
             click.echo(_line(doc))
+    if any(d["reasons"] == ["unreadable"] for d in docs):
+        sys.exit(EXIT_ERROR)
     sys.exit(EXIT_OK if all(d["ok"] for d in docs) else EXIT_REJECTED)
+
+
+def _check_one(attester: Attester, path: Path, certs_dir: Path | None, when: dt.datetime) -> dict[str, Any]:
+    try:
+        data = read_evidence(path)
+    except OSError as exc:
+        click.echo(f"error: {_describe(exc)}", err=True)
+        return unreadable_doc(path, exc)
+    return outcome_doc(path, attester.check(data, at=when, certs_dir=certs_dir or certs_beside(path)))
 
 
 def _attester(trust_roots: tuple[Path, ...], policy_file: Path | None, collateral_dir: Path | None) -> Attester:
@@ -111,5 +128,5 @@ def _attester(trust_roots: tuple[Path, ...], policy_file: Path | None, collatera
 
 def _describe(exc: Exception) -> str:
     if isinstance(exc, OSError):
-        return f"{exc.filename}: {exc.strerror}"
+        return f"{exc.filename}: {exc.strerror or exc}"
     return str(exc)

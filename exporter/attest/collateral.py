@@ -9,7 +9,9 @@ Accepted in a collateral folder (any mix, any file names):
   (PCK Platform/Processor CA CRL, Intel SGX Root CA CRL).
 
 Parsing here is pure (bytes/text in); ``load_dir`` is the only function touching the file system. Selection and
-checks against a quote live in ``verify_tdx``.
+checks against a quote live in ``verify_tdx``. ``tdx_tcb_info`` and ``td_qe_identity`` turn the signed JSON into
+typed values, refusing (``collateral``) anything TCB info v3 / enclave identity v2 does not define: a wrong
+``id``/``version``, an unknown ``tcbStatus``, SVNs that are not integers 0-255, hex fields of the wrong size.
 """
 
 from __future__ import annotations
@@ -25,7 +27,12 @@ from typing import Any
 from cryptography import x509
 
 from exporter.attest.errors import EvidenceError
+from exporter.attest.regular import read_regular
 from exporter.attest.trust import load_certificates
+
+TCB_STATUSES = ("UpToDate", "SWHardeningNeeded", "ConfigurationNeeded", "ConfigurationAndSWHardeningNeeded",
+                "OutOfDate", "OutOfDateConfigurationNeeded", "Revoked")
+MAX_JSON_BYTES = 4 * 1024 * 1024  # a PCS TCB info is a few tens of KiB
 
 
 @dataclass(frozen=True)
@@ -60,25 +67,48 @@ class CollateralSet:
         self.crls += other.crls
         self.certs += other.certs
         self.__dict__.pop("_by_issuer", None)
+        self.__dict__.pop("_by_cert", None)
 
     def crls_from(self, issuer: x509.Certificate) -> list[x509.CertificateRevocationList]:
-        """CRLs issued by ``issuer`` (by name; the signature is checked by the caller)."""
+        """CRLs issued by ``issuer`` (by name; the signature is checked by the caller).
+
+        Memoised per certificate object (keyed by id, holding the object): comparing ``x509.Name`` values costs tens
+        of microseconds, and the same CA objects come back with every quote of a host.
+        """
+        memo = self.__dict__.setdefault("_by_cert", {})
+        hit = memo.get(id(issuer))
+        if hit is not None and hit[0] is issuer:
+            return hit[1]
         index = self.__dict__.get("_by_issuer")
         if index is None:
             index = {}
             for crl in self.crls:
-                index.setdefault(crl.issuer.public_bytes(), []).append(crl)
+                index.setdefault(crl.issuer, []).append(crl)
             self.__dict__["_by_issuer"] = index
-        return index.get(issuer.subject.public_bytes(), [])
+        if len(memo) > 1024:
+            memo.clear()
+        found = memo[id(issuer)] = (issuer, index.get(issuer.subject, []))
+        return found[1]
 
 
 def parse_time(value: Any, what: str) -> dt.datetime:
     if not isinstance(value, str):
         raise EvidenceError("collateral", f"{what}: missing date")
     try:
-        return dt.datetime.fromisoformat(value).astimezone(dt.UTC)
-    except ValueError:
-        raise EvidenceError("collateral", f"{what}: bad date {value!r}") from None
+        when = dt.datetime.fromisoformat(value)
+        return (when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when).astimezone(dt.UTC)
+    except (ValueError, OverflowError):
+        raise EvidenceError("collateral", f"{what}: bad date {value[:40]!r}") from None
+
+
+def _loads(text: str, what: str) -> Any:
+    """``json.loads`` whose every failure (including nesting deep enough to exhaust recursion) is ``collateral``."""
+    if len(text) > MAX_JSON_BYTES:
+        raise EvidenceError("collateral", f"{what}: {len(text)} bytes of JSON, more than any PCS collateral")
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise EvidenceError("collateral", f"{what}: not JSON: {str(exc)[:80]}") from None
 
 
 def _inner_object(text: str, key: str, expected: Any) -> bytes:
@@ -87,7 +117,7 @@ def _inner_object(text: str, key: str, expected: Any) -> bytes:
     for match in re.finditer(rf'"{key}"\s*:\s*', text):
         try:
             value, end = decoder.raw_decode(text, match.end())
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             continue
         if value == expected:
             return text[match.end():end].encode()
@@ -106,10 +136,7 @@ def _signature(value: Any, what: str) -> bytes:
 
 def parse_pcs_json(text: str) -> CollateralSet:
     """One PCS response or one dcap-qvl bundle (``json.loads`` of ``text`` must be an object)."""
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise EvidenceError("collateral", f"not JSON: {exc}") from None
+    doc = _loads(text, "collateral")
     if not isinstance(doc, dict):
         raise EvidenceError("collateral", "expected a JSON object")
     out = CollateralSet()
@@ -131,10 +158,9 @@ def _parse_bundle(doc: dict[str, Any]) -> CollateralSet:
         text = doc.get(kind)
         if not isinstance(text, str):
             continue
-        try:
-            inner = json.loads(text)
-        except json.JSONDecodeError:
-            raise EvidenceError("collateral", f"{kind}: not JSON") from None
+        inner = _loads(text, kind)
+        if not isinstance(inner, dict):
+            raise EvidenceError("collateral", f"{kind} is not an object")
         chain = load_certificates(str(doc.get(f"{kind}_issuer_chain", "")).encode(), f"{kind}_issuer_chain") \
             if doc.get(f"{kind}_issuer_chain") else []
         item = SignedJson(kind, text.encode(), inner, _signature(doc.get(f"{kind}_signature"), kind), tuple(chain))
@@ -158,11 +184,12 @@ def _hex_or_pem(value: str) -> bytes:
 
 def parse_crl(data: bytes, what: str) -> x509.CertificateRevocationList:
     try:
-        if b"-----BEGIN" in data:
-            return x509.load_pem_x509_crl(data)
-        return x509.load_der_x509_crl(data)
-    except ValueError as exc:
-        raise EvidenceError("collateral", f"{what}: not a valid CRL: {exc}") from None
+        crl = x509.load_pem_x509_crl(data) if b"-----BEGIN" in data else x509.load_der_x509_crl(data)
+        # cryptography decodes these lazily: make a malformed CRL fail here, typed, not during verification
+        _ = (crl.issuer, crl.extensions, crl.last_update_utc, crl.next_update_utc, [r.serial_number for r in crl])
+        return crl
+    except (ValueError, TypeError, x509.InvalidVersion) as exc:
+        raise EvidenceError("collateral", f"{what}: not a valid CRL: {str(exc)[:200]}") from None
 
 
 def load_dir(folder: Path) -> CollateralSet:
@@ -172,7 +199,7 @@ def load_dir(folder: Path) -> CollateralSet:
         if not path.is_file():
             continue
         try:
-            data = path.read_bytes()
+            data = read_regular(path, MAX_JSON_BYTES)
             if path.suffix == ".json":
                 out.extend(parse_pcs_json(data.decode("utf-8")))
             elif path.suffix in (".der", ".crl"):
@@ -187,3 +214,129 @@ def load_dir(folder: Path) -> CollateralSet:
         except EvidenceError as exc:
             raise EvidenceError(exc.reason, f"{path}: {exc}") from None
     return out
+
+
+# --- typed views of the signed JSON (Intel PCS API: "TDX TCB Info" v3 and "Enclave Identity" v2) ----------------
+
+@dataclass(frozen=True)
+class TcbLevel:
+    sgx: tuple[int, ...]  # 16 SGX TCB component SVNs
+    pcesvn: int
+    tdx: tuple[int, ...]  # 16 TDX TCB component SVNs
+    status: str
+
+
+@dataclass(frozen=True)
+class EnclaveLike:
+    """A signer identity with masked attributes and SVN-ordered levels: a TDX module or the TD Quoting Enclave."""
+
+    mrsigner: bytes
+    attributes: bytes
+    attributes_mask: bytes
+    levels: tuple[tuple[int, str], ...] = ()  # (isvsvn, tcbStatus), in the document's order
+    isvprodid: int = 0
+    miscselect: int = 0
+    miscselect_mask: int = 0
+
+
+@dataclass(frozen=True)
+class TdxTcbInfo:
+    fmspc: str  # lowercase hex
+    pce_id: str  # lowercase hex
+    module: EnclaveLike
+    module_identities: dict[str, EnclaveLike]  # "TDX_01" -> identity
+    levels: tuple[TcbLevel, ...]
+
+
+def _field(doc: Any, key: str, what: str) -> Any:
+    if not isinstance(doc, dict) or key not in doc:
+        raise EvidenceError("collateral", f"{what}: missing {key}")
+    return doc[key]
+
+
+def _int(value: Any, what: str, limit: int = 255) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= limit:
+        raise EvidenceError("collateral", f"{what}: expected an integer 0-{limit}, got {str(value)[:40]!r}")
+    return value
+
+
+def _hex(value: Any, size: int, what: str) -> bytes:
+    try:
+        raw = bytes.fromhex(value) if isinstance(value, str) else None
+    except ValueError:
+        raw = None
+    if raw is None or len(raw) != size:
+        raise EvidenceError("collateral", f"{what}: expected {size} bytes of hex")
+    return raw
+
+
+def _status(value: Any, what: str) -> str:
+    if value not in TCB_STATUSES:
+        raise EvidenceError("collateral", f"{what}: unknown tcbStatus {str(value)[:40]!r}")
+    return str(value)
+
+
+def _list(value: Any, what: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise EvidenceError("collateral", f"{what}: expected a list")
+    return value
+
+
+def _svns(components: Any, what: str) -> tuple[int, ...]:
+    items = _list(components, what)
+    if len(items) != 16:
+        raise EvidenceError("collateral", f"{what}: expected 16 components, got {len(items)}")
+    return tuple(_int(_field(c, "svn", what), what) for c in items)
+
+
+def _identity(doc: Any, what: str, with_levels: bool) -> EnclaveLike:
+    levels: tuple[tuple[int, str], ...] = ()
+    if with_levels:
+        levels = tuple((_int(_field(_field(lvl, "tcb", what), "isvsvn", what), f"{what}.isvsvn", 0xFFFF),
+                        _status(_field(lvl, "tcbStatus", what), what))
+                       for lvl in _list(_field(doc, "tcbLevels", what), f"{what}.tcbLevels"))
+    return EnclaveLike(_hex(_field(doc, "mrsigner", what), 48, f"{what}.mrsigner"),
+                       _hex(_field(doc, "attributes", what), 8, f"{what}.attributes"),
+                       _hex(_field(doc, "attributesMask", what), 8, f"{what}.attributesMask"), levels)
+
+
+def tdx_tcb_info(doc: dict[str, Any]) -> TdxTcbInfo:
+    """TDX TCB info v3 (``id`` "TDX", ``version`` 3); an SGX TCB info, another version or a malformed field raises."""
+    if doc.get("id") != "TDX" or doc.get("version") != 3:
+        raise EvidenceError("collateral", f"TCB info id {str(doc.get('id'))[:20]!r} version "
+                                          f"{str(doc.get('version'))[:10]!r} is not a TDX TCB info v3")
+    levels = []
+    for i, level in enumerate(_list(_field(doc, "tcbLevels", "tcbInfo"), "tcbInfo.tcbLevels")):
+        what = f"tcbInfo.tcbLevels[{i}]"
+        tcb = _field(level, "tcb", what)
+        levels.append(TcbLevel(_svns(_field(tcb, "sgxtcbcomponents", what), f"{what}.sgxtcbcomponents"),
+                               _int(_field(tcb, "pcesvn", what), f"{what}.pcesvn", 0xFFFF),
+                               _svns(_field(tcb, "tdxtcbcomponents", what), f"{what}.tdxtcbcomponents"),
+                               _status(_field(level, "tcbStatus", what), what)))
+    identities = {}
+    for i, item in enumerate(_list(doc.get("tdxModuleIdentities", []), "tcbInfo.tdxModuleIdentities")):
+        what = f"tcbInfo.tdxModuleIdentities[{i}]"
+        identities[str(_field(item, "id", what)).upper()] = _identity(item, what, with_levels=True)
+    fmspc = _hex(_field(doc, "fmspc", "tcbInfo"), 6, "tcbInfo.fmspc").hex()
+    pce_id = _hex(_field(doc, "pceId", "tcbInfo"), 2, "tcbInfo.pceId").hex()
+    return TdxTcbInfo(fmspc, pce_id, _identity(_field(doc, "tdxModule", "tcbInfo"), "tcbInfo.tdxModule", False),
+                      identities, tuple(levels))
+
+
+def td_qe_identity(doc: dict[str, Any]) -> EnclaveLike:
+    """The TD Quoting Enclave identity (``id`` "TD_QE", ``version`` 2)."""
+    if doc.get("id") != "TD_QE" or doc.get("version") != 2:
+        raise EvidenceError("collateral", f"enclave identity id {str(doc.get('id'))[:20]!r} version "
+                                          f"{str(doc.get('version'))[:10]!r} is not a TD_QE identity v2")
+    what = "enclaveIdentity"
+    levels = tuple((_int(_field(_field(lvl, "tcb", what), "isvsvn", what), f"{what}.isvsvn", 0xFFFF),
+                    _status(_field(lvl, "tcbStatus", what), what))
+                   for lvl in _list(_field(doc, "tcbLevels", what), f"{what}.tcbLevels"))
+    return EnclaveLike(
+        mrsigner=_hex(_field(doc, "mrsigner", what), 32, f"{what}.mrsigner"),
+        attributes=_hex(_field(doc, "attributes", what), 16, f"{what}.attributes"),
+        attributes_mask=_hex(_field(doc, "attributesMask", what), 16, f"{what}.attributesMask"),
+        levels=levels, isvprodid=_int(_field(doc, "isvprodid", what), f"{what}.isvprodid", 0xFFFF),
+        miscselect=int.from_bytes(_hex(_field(doc, "miscselect", what), 4, f"{what}.miscselect"), "big"),
+        miscselect_mask=int.from_bytes(_hex(_field(doc, "miscselectMask", what), 4, f"{what}.miscselectMask"),
+                                       "big"))

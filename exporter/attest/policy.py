@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from exporter.attest.regular import read_regular
 from exporter.attest.result import Verified
 from exporter.egress.rules import EgressRules, parse_cidrs
 
@@ -41,6 +42,12 @@ _MEASUREMENT_RE = re.compile(r"^sha384:[0-9a-f]{96}$")
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGTP]?)(i?B?)?\s*$", re.IGNORECASE)
 _HEX_RE = re.compile(r"^0x[0-9a-fA-F]{2,32}$")
 
+# Attestation-policy fields about the evidence itself: TDX TCB status and collateral, SEV-SNP VMPL and MIGRATE_MA.
+EVIDENCE_RULE_FIELDS = ("allowed_tcb_status", "required_vmpl", "allow_migrate_ma", "allow_missing_collateral")
+TCB_STATUSES = ("UpToDate", "SWHardeningNeeded", "ConfigurationNeeded", "ConfigurationAndSWHardeningNeeded",
+                "OutOfDate", "OutOfDateConfigurationNeeded")
+OPTIONAL_COLLATERAL = ("pck_crl", "root_ca_crl", "qe_identity")
+
 
 class PolicyError(Exception):
     """The policy file cannot be used; the message names the offending field."""
@@ -56,6 +63,10 @@ class AttestationPolicy:
     allowed_measurements: tuple[str, ...] | None = None  # normalized "sha384:<lowercase hex>"
     enforce_debug_disabled: bool = False
     require_secure_boot: bool = False
+    allowed_tcb_status: tuple[str, ...] | None = None  # TDX TCB statuses accepted; no status at all fails closed
+    required_vmpl: int | None = None  # SEV-SNP: the report must come from exactly this VMPL
+    allow_migrate_ma: bool = True  # SEV-SNP: false refuses guests whose policy allows a migration agent
+    allow_missing_collateral: tuple[str, ...] = ()  # TDX collateral items that may be absent (pck_crl, ...)
 
 
 @dataclass(frozen=True)
@@ -78,7 +89,7 @@ class Policy:
 def load_policy(path: Path) -> Policy:
     """Read and validate the policy file; every problem is a ``PolicyError`` naming the file and field."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = read_regular(Path(path), 1024 * 1024).decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise PolicyError(f"{path}: cannot read policy file: {exc}") from None
     try:
@@ -86,7 +97,7 @@ def load_policy(path: Path) -> Policy:
     except _DuplicateKeyError as exc:
         raise PolicyError(f"{path}: {exc}") from None
     except (ValueError, RecursionError) as exc:  # JSONDecodeError, an int of over 4300 digits; nesting too deep
-        raise PolicyError(f"{path}: not valid JSON: {exc}") from None
+        raise PolicyError(f"{path}: not valid JSON: {str(exc)[:120]}") from None
     try:
         return parse_policy(doc)
     except PolicyError as exc:
@@ -125,7 +136,7 @@ def parse_policy(doc: Any) -> Policy:
 def _attestation(doc: Any) -> AttestationPolicy:
     where = "attestation_policy"
     _require_mapping(where, doc, {"tee_type", "min_tcb_level", "allowed_measurements",
-                                  "enforce_debug_disabled", "require_secure_boot"})
+                                  "enforce_debug_disabled", "require_secure_boot", *EVIDENCE_RULE_FIELDS})
     tee_type = doc.get("tee_type")
     if tee_type is not None:
         if not isinstance(tee_type, str) or tee_type.lower() not in TEE_TYPES:
@@ -138,7 +149,29 @@ def _attestation(doc: Any) -> AttestationPolicy:
         allowed_measurements=_measurements(doc.get("allowed_measurements")),
         enforce_debug_disabled=_bool(f"{where}.enforce_debug_disabled", doc.get("enforce_debug_disabled", False)),
         require_secure_boot=_bool(f"{where}.require_secure_boot", doc.get("require_secure_boot", False)),
+        allowed_tcb_status=_names(f"{where}.allowed_tcb_status", doc.get("allowed_tcb_status"), TCB_STATUSES),
+        required_vmpl=_vmpl(f"{where}.required_vmpl", doc.get("required_vmpl")),
+        allow_migrate_ma=_bool(f"{where}.allow_migrate_ma", doc.get("allow_migrate_ma", True)),
+        allow_missing_collateral=_names(f"{where}.allow_missing_collateral", doc.get("allow_missing_collateral"),
+                                        OPTIONAL_COLLATERAL) or (),
     )
+
+
+def _names(where: str, value: Any, allowed: tuple[str, ...]) -> tuple[str, ...] | None:
+    """A list of names from ``allowed`` (``None`` when absent); an empty list is kept as written."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or any(item not in allowed for item in value):
+        raise PolicyError(f"{where}: expected a list of {', '.join(allowed)} (got {str(value)[:80]})")
+    return tuple(value)
+
+
+def _vmpl(where: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 3:
+        raise PolicyError(f"{where}: expected a VMPL between 0 and 3 (got {value!r})")
+    return value
 
 
 def _min_tcb(doc: Any) -> Mapping[str, int | bytes] | None:
@@ -174,6 +207,7 @@ def _measurements(doc: Any) -> tuple[str, ...] | None:
         return None
     if not isinstance(doc, list):
         raise PolicyError(f"{where}: expected a list of \"sha384:<96 hex digits>\"")
+    # An empty list allows no measurement at all (fail closed); leave the field out to not check measurements.
     out = []
     for i, item in enumerate(doc):
         if not isinstance(item, str) or not _MEASUREMENT_RE.match(item.lower()):
@@ -255,6 +289,9 @@ ATTESTATION_RULES = {
     "allowed_measurements": "measurement",
     "enforce_debug_disabled": "debug",
     "require_secure_boot": "secure_boot",
+    "allowed_tcb_status": "tcb",
+    "required_vmpl": "policy",
+    "allow_migrate_ma": "policy",
 }
 
 
@@ -282,6 +319,23 @@ def check_attestation(policy: AttestationPolicy, verified: Verified) -> list[Vio
     if policy.require_secure_boot and verified.secure_boot is not True:
         out.append(Violation("require_secure_boot", "the evidence cannot show that secure boot was enabled "
                                                     "(no event log); failing closed"))
+    out += _check_evidence_rules(policy, verified)
+    return out
+
+
+def _check_evidence_rules(policy: AttestationPolicy, verified: Verified) -> list[Violation]:
+    out: list[Violation] = []
+    if policy.allowed_tcb_status is not None and verified.tcb_status not in policy.allowed_tcb_status:
+        shown = verified.tcb_status or "not evaluated (no collateral, or not TDX)"
+        out.append(Violation("allowed_tcb_status", f"TCB status {shown} is not one of "
+                                                   f"{', '.join(policy.allowed_tcb_status) or '(none)'}"))
+    snp = verified.tee_type == "sev-snp"
+    if policy.required_vmpl is not None and (not snp or verified.details.get("vmpl") != str(policy.required_vmpl)):
+        out.append(Violation("required_vmpl", f"report VMPL {verified.details.get('vmpl', 'unknown')} is not the "
+                                              f"required {policy.required_vmpl}"))
+    if not policy.allow_migrate_ma and (not snp or verified.details.get("migrate_ma") != "false"):
+        out.append(Violation("allow_migrate_ma", "the guest policy allows a migration agent (MIGRATE_MA), or the "
+                                                 "evidence cannot show it does not"))
     return out
 
 

@@ -29,6 +29,8 @@ TEE_TYPE_TDX = 0x81
 CERT_TYPE_PCK_CHAIN = 5
 CERT_TYPE_QE_REPORT = 6
 TD_ATTRIBUTES_DEBUG = 1 << 0
+# Intel's Quoting Enclave vendor id (DCAP quote format, header QE_VENDOR_ID); quotes from any other QE are refused.
+INTEL_QE_VENDOR_ID = bytes.fromhex("939a7233f79c4ca9940a0db3957f0607")
 MAX_CERT_DATA = 64 * 1024  # far above any real PCK chain; bounds what a hostile length can make us slice
 
 
@@ -183,6 +185,8 @@ def parse_quote(data: bytes) -> TdxQuote:
         raise EvidenceError("unsupported", f"quote TEE type {tee_type:#x} is not TDX (0x81)")
     if att_key_type != ATT_KEY_TYPE_ECDSA_P256:
         raise EvidenceError("unsupported", f"TDX attestation key type {att_key_type} not supported (need 2)")
+    if header[12:28] != INTEL_QE_VENDOR_ID:
+        raise EvidenceError("unsupported", f"TDX quote QE vendor id {header[12:28].hex()} is not Intel's")
     body_type, body = _body(r, version)
     signed_end = r.pos
     sig_len = r.u32("signature data length")

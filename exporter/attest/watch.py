@@ -3,7 +3,8 @@
 Producers write the file and close it (inotify IN_CLOSE_WRITE -> watchdog ``FileClosedEvent``) or rename it into
 place (``FileMovedEvent``); acting on those rather than on creation means a half-written file is never read.
 Files already present at start-up are processed once too. Certificates, collateral and temporary files are not
-evidence and are skipped; subdirectories (``<name>.certs/``) are not watched.
+evidence and are skipped; subdirectories (``<name>.certs/``) are not watched. A name that is not a regular file
+(a FIFO, a device) or is larger than any evidence goes to the ``unreadable`` callback without being read.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from pathlib import Path
 
 from watchdog.events import FileClosedEvent, FileMovedEvent, FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
+
+from exporter.attest.evidence import read_evidence
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +69,7 @@ class EvidenceWatcher:
         observer.daemon = True
         observer.start()
         self._observer = observer
-        for path in sorted(p for p in self.folder.iterdir() if p.is_file()):
+        for path in sorted(p for p in self.folder.iterdir() if not p.is_dir()):
             self._enqueue(path)
         self._worker = threading.Thread(target=self._run, name="attestation-evidence", daemon=True)
         self._worker.start()
@@ -103,10 +106,10 @@ class EvidenceWatcher:
                     self.idle.set()  # tests and shutdown can tell "everything seen so far is processed"
 
     def _handle(self, path: Path) -> None:
-        if not path.is_file():
+        if not path.exists() and not path.is_symlink():
             return  # already moved away (quarantined) or deleted
         try:
-            data = path.read_bytes()
+            data = read_evidence(path)  # a FIFO, device or oversized file is unreadable, never blocks the worker
         except OSError as exc:
             self.unreadable(path, exc)
             return

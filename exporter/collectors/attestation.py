@@ -150,7 +150,13 @@ class AttestationCollector(Collector):
 
     def _unreadable(self, path: Path, exc: OSError) -> None:
         self.stats.evidence_errors.labels("unreadable").inc()
-        log.warning("evidence unreadable", extra={"file": str(path), "error": exc.strerror or str(exc)})
+        detail = exc.strerror or str(exc)
+        log.warning("evidence unreadable", extra={"file": str(path), "error": detail})
+        self.journal.append(self.journal.event(  # every file the watcher sees gets a journal event, this one too
+            action="attestation-evidence", category=["authentication"], type=["info", "denied"], dataset=DATASET,
+            outcome="failure", reason="unreadable", message=f"evidence {path.name} unreadable: {detail}",
+            tee={"type": "unknown", "policy": {"result": "not_evaluated"}, "attestation": {"source": "evidence"}},
+            extra={"file": {"path": str(path)}}))
 
     def _evidence_event(self, path: Path, sha256: str, outcome: Outcome, seconds: float,
                         moved_to: Path | None) -> dict[str, Any]:

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 
+from exporter.attest.errors import EvidenceError
 from exporter.collectors.attestation import AttestationCollector
 from exporter.collectors.base import CollectorContext
 from exporter.collectors.kbs import KbsCollector
@@ -24,6 +26,7 @@ from exporter.logs.tail import Tailer
 from tests.jsonl import complete_json_lines
 
 from ..helpers import exposition, promtool_check, samples, value
+from . import forge
 from .vectors import SNP, TDX
 
 KBS_LINES = [
@@ -263,3 +266,40 @@ def test_quarantined_file_event_keeps_its_hash(attestation) -> None:
     assert event["file"]["hash"]["sha256"] == hashlib.sha256((TDX / "quote-v4-3-truncated.dat").read_bytes()).hexdigest()
     assert event["event"]["reason"] == "parse" and "quarantined" in event["message"]
     assert len(list(quarantine.iterdir())) == 1
+
+
+def test_fifo_and_unreadable_evidence_get_an_event_and_do_not_block(tmp_path) -> None:
+    """A FIFO present at start-up is never opened for reading (it would block the worker); it and the files after
+    it each get a metric and a journal event."""
+    evidence = tmp_path / "evidence"
+    evidence.mkdir()
+    os.mkfifo(evidence / "a-fifo.dat")
+    ctx, journal = make_ctx(tmp_path, attestation_evidence_dir=evidence)
+    collector = AttestationCollector(ctx)
+    collector.start()
+    try:
+        (evidence / "quote.dat").write_bytes((TDX / "quote-v4-3.dat").read_bytes())
+        assert wait_for(lambda: len(journal_events(journal, "tee.attestation")) >= 2)
+        assert wait_for(lambda: collector.watcher.idle.is_set())
+        text = exposition(collector)
+    finally:
+        collector.stop()
+    events = {Path(e["file"]["path"]).name: e for e in journal_events(journal, "tee.attestation")}
+    assert events["a-fifo.dat"]["event"]["reason"] == "unreadable"
+    assert "not a regular file" in events["a-fifo.dat"]["message"]
+    assert events["quote.dat"]["event"]["outcome"] == "success"
+    assert value(text, "tee_attestation_evidence_errors_total", reason="unreadable") == 1
+    for event in events.values():
+        jsonschema.validate(event, load_schema())
+
+
+def test_trust_root_of_no_vendor_stops_the_collector_at_start_up(tmp_path) -> None:
+    """The daemon turns this EvidenceError into its one-line start-up error (exporter.cli.STARTUP_ERRORS)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = forge.intel_name("Some Private CA")
+    root = tmp_path / "root.pem"
+    root.write_bytes(forge.pem(forge.issue(name, name, key.public_key(), key, ca=True, usage=forge.CA_USAGE)))
+    ctx, _ = make_ctx(tmp_path, attestation_evidence_dir=tmp_path / "evidence", attestation_trust_roots=[root])
+    with pytest.raises(EvidenceError) as err:
+        AttestationCollector(ctx)
+    assert "neither an AMD ARK" in str(err.value)

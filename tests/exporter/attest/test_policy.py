@@ -16,7 +16,9 @@ from exporter.attest.policy import (
     parse_size,
 )
 from exporter.attest.trust import TrustStore
+from exporter.attest.verify_snp import SnpCerts
 
+from . import forge
 from .vectors import SNP, SNP_AT, SNP_VECTORS, TDX, TDX_AT, snp_certs
 
 DESIGN_EXAMPLE = {
@@ -139,3 +141,92 @@ def test_tee_type_and_min_tcb() -> None:
     assert _attester(min_tcb_level={"snp": 24}).check(snp, at=SNP_AT, snp_certs=certs).reasons == ["tcb"]
     # an SNP minimum cannot be shown by a TDX quote: fail closed
     assert _attester(min_tcb_level={"snp": 1}).check(data, at=TDX_AT).reasons == ["tcb"]
+
+
+# --- fields for the evidence itself: TCB status, VMPL, MIGRATE_MA, incomplete collateral --------------------------
+
+AMD = forge.amd_pki()
+VCEK_KEY, VCEK = AMD.vcek()
+
+
+def _forged_attester(**attestation) -> Attester:
+    policy = parse_policy({"version": "1.0", "attestation_policy": attestation})
+    return Attester(forge.trust_with(AMD.ark, forge.intel_pki().root), policy.attestation)
+
+
+def _snp(attester: Attester, **report) -> list[str]:
+    outcome = attester.check(forge.snp_report(VCEK_KEY, **report), at=forge.AT,
+                             snp_certs=SnpCerts(VCEK, (AMD.ask,)))
+    assert outcome.verified is not None
+    return [v.rule for v in outcome.violations]
+
+
+def test_required_vmpl() -> None:
+    assert _snp(_forged_attester(required_vmpl=0), vmpl=0) == []
+    assert _snp(_forged_attester(required_vmpl=0), vmpl=1) == ["required_vmpl"]
+    tdx = _forged_attester(required_vmpl=0).check(forge.tdx_world().quote(), at=forge.AT)
+    assert tdx.reasons == ["policy"]  # a TDX quote cannot show a VMPL: fail closed
+
+
+def test_migrate_ma_can_be_refused() -> None:
+    with_ma = 0x30000 | (1 << 18)
+    assert _snp(_forged_attester(), policy=with_ma) == []  # allowed unless the policy says otherwise
+    assert _snp(_forged_attester(allow_migrate_ma=False), policy=0x30000) == []
+    assert _snp(_forged_attester(allow_migrate_ma=False), policy=with_ma) == ["allow_migrate_ma"]
+
+
+def test_empty_measurement_list_allows_nothing() -> None:
+    assert _snp(_forged_attester(allowed_measurements=[])) == ["allowed_measurements"]
+
+
+def test_allowed_tcb_status_without_collateral_fails_closed() -> None:
+    outcome = _forged_attester(allowed_tcb_status=["UpToDate"]).check(forge.tdx_world().quote(), at=forge.AT)
+    assert outcome.reasons == ["tcb"] and "not evaluated" in outcome.violations[0].message
+
+
+def test_allowed_tcb_status_with_collateral(tmp_path) -> None:
+    world = forge.tdx_world()
+    collateral = world.collateral(tmp_path)
+    for allowed, ok in ((["UpToDate"], True), (["OutOfDate"], False)):
+        policy = parse_policy({"version": "1.0", "attestation_policy": {"allowed_tcb_status": allowed}})
+        attester = Attester(forge.trust_with(world.pki.root), policy.attestation, collateral)
+        assert attester.check(world.quote(), at=forge.AT).ok is ok
+
+
+def test_allow_missing_collateral_reaches_the_verifier(tmp_path) -> None:
+    world = forge.tdx_world().replace(qe_identity=None)
+    collateral = world.collateral(tmp_path)
+    strict = Attester(forge.trust_with(world.pki.root), None, collateral).check(world.quote(), at=forge.AT)
+    assert strict.reasons == ["collateral"]
+    policy = parse_policy({"version": "1.0", "attestation_policy": {"allow_missing_collateral": ["qe_identity"]}})
+    lenient = Attester(forge.trust_with(world.pki.root), policy.attestation, collateral)
+    assert lenient.check(world.quote(), at=forge.AT).ok
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("allowed_tcb_status", ["Revoked"]), ("allowed_tcb_status", "UpToDate"), ("required_vmpl", 4),
+    ("required_vmpl", True), ("allow_migrate_ma", "no"), ("allow_missing_collateral", ["tcb_info"]),
+])
+def test_new_fields_are_validated(field: str, value) -> None:
+    with pytest.raises(PolicyError) as err:
+        parse_policy({"version": "1.0", "attestation_policy": {field: value}})
+    assert str(err.value).startswith(f"attestation_policy.{field}:")
+
+
+@pytest.mark.parametrize(("attestation", "field"), [
+    ({"min_tcb_level": {"tdx_tcb": "0x030"}}, "attestation_policy.min_tcb_level.tdx_tcb"),
+    ({"min_tcb_level": {"tdx_tcb": 3}}, "attestation_policy.min_tcb_level.tdx_tcb"),
+    ({"min_tcb_level": {"snp": 256}}, "attestation_policy.min_tcb_level.snp"),
+    ({"min_tcb_level": {"snp": True}}, "attestation_policy.min_tcb_level.snp"),
+    ({"allowed_measurements": "sha384:" + "ab" * 48}, "attestation_policy.allowed_measurements"),
+])
+def test_ill_typed_attestation_values_are_named(attestation: dict, field: str) -> None:
+    with pytest.raises(PolicyError) as err:
+        parse_policy({"version": "1.0", "attestation_policy": attestation})
+    assert str(err.value).startswith(field + ":")
+
+
+def test_attestation_policy_must_be_an_object() -> None:
+    with pytest.raises(PolicyError) as err:
+        parse_policy({"version": "1.0", "attestation_policy": ["tdx"]})
+    assert str(err.value) == "attestation_policy: expected an object"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from exporter.attest.collateral import load_dir, parse_pcs_json
+from exporter.attest.collateral import TdxTcbInfo, load_dir, parse_pcs_json, tdx_tcb_info
 from exporter.attest.errors import EvidenceError
 from exporter.attest.tdx import parse_quote
 from exporter.attest.trust import TrustStore
@@ -36,16 +36,33 @@ def test_decoded_facts_match_sources() -> None:
     assert pck_facts(spr.pck_chain_pem).fmspc == "50806f000000"
 
 
-@pytest.mark.parametrize(("quote", "files", "at", "status"), [
-    ("quote-v4-3.dat", ("collateral-3.json",), utc(2025, 7, 1), "UpToDate"),
-    ("quote-v5-2.dat", ("tcbinfo-2.json", "tcb-signing-chain.pem"), utc(2026, 2, 15), "UpToDate"),
+ALL_OPTIONAL = ("pck_crl", "root_ca_crl", "qe_identity")
+PARTIAL = [  # real collateral sets that lack CRLs (and one the QE identity): usable only when the policy says so
+    ("quote-v5-2.dat", ("tcbinfo-2.json", "tcb-signing-chain.pem"), utc(2026, 2, 15), "UpToDate", ALL_OPTIONAL),
     ("quote-v4-6.dat", ("tcbinfo-6.json", "qeidentity-6.json", "tcb-signing-chain.pem"), utc(2025, 11, 1),
-     "OutOfDate"),
+     "OutOfDate", ("pck_crl", "root_ca_crl")),
+]
+
+
+@pytest.mark.parametrize(("quote", "files", "at", "status", "allow"), [
+    ("quote-v4-3.dat", ("collateral-3.json",), utc(2025, 7, 1), "UpToDate", ()),
+    *PARTIAL,
 ])
-def test_collateral_gives_tcb_status(verifier, tmp_path, quote, files, at, status) -> None:
+def test_collateral_gives_tcb_status(verifier, tmp_path, quote, files, at, status, allow) -> None:
     collateral = load_dir(collateral_dir(tmp_path, *files))
-    verified = verifier.verify((TDX / quote).read_bytes(), at, collateral)
+    verified = verifier.verify((TDX / quote).read_bytes(), at, collateral, allow)
     assert verified.tcb_status == status
+
+
+@pytest.mark.parametrize(("quote", "files", "at", "status", "allow"), PARTIAL)
+def test_incomplete_real_collateral_is_refused_unless_allowed(verifier, tmp_path, quote, files, at, status,
+                                                              allow) -> None:
+    collateral = load_dir(collateral_dir(tmp_path, *files))
+    for missing in allow:
+        with pytest.raises(EvidenceError) as err:
+            verifier.verify((TDX / quote).read_bytes(), at, collateral, tuple(a for a in allow if a != missing))
+        assert err.value.reason == "collateral"
+        assert missing in str(err.value)
 
 
 def test_full_collateral_checks_crls_without_warnings(verifier, tmp_path) -> None:
@@ -77,8 +94,8 @@ def test_tcb_matching_on_2023_collateral() -> None:
     assert err.value.reason == "tcb"
 
 
-def load_dir_single(name: str) -> dict:
-    return parse_pcs_json((TDX / name).read_text()).tcb_infos[0].doc
+def load_dir_single(name: str) -> TdxTcbInfo:
+    return tdx_tcb_info(parse_pcs_json((TDX / name).read_text()).tcb_infos[0].doc)
 
 
 def test_stale_collateral_is_expired(verifier, tmp_path) -> None:
@@ -91,7 +108,7 @@ def test_stale_collateral_is_expired(verifier, tmp_path) -> None:
 def test_collateral_for_another_fmspc_is_a_collateral_error(verifier, tmp_path) -> None:
     collateral = load_dir(collateral_dir(tmp_path, "tcbinfo-6.json", "tcb-signing-chain.pem"))
     with pytest.raises(EvidenceError) as err:
-        verifier.verify((TDX / "quote-v4-3.dat").read_bytes(), utc(2025, 11, 1), collateral)
+        verifier.verify((TDX / "quote-v4-3.dat").read_bytes(), utc(2025, 11, 1), collateral, ALL_OPTIONAL)
     assert err.value.reason == "collateral"
 
 
@@ -100,7 +117,7 @@ def test_tampered_tcb_info_signature_is_rejected(verifier, tmp_path) -> None:
     text = (folder / "tcbinfo-6.json").read_text()
     (folder / "tcbinfo-6.json").write_text(text.replace('"tcbEvaluationDataNumber":17', '"tcbEvaluationDataNumber":18'))
     with pytest.raises(EvidenceError) as err:
-        verifier.verify((TDX / "quote-v4-6.dat").read_bytes(), utc(2025, 11, 1), load_dir(folder))
+        verifier.verify((TDX / "quote-v4-6.dat").read_bytes(), utc(2025, 11, 1), load_dir(folder), ALL_OPTIONAL)
     assert err.value.reason == "collateral"
 
 
