@@ -6,7 +6,13 @@ bounded reorder window sorts them by ``seq``; records sharing a ``seq`` form a g
 group is the one that links to its predecessor and is linked to by its successor. Memory is bounded by the window,
 never by the chain length.
 
-Finding kinds: modified, missing, inserted, reordered, duplicate, broken-link, bad-signature, checkpoint-mismatch.
+Finding kinds: modified, missing, inserted, reordered, duplicate, broken-link, bad-signature, checkpoint-mismatch,
+unsealed (records past the checkpoint promise that no checkpoint covers), stray (bytes in the store that are not a
+record). Records that fell out of retention are not findings: ``Report.expired`` counts them.
+
+The stored bytes are the contract: the shipper writes every record as its RFC 8785 form (``chain.hash`` sorts first
+in the chain object), so a record whose content hashes right but whose stored bytes differ from that form (a
+respelled number, other whitespace or escapes, another key order) is ``modified``: readers would see other text.
 
 ``verify_in_order`` (the fast path, see the end of this module and docs/audit.md) reaches the same report without
 the window for a chain stored intact and in order, from chunk summaries that worker processes can compute; it
@@ -15,6 +21,7 @@ declines anything else, which then goes through ``verify``.
 
 from __future__ import annotations
 
+import datetime as dt
 import heapq
 import sys
 from collections import deque
@@ -26,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from audit import checkpoint as cp
 from audit.canonical import CanonicalError, canonicalize, loads
-from audit.chain import GENESIS, canonical_link, intact_link, record_hash
+from audit.chain import GENESIS, canonical_link, record_hash
 
 WINDOW = 4096
 MAX_LISTED_MISSING = 100
@@ -49,8 +56,11 @@ class Report:
     records: int = 0
     checkpoints: int = 0
     unsealed_tail: int = 0
+    expired: int = 0  # records 0..expired-1 fell out of retention (not a finding)
+    last_seq: int = -1
     findings: list[Finding] = field(default_factory=list)
     truncated_findings: int = 0
+    failure_store: list[dict[str, Any]] = field(default_factory=list)  # Elasticsearch: documents it refused
 
     @property
     def intact(self) -> bool:
@@ -58,9 +68,10 @@ class Report:
 
     def as_dict(self) -> dict[str, Any]:
         return {"intact": self.intact, "chain": self.chain, "records": self.records,
-                "checkpoints": self.checkpoints, "unsealed_tail": self.unsealed_tail,
+                "checkpoints": self.checkpoints, "unsealed_tail": self.unsealed_tail, "expired": self.expired,
+                "last_seq": self.last_seq,
                 "findings": [f.as_dict() for f in self.findings],
-                "findings_not_listed": self.truncated_findings}
+                "findings_not_listed": self.truncated_findings, "failure_store": self.failure_store}
 
 
 @dataclass
@@ -68,10 +79,11 @@ class Rec:
     seq: int
     hash: str  # as stored
     prev: str
-    valid: bool  # the stored hash matches the content
+    valid: bool  # the stored bytes are the RFC 8785 form of content that matches the stored hash
     computed: str
     arrival: int
     misplaced: bool = False
+    why: str = ""  # why not valid
 
     @property
     def key(self) -> tuple[str, str]:
@@ -79,25 +91,76 @@ class Rec:
 
 
 class VerifyError(Exception):
-    """Verification could not run (unreadable store, unreachable Elasticsearch, bad key)."""
+    """Verification could not run (unreadable store, unreachable Elasticsearch, bad key, unknown chain)."""
 
 
-def parse_record(raw: bytes | dict[str, Any], arrival: int) -> Rec | Finding:
-    """A stored document as a ``Rec``; a line that is not a chained record at all is a finding."""
+@dataclass(frozen=True)
+class Promise:
+    """The shipper's promise: a checkpoint at least every ``every_records`` records and every ``every_seconds``
+    seconds (0: no such promise); ``grace_seconds`` is the auditor's allowance for clocks and delivery."""
+
+    every_records: int = 1000
+    every_seconds: float = 60.0
+    grace_seconds: float = 60.0
+
+
+_HASHED = b'"chain":{"hash":"'
+
+
+def peek_link(line: bytes, chain_json: bytes) -> tuple[int, str] | None:
+    """``(seq, prev_hash)`` read off a line in the shipper's form without parsing; ``canonical_link`` then proves
+    (or refutes) them. None when the line is not in that form."""
+    at = line.find(_HASHED)
+    if at < 0:
+        return None
+    head = b'","id":%s,"prev_hash":"' % chain_json
+    p = at + 81
+    if line[p:p + len(head)] != head:
+        return None
+    p += len(head)
+    prev, tail = line[p:p + 64], line[p + 64:p + 72]
+    if tail != b'","seq":':
+        return None
+    end = line.find(b"}", p + 72)
+    digits = line[p + 72:end]
+    if end < 0 or not digits.isdigit() or len(digits) > 19 or (digits[:1] == b"0" and digits != b"0"):
+        return None
+    return int(digits), prev.decode("ascii", "replace")
+
+
+def parse_record(line: bytes, arrival: int, chain_json: bytes, expect: tuple[int, str] | None = None) -> Rec | Finding:
+    """A stored line as a ``Rec``; a line that is not a chained record of this chain at all is a finding.
+
+    ``expect`` (the seq and prev_hash the previous line suggests) lets the common case skip parsing altogether:
+    ``canonical_link`` proves the line is the RFC 8785 form of a sealed record (see audit/chain.py)."""
+    if expect is not None and (digest := canonical_link(line, chain_json, *expect)) is not None:
+        return Rec(expect[0], digest, expect[1], True, digest, arrival)
+    link = peek_link(line, chain_json)
+    if link is not None and link != expect and (digest := canonical_link(line, chain_json, *link)) is not None:
+        return Rec(link[0], digest, link[1], True, digest, arrival)
+    return _parse_full(line, arrival, chain_json)
+
+
+def _parse_full(line: bytes, arrival: int, chain_json: bytes) -> Rec | Finding:
     try:
-        if isinstance(raw, dict):
-            doc, fast = raw, False
-        else:
-            parsed = loads(raw)
-            doc, fast = parsed.value, parsed.fast
+        parsed = loads(line)
+        doc = parsed.value
         link = doc["chain"]
         seq, stored, prev = link["seq"], link["hash"], link["prev_hash"]
-        if not isinstance(seq, int) or not isinstance(stored, str) or not isinstance(prev, str):
+        if type(seq) is not int or not isinstance(stored, str) or not isinstance(prev, str):
             raise TypeError("chain fields have the wrong types")
-        computed = record_hash(doc, fast)
-    except (CanonicalError, KeyError, TypeError) as exc:
+        if canonicalize(link.get("id")) != chain_json:
+            return Finding("inserted", seq, f"stored entry #{arrival} is a record of chain {link.get('id')!r}")
+        computed = record_hash(doc, parsed.fast)
+        form = canonicalize(doc, parsed.fast)
+    except (CanonicalError, KeyError, TypeError, AttributeError) as exc:
         return Finding("inserted", None, f"stored entry #{arrival} is not a chained record ({exc})")
-    return Rec(seq, stored, prev, computed == stored, computed, arrival)
+    why = ""
+    if computed != stored:
+        why = "content does not match its hash"
+    elif form != line:
+        why = "stored bytes are not the record's RFC 8785 form (content hashes right; e.g. a respelled number)"
+    return Rec(seq, stored, prev, not why, computed, arrival, why=why)
 
 
 def flag_misplaced(recs: Iterable[Rec]) -> Iterator[Rec]:
@@ -129,14 +192,15 @@ class _Checkpoints:
         self.by_last: dict[int, list[bytes]] = {}
         self.max_size = 0
         origin = cp.origin_for(chain_id)
-        for text in texts:
+        for text in dict.fromkeys(texts):  # the same note stored twice (two streams) counts once
             try:
                 note = cp.parse(text)
-            except cp.CheckpointError as exc:
+                signed = cp.verify(note, key)
+            except (cp.CheckpointError, UnicodeError) as exc:
                 report.findings.append(Finding("bad-signature", None, f"unreadable checkpoint: {exc}"))
                 continue
             last = note.size - 1
-            if not cp.verify(note, key):
+            if not signed:
                 report.findings.append(Finding("bad-signature", last, f"checkpoint of size {note.size} is not "
                                                "signed by the trusted key"))
             elif note.origin != origin:
@@ -148,16 +212,45 @@ class _Checkpoints:
                 report.checkpoints += 1
 
 
+@dataclass(frozen=True)
+class Anchor:
+    """Where verification starts: ``start`` (the first seq judged), the hash record ``start`` must have (a trusted
+    checkpoint's root) or the prev_hash it must link to (a signed checkpoint ending just before it), and the size
+    up to which records must exist."""
+
+    start: int = 0
+    root: bytes | None = None
+    prev: str | None = GENESIS
+    sealed: int = 0  # records 0..sealed-1 are covered by the trusted checkpoint
+    expired: int = 0
+
+
+def anchor_for(chain_id: str, cps: _Checkpoints, trusted: cp.Checkpoint | None, floor: int) -> Anchor:
+    """The trusted checkpoint's record (a note of another chain is an error, not a switch), moved forward to the
+    oldest record retention left (``floor``), whose predecessor a signed checkpoint may name."""
+    start, root, sealed = 0, None, 0
+    if trusted is not None:
+        if trusted.origin != cp.origin_for(chain_id):
+            raise VerifyError(f"the trusted checkpoint is of {trusted.origin!r}, not of chain {chain_id!r}")
+        if trusted.size == 0:
+            raise VerifyError("the trusted checkpoint is of an empty chain")
+        start, root, sealed = trusted.size - 1, trusted.root, trusted.size
+    if floor > start:
+        roots = cps.by_last.get(floor - 1, [])
+        return Anchor(floor, None, roots[0].hex() if roots else None, max(sealed, floor), floor)
+    return Anchor(start, root, GENESIS if start == 0 else None, sealed)
+
+
 class _Walker:
     """Consumes records sorted by seq (groups of equal seq) and records findings."""
 
-    def __init__(self, report: Report, cps: _Checkpoints, start: int, anchor: bytes | None,
-                 progress: bool) -> None:
-        self.r, self.cps, self.exp, self.anchor = report, cps, start, anchor
-        self.start = start
-        self.prev: str | None = GENESIS if start == 0 else None
-        self.last = start - 1
+    def __init__(self, report: Report, cps: _Checkpoints, anchor: Anchor, progress: bool) -> None:
+        self.r, self.cps, self.a = report, cps, anchor
+        self.start = self.exp = anchor.start
+        self.prev: str | None = anchor.prev
+        self.last = anchor.start - 1
         self.progress = progress
+        report.expired = anchor.expired
 
     def add(self, finding: Finding) -> None:
         if len(self.r.findings) < MAX_FINDINGS:
@@ -175,17 +268,21 @@ class _Walker:
     def group(self, group: list[Rec], nxt: list[Rec] | None) -> None:
         seq = group[0].seq
         if seq < self.start:
-            return  # before the trusted checkpoint: retention may have removed its predecessors
+            return  # before the trusted checkpoint, or expired: retention may have removed its predecessors
         if seq < self.exp:
-            for rec in group:
+            for _ in group:
                 self.add(Finding("reordered", seq, "record stored far out of sequence order"))
             return
         if seq > self.exp:
             self.missing(self.exp, seq - 1, "no record with this seq")
             self.prev = None
         genuine = self._pick(group, nxt)
+        self.commit(genuine)
+
+    def commit(self, genuine: Rec) -> None:
+        seq = genuine.seq
         if not genuine.valid:
-            self.add(Finding("modified", seq, "content does not match its hash"))
+            self.add(Finding("modified", seq, genuine.why or "content does not match its hash"))
         if self.prev is not None and genuine.prev != self.prev:
             self.add(Finding("broken-link", seq, "prev_hash does not match the previous record's hash"))
         self.against_checkpoints(seq, genuine.hash)
@@ -196,7 +293,7 @@ class _Walker:
 
     def against_checkpoints(self, seq: int, digest: str) -> None:
         """The record at ``seq`` (hash ``digest``) against the trusted checkpoint and the signed ones."""
-        if seq == self.start and self.anchor is not None and bytes.fromhex(digest) != self.anchor:
+        if seq == self.start and self.a.root is not None and bytes.fromhex(digest) != self.a.root:
             self.add(Finding("checkpoint-mismatch", seq, "record disagrees with the trusted checkpoint"))
         for root in self.cps.by_last.get(seq, ()):
             if root.hex() != digest:
@@ -205,6 +302,11 @@ class _Walker:
 
     def _pick(self, group: list[Rec], nxt: list[Rec] | None) -> Rec:
         seq = group[0].seq
+        if len(group) == 1:
+            rec = group[0]
+            if rec.misplaced:
+                self.add(Finding("reordered", seq, "record is stored out of sequence order"))
+            return rec
         successors = {rec.prev for rec in nxt} if nxt and nxt[0].seq == seq + 1 else set()
         distinct: dict[tuple[str, str], list[Rec]] = {}
         for rec in group:
@@ -227,20 +329,24 @@ class _Walker:
         return distinct[best][0]
 
     def finish(self) -> None:
-        if self.cps.max_size - 1 > self.last:
-            self.missing(self.last + 1, self.cps.max_size - 1,
+        vouched = max(self.cps.max_size, self.a.sealed)
+        if vouched - 1 > self.last:
+            self.missing(max(self.last + 1, self.start), vouched - 1,
                          "covered by a signed checkpoint but gone (tail truncated)")
-        sealed = max([s + 1 for s in self.cps.by_last if s <= self.last] + [self.start if self.anchor else 0])
+        covered = [s + 1 for s in self.cps.by_last if s <= self.last]
+        sealed = max([*covered, self.a.sealed, self.start])
         self.r.unsealed_tail = max(0, self.last + 1 - sealed)
+        self.r.last_seq = self.last
 
 
 def verify(chain_id: str, stored: Iterable[Rec | Finding], checkpoints: Iterable[str], key: Ed25519PublicKey,
-           trusted: cp.Checkpoint | None = None, progress: bool = False, window: int = WINDOW) -> Report:
-    """Verify one chain; ``stored`` yields records (with ``misplaced`` set) in storage order."""
+           trusted: cp.Checkpoint | None = None, progress: bool = False, window: int = WINDOW,
+           floor: int = 0) -> Report:
+    """Verify one chain; ``stored`` yields records (with ``misplaced`` set) in storage order. ``floor``: the first
+    seq retention left (records below it expired). Raises only ``VerifyError``."""
     report = Report(chain_id)
     cps = _Checkpoints(chain_id, checkpoints, key, report)
-    start, anchor = (trusted.size - 1, trusted.root) if trusted else (0, None)
-    walker = _Walker(report, cps, start, anchor, progress)
+    walker = _Walker(report, cps, anchor_for(chain_id, cps, trusted, floor), progress)
     heap: list[tuple[int, int, Rec]] = []
     groups: deque[list[Rec]] = deque()
 
@@ -271,11 +377,55 @@ def verify(chain_id: str, stored: Iterable[Rec | Finding], checkpoints: Iterable
 def trusted_checkpoint(text: str, key: Ed25519PublicKey) -> cp.Checkpoint:
     try:
         note = cp.parse(text)
-    except cp.CheckpointError as exc:
+        signed = cp.verify(note, key)
+    except (cp.CheckpointError, UnicodeError) as exc:
         raise VerifyError(f"trusted checkpoint: {exc}") from None
-    if not cp.verify(note, key):
+    if not signed:
         raise VerifyError("trusted checkpoint is not signed by the given public key")
     return note
+
+
+# The checkpoint promise. A checkpoint protects only what it covers; past the last one, a record can be forged
+# or cut without any signature noticing. The shipper promises a checkpoint every N records and every T seconds,
+# so a longer uncovered tail, or one holding records older than T (plus the auditor's grace), is a finding.
+
+
+def _age(stamp: Any, now: float) -> float | None:
+    """Seconds since ``stamp`` (an ISO 8601 ``@timestamp``); None when it is not one."""
+    if not isinstance(stamp, str):
+        return None
+    try:
+        when = dt.datetime.fromisoformat(stamp)  # 3.11 reads "Z"
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return now - when.timestamp()
+
+
+def judge_tail(report: Report, promise: Promise | None, now: float,
+               tail: Iterable[tuple[int, Any]]) -> None:
+    """Add an ``unsealed`` finding when the uncovered tail breaks ``promise``. ``tail`` yields ``(seq,
+    @timestamp)`` of the uncovered records (read only when the count alone does not decide)."""
+    if promise is None or report.unsealed_tail == 0:
+        return
+    last = report.last_seq
+    first = last - report.unsealed_tail + 1
+    n = report.unsealed_tail
+    if promise.every_records and n > promise.every_records:
+        reason = f"{n} records, but the shipper signs a checkpoint at least every {promise.every_records}"
+    elif promise.every_seconds:
+        limit = promise.every_seconds + promise.grace_seconds
+        stale = [seq for seq, stamp in tail if (age := _age(stamp, now)) is None or age > limit
+                 or age < -promise.grace_seconds]
+        if not stale:
+            return
+        reason = (f"{len(stale)} of them timestamped more than {limit:g} s ago (or in the future), but the "
+                  f"shipper signs a checkpoint at least every {promise.every_seconds:g} s")
+    else:
+        return
+    report.findings.append(Finding("unsealed", first, f"records {first}..{last} are covered by no checkpoint: "
+                                   f"{reason}"))
 
 
 # The fast path. A chain stored intact and in order (every line proves its own hash, seqs consecutive, every link
@@ -297,33 +447,26 @@ class ChunkSummary:
     marks: dict[int, str] = field(default_factory=dict)  # hash at each seq a checkpoint asks about
 
 
-def _full_link(line: bytes) -> tuple[int, str, str] | None:
-    """A line in another shape than the shipper writes (e.g. reformatted, \\u-escaped): the full parse decides."""
-    rec = parse_record(line, 0)
-    return (rec.seq, rec.hash, rec.prev) if isinstance(rec, Rec) and rec.valid else None
-
-
 def scan_chunk(lines: Iterable[bytes], wanted: Container[int], chain_id: str = "") -> ChunkSummary:
-    """Summarise stored lines in file order, recording the hash at every seq in ``wanted``. Once the chain is
-    under way the next seq and prev_hash are known, so a line in RFC 8785 form is checked without parsing."""
+    """Summarise stored lines in file order, recording the hash at every seq in ``wanted``. Every line must be
+    in the shipper's form (checked by ``canonical_link`` without parsing); the first line's seq and prev_hash
+    are read off it, the following ones must continue the chain."""
     chain_json = canonicalize(chain_id)
     marks: dict[int, str] = {}
     count, first_seq, first_prev, exp, last = 0, -1, "", -1, ""
     for line in lines:
-        if count and (digest := canonical_link(line, chain_json, exp, last)) is not None:
-            seq = exp
-        else:
-            link = intact_link(line) or _full_link(line)
+        if count == 0:
+            link = peek_link(line, chain_json)
             if link is None:
                 return ChunkSummary(False)
-            seq, digest, prev = link
-            if count == 0:
-                first_seq, first_prev = seq, prev
-            elif seq != exp or prev != last:
-                return ChunkSummary(False)
-        if seq in wanted:
-            marks[seq] = digest
-        exp, last, count = seq + 1, digest, count + 1
+            first_seq, first_prev = link
+            exp, last = link
+        digest = canonical_link(line, chain_json, exp, last)
+        if digest is None:
+            return ChunkSummary(False)
+        if exp in wanted:
+            marks[exp] = digest
+        exp, last, count = exp + 1, digest, count + 1
     return ChunkSummary(count > 0, count, first_seq, first_prev, exp - 1, last, marks)
 
 
@@ -344,7 +487,8 @@ def verify_in_order(chain_id: str, chunks: Iterable[ChunkSummary], checkpoints: 
     in the same order, by the same code."""
     report = Report(chain_id)
     cps = _Checkpoints(chain_id, checkpoints, key, report)
-    start, anchor = (trusted.size - 1, trusted.root) if trusted else (0, None)
+    anchor = anchor_for(chain_id, cps, trusted, 0)
+    start = anchor.start
     first: ChunkSummary | None = None
     last_seq, last_hash = -1, ""
     marks: dict[int, str] = {}
@@ -363,7 +507,7 @@ def verify_in_order(chain_id: str, chunks: Iterable[ChunkSummary], checkpoints: 
         return None  # empty, or records missing before the start: the full path reports them
     if first.first_seq == 0 and first.first_prev != GENESIS:
         return None
-    walker = _Walker(report, cps, start, anchor, False)
+    walker = _Walker(report, cps, anchor, False)
     for seq in sorted({start, *(s for s in cps.by_last if start <= s <= last_seq)}):
         if seq not in marks:
             return None  # the scan was not asked for this seq: cannot judge it here
