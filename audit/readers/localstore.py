@@ -131,16 +131,16 @@ def _layout(chain_dir: Path, chain: str) -> Layout:
         if path.name == "checkpoints" and path.is_dir():
             notes = _notes(path, findings)
         elif match and path.is_file():
-            name_seq = int(match.group(1))
-            first = _first_seq(path, chain_json) if path.stat().st_size else name_seq
-            if first is not None and first != name_seq:
-                findings.append(Finding("reordered", first, f"segment {path.name} holds the records from seq "
-                                        f"{first} on: moved from the segment of that name"))
-            named.append((name_seq if first is None else first, name_seq, path))
+            first = _first_seq(path, chain_json) if path.stat().st_size else None
+            named.append((int(match.group(1)) if first is None else first, int(match.group(1)), path))
         else:
             findings.append(Finding("stray", None, f"{path.name}: not a segment or checkpoint of this chain"))
+    by_name = [path for _, _, path in sorted(named, key=lambda item: item[1])]
     segments = []
-    for _, _, path in sorted(named):
+    for i, (first, _, path) in enumerate(sorted(named)):
+        if by_name[i] != path:  # a whole segment moved: reported once here, then read where its seqs belong
+            findings.append(Finding("reordered", first, f"segment {path.name} holds the records from seq {first} "
+                                    "on: stored out of sequence order (segments swapped or renamed)"))
         size = path.stat().st_size
         segments.append(Segment(path, _complete_size(path, size), size))
     _check_tails(segments, findings)
