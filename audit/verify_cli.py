@@ -11,12 +11,14 @@ import multiprocessing
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from audit import checkpoint as cp
@@ -50,7 +52,7 @@ def verify_store(store: Path, chain: str | None, key: Ed25519PublicKey, trusted:
     """The fast path when the chain is stored intact and in order, else the full path (which alone judges
     records); ``workers`` > 1 spreads the fast path over processes. ``promise``: judge the uncovered tail."""
     try:
-        lay = store_reader.layout(store, chain or (trusted.chain_id if trusted else None))
+        lay = store_reader.layout(store, chain or (trusted.chain_id if trusted else None), trusted is None)
         report = None
         if not lay.findings:
             wanted = checked_seqs(lay.notes, lay.chain, key, trusted)
@@ -100,7 +102,7 @@ def _verify_es_chain(client: Any, stream: str, chain: str, key: Ed25519PublicKey
     floor, _ = reader.retention_floor(client, stream, chain)
     report = verify(chain, reader.records(client, stream, chain), notes, key, trusted, progress=progress,
                     window=0, floor=floor)
-    if report.records == 0 and not report.findings and not notes:
+    if report.records == 0 and not notes and trusted is None:
         raise VerifyError(f"{stream}: no records and no checkpoints of chain {chain!r}")
     report.failure_store = reader.failures(client, stream, chain)
     first = report.last_seq - report.unsealed_tail + 1
@@ -124,11 +126,12 @@ class ChainResult:
         return 2 if self.report is None else (0 if self.report.intact else 1)
 
 
-def _one_chain(args: tuple[EsOptions, str, str, Ed25519PublicKey, Promise | None, float]) -> ChainResult:
-    """One chain of ``--all-chains``, in a worker process with its own connection."""
+def _one_chain(args: tuple[EsOptions, str, str, bytes, Promise | None, float]) -> ChainResult:
+    """One chain of ``--all-chains``, in a worker process with its own connection (keys travel as raw bytes)."""
     from audit.readers import elasticsearch as reader
 
-    conn, stream, chain, key, promise, now = args
+    conn, stream, chain, raw_key, promise, now = args
+    key = Ed25519PublicKey.from_public_bytes(raw_key)
     try:
         client = reader.connect(conn)
         try:
@@ -163,11 +166,15 @@ def verify_all_es(conn: EsOptions, key: Ed25519PublicKey, promise: Promise | Non
     if not names:
         raise VerifyError(f"{stream}: holds no chains")
     stamp = time.time() if now is None else now
-    jobs = [(conn, stream, name, key, promise, stamp) for name in names]
+    raw_key = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    jobs = [(conn, stream, name, raw_key, promise, stamp) for name in names]
     if workers <= 1:
         return [_one_chain(job) for job in jobs]
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-        return list(pool.map(_one_chain, jobs))
+    try:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            return list(pool.map(_one_chain, jobs))
+    except (BrokenProcessPool, OSError) as exc:
+        raise VerifyError(f"the verifying processes failed: {exc}") from None
 
 
 def run(store: Path | None, conn: EsOptions, public_key: Path, chain: str | None, from_checkpoint: Path | None,

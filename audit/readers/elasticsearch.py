@@ -217,7 +217,12 @@ def _missing_index(exc: es.EsError) -> bool:
 def retention_floor(client: Elasticsearch, stream: str, chain_id: str) -> tuple[int, str]:
     """``(first seq still present, why)`` when backing indices older than the oldest present one were deleted
     (retention), else ``(0, "")``. Read from the cluster state: not every distribution has ``_data_stream``."""
-    state = call(client, "GET", f"/_cluster/state/metadata/{stream}?filter_path=metadata.data_stream")
+    try:
+        state = call(client, "GET", f"/_cluster/state/metadata/{stream}?filter_path=metadata.data_stream")
+    except es.EsError as exc:
+        if exc.reason in ("http_401", "http_403"):
+            return 0, ""  # an auditor without the monitor privilege: a deleted prefix is then reported missing
+        raise
     streams = (state.get("metadata", {}).get("data_stream", {}).get("data_stream", {}))
     info = streams.get(stream) if isinstance(streams, dict) else None
     if not isinstance(info, dict) or not info.get("indices"):

@@ -101,9 +101,10 @@ def _notes(directory: Path, findings: list[Finding]) -> list[str]:
     return texts
 
 
-def layout(store: Path, chain: str | None) -> Layout:
+def layout(store: Path, chain: str | None, must_exist: bool = True) -> Layout:
     """The chain directory's contents, checked against what the writer creates. ``VerifyError`` when the store
-    or the chain does not exist, or the chain holds nothing at all."""
+    or the chain does not exist, or the chain holds nothing at all, unless not ``must_exist`` (a trusted
+    checkpoint vouches for records: then their absence is a finding)."""
     try:
         present = sorted(p.name for p in Path(store).iterdir() if p.is_dir() and not p.name.startswith("."))
     except OSError as exc:
@@ -114,14 +115,16 @@ def layout(store: Path, chain: str | None) -> Layout:
         chain = present[0]
     chain_dir = Path(store) / chain
     if chain not in present:
+        if not must_exist:
+            return Layout(chain, [], [], [])
         raise VerifyError(f"{store}: no chain {chain!r} (chains there: {present})")
     try:
-        return _layout(chain_dir, chain)
+        return _layout(chain_dir, chain, must_exist)
     except OSError as exc:
         raise VerifyError(f"{chain_dir}: cannot read: {exc.strerror}") from None
 
 
-def _layout(chain_dir: Path, chain: str) -> Layout:
+def _layout(chain_dir: Path, chain: str, must_exist: bool) -> Layout:
     chain_json = canonicalize(chain)
     findings: list[Finding] = []
     notes: list[str] = []
@@ -144,7 +147,7 @@ def _layout(chain_dir: Path, chain: str) -> Layout:
         size = path.stat().st_size
         segments.append(Segment(path, _complete_size(path, size), size))
     _check_tails(segments, findings)
-    if not segments and not notes and not findings:
+    if must_exist and not segments and not notes and not findings:
         raise VerifyError(f"{chain_dir}: chain {chain!r} holds no records and no checkpoints")
     return Layout(chain, segments, notes, findings)
 

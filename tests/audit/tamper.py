@@ -38,7 +38,8 @@ class LocalTamper:
         self.docs = [json.loads(line) for line in self.segment.read_text().splitlines()]
 
     def save(self) -> None:
-        self.segment.write_bytes(b"".join(canonicalize(d) + b"\n" for d in self.docs))
+        self.segment.write_bytes(b"".join((d if isinstance(d, bytes) else canonicalize(d)) + b"\n"
+                                          for d in self.docs))
 
     def doc(self, seq: int) -> dict[str, Any]:
         return next(d for d in self.docs if d["chain"]["seq"] == seq)
@@ -53,6 +54,15 @@ class LocalTamper:
 
     def insert_after(self, seq: int, doc: dict[str, Any]) -> None:
         self.docs.insert(self._index(seq) + 1, doc)
+        self.save()
+
+    def append(self, doc: dict[str, Any]) -> None:
+        self.docs.append(doc)
+        self.save()
+
+    def replace_raw(self, seq: int, data: bytes) -> None:
+        """Store ``data`` as record ``seq``'s line, byte for byte (the tamper handle reads no more after this)."""
+        self.docs[self._index(seq)] = data  # type: ignore[call-overload]
         self.save()
 
     def swap(self, a: int, b: int) -> None:
@@ -117,12 +127,18 @@ class EsTamper:
     def replace(self, seq: int, doc: dict[str, Any]) -> None:
         self._put(self._id(seq), doc)
 
+    def replace_raw(self, seq: int, data: bytes) -> None:
+        self.put_raw(self._id(seq), data)
+
     def delete(self, *seqs: int) -> None:
         for seq in seqs:
             self.es.delete(index=self.hits[self._id(seq)]["_index"], id=self._id(seq), refresh=True)
 
     def insert_after(self, seq: int, doc: dict[str, Any]) -> None:
         self._put(f"{self.chain}:forged-{seq}", doc)
+
+    def append(self, doc: dict[str, Any]) -> None:
+        self._put(self._id(doc["chain"]["seq"]), doc)
 
     def swap(self, a: int, b: int) -> None:
         doc_a, doc_b = self.doc(a), self.doc(b)
