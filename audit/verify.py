@@ -337,6 +337,7 @@ class _Walker:
         sealed = max([*covered, self.a.sealed, self.start])
         self.r.unsealed_tail = max(0, self.last + 1 - sealed)
         self.r.last_seq = self.last
+        self.r.findings.sort(key=lambda f: (f.seq is None, f.seq or 0, f.kind))  # stable: same order on every path
 
 
 def verify(chain_id: str, stored: Iterable[Rec | Finding], checkpoints: Iterable[str], key: Ed25519PublicKey,
@@ -426,6 +427,7 @@ def judge_tail(report: Report, promise: Promise | None, now: float,
         return
     report.findings.append(Finding("unsealed", first, f"records {first}..{last} are covered by no checkpoint: "
                                    f"{reason}"))
+    report.findings.sort(key=lambda f: (f.seq is None, f.seq or 0, f.kind))
 
 
 # The fast path. A chain stored intact and in order (every line proves its own hash, seqs consecutive, every link
