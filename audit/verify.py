@@ -25,7 +25,7 @@ import datetime as dt
 import heapq
 import sys
 from collections import deque
-from collections.abc import Container, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -340,6 +340,42 @@ class _Walker:
         self.r.findings.sort(key=lambda f: (f.seq is None, f.seq or 0, f.kind))  # stable: same order on every path
 
 
+class _Machine:
+    """The full path's reorder window and seq groups in front of a walker, fed one record or finding at a time."""
+
+    def __init__(self, walker: _Walker, window: int) -> None:
+        self.walker, self.window = walker, window
+        self.heap: list[tuple[int, int, Rec]] = []
+        self.groups: deque[list[Rec]] = deque()
+
+    def push(self, item: Rec | Finding) -> None:
+        if isinstance(item, Finding):
+            self.walker.add(item)
+            return
+        heapq.heappush(self.heap, (item.seq, item.arrival, item))
+        if len(self.heap) > self.window:
+            self._emit(heapq.heappop(self.heap)[2])
+
+    def _emit(self, rec: Rec) -> None:
+        groups = self.groups
+        if groups and groups[-1][0].seq == rec.seq:
+            groups[-1].append(rec)
+            return
+        groups.append([rec])
+        while len(groups) >= 3:
+            self.walker.group(groups.popleft(), groups[0])
+
+    def drain(self) -> None:
+        while self.heap:
+            self._emit(heapq.heappop(self.heap)[2])
+        while self.groups:
+            group = self.groups.popleft()
+            self.walker.group(group, self.groups[0] if self.groups else None)
+
+    def pending(self) -> list[Rec]:
+        return [rec for group in self.groups for rec in group] + [entry[2] for entry in self.heap]
+
+
 def verify(chain_id: str, stored: Iterable[Rec | Finding], checkpoints: Iterable[str], key: Ed25519PublicKey,
            trusted: cp.Checkpoint | None = None, progress: bool = False, window: int = WINDOW,
            floor: int = 0) -> Report:
@@ -348,29 +384,10 @@ def verify(chain_id: str, stored: Iterable[Rec | Finding], checkpoints: Iterable
     report = Report(chain_id)
     cps = _Checkpoints(chain_id, checkpoints, key, report)
     walker = _Walker(report, cps, anchor_for(chain_id, cps, trusted, floor), progress)
-    heap: list[tuple[int, int, Rec]] = []
-    groups: deque[list[Rec]] = deque()
-
-    def emit(rec: Rec) -> None:
-        if groups and groups[-1][0].seq == rec.seq:
-            groups[-1].append(rec)
-            return
-        groups.append([rec])
-        while len(groups) >= 3:
-            walker.group(groups.popleft(), groups[0])
-
+    machine = _Machine(walker, window)
     for item in stored:
-        if isinstance(item, Finding):
-            walker.add(item)
-            continue
-        heapq.heappush(heap, (item.seq, item.arrival, item))
-        if len(heap) > window:
-            emit(heapq.heappop(heap)[2])
-    while heap:
-        emit(heapq.heappop(heap)[2])
-    while groups:
-        group = groups.popleft()
-        walker.group(group, groups[0] if groups else None)
+        machine.push(item)
+    machine.drain()
     walker.finish()
     return report
 
@@ -447,9 +464,10 @@ class ChunkSummary:
     last_seq: int = -1
     last_hash: str = ""
     marks: dict[int, str] = field(default_factory=dict)  # hash at each seq a checkpoint asks about
+    lines: int = 0  # lines in the chunk, whatever they hold
 
 
-def scan_chunk(lines: Iterable[bytes], wanted: Container[int], chain_id: str = "") -> ChunkSummary:
+def scan_chunk(lines: list[bytes], wanted: Container[int], chain_id: str = "") -> ChunkSummary:
     """Summarise stored lines in file order, recording the hash at every seq in ``wanted``. Every line must be
     in the shipper's form (checked by ``canonical_link`` without parsing); the first line's seq and prev_hash
     are read off it, the following ones must continue the chain."""
@@ -460,16 +478,16 @@ def scan_chunk(lines: Iterable[bytes], wanted: Container[int], chain_id: str = "
         if count == 0:
             link = peek_link(line, chain_json)
             if link is None:
-                return ChunkSummary(False)
+                return ChunkSummary(False, lines=len(lines))
             first_seq, first_prev = link
             exp, last = link
         digest = canonical_link(line, chain_json, exp, last)
         if digest is None:
-            return ChunkSummary(False)
+            return ChunkSummary(False, lines=len(lines))
         if exp in wanted:
             marks[exp] = digest
         exp, last, count = exp + 1, digest, count + 1
-    return ChunkSummary(count > 0, count, first_seq, first_prev, exp - 1, last, marks)
+    return ChunkSummary(count > 0, count, first_seq, first_prev, exp - 1, last, marks, len(lines))
 
 
 def checked_seqs(checkpoints: Iterable[str], chain_id: str, key: Ed25519PublicKey,
@@ -516,5 +534,139 @@ def verify_in_order(chain_id: str, chunks: Iterable[ChunkSummary], checkpoints: 
         walker.against_checkpoints(seq, marks[seq])
     walker.prev, walker.exp, walker.last = last_hash, last_seq + 1, last_seq
     report.records = last_seq - start + 1
+    walker.finish()
+    return report
+
+
+# The hybrid path (local store, no trusted checkpoint). Chunks whose summaries are intact and continue the chain
+# are committed in bulk; a chunk that is not (a finding somewhere in it) is verified by the full path's machinery
+# (``_Machine``) over its lines, together with the chunks around it that could meet its records in the reorder
+# window, and bulk commits resume once nothing pending can. The report equals ``verify``'s because a record only
+# meets records less than ``window`` positions away:
+# - an intact chunk is committed only once ``window + 2`` records of intact, continuing chunks follow it, held back
+#   unread; a chunk that is not intact makes the full machinery read the held chunks first, so everything it has
+#   not read was already committed by ``verify`` too when the first record of that chunk arrives;
+# - after such a chunk, the full machinery hands back only once ``window + 2`` intact, continuing records follow,
+#   held back again, and only when every record it still holds has a smaller seq than the first held chunk, the
+#   largest alone at its seq and linked to by that chunk (so no later record joins a group it holds, its last
+#   group's verdict does not depend on the next one, and the chain continues); the record it read last is judged
+#   misplaced or not with that chunk's first record as successor, exactly as ``flag_misplaced`` does in one pass.
+
+
+class _Flagger:
+    """``flag_misplaced`` one record at a time, into ``out``."""
+
+    def __init__(self, out: Callable[[Rec | Finding], None]) -> None:
+        self.out = out
+        self.before: Rec | None = None
+        self.held: Rec | None = None
+
+    def add(self, rec: Rec) -> None:
+        if self.held is not None:
+            _judge(self.before, self.held, rec)
+            self.out(self.held)
+            self.before = self.held
+        self.held = rec
+
+    def close(self, after: Rec | None) -> None:
+        if self.held is not None:
+            _judge(self.before, self.held, after)
+            self.out(self.held)
+            self.before, self.held = self.held, None
+
+
+class _Region:
+    """The full path over a stretch of chunks."""
+
+    def __init__(self, walker: _Walker, window: int, chain_json: bytes) -> None:
+        self.machine = _Machine(walker, window)
+        self.flagger = _Flagger(self.machine.push)
+        self.chain_json = chain_json
+
+    def feed(self, lines: list[bytes], arrival: int) -> None:
+        expect: tuple[int, str] | None = None
+        for line in lines:
+            item = parse_record(line, arrival, self.chain_json, expect)
+            arrival += 1
+            if isinstance(item, Finding):
+                self.machine.push(item)
+                expect = None
+            else:
+                self.flagger.add(item)
+                expect = (item.seq + 1, item.hash)
+
+    def hand_back(self, nxt: ChunkSummary) -> bool:
+        """Drain and return True when bulk commits may resume with ``nxt`` (see above)."""
+        self.flagger.close(Rec(nxt.first_seq, "", nxt.first_prev, True, "", -1))
+        pending = self.machine.pending()
+        top = [rec for rec in pending if rec.seq >= nxt.first_seq - 1]
+        if (len(top) != 1 or top[0].seq != nxt.first_seq - 1 or top[0].hash != nxt.first_prev
+                or self.machine.walker.exp > top[0].seq):
+            return False
+        self.machine.drain()
+        return True
+
+    def finish(self) -> None:
+        self.flagger.close(None)
+        self.machine.drain()
+
+
+def _commit_run(walker: _Walker, run: ChunkSummary) -> None:
+    """An intact run of records continuing the chain, as ``_Walker.group`` would commit them one by one."""
+    for seq in sorted(s for s in walker.cps.by_last if run.first_seq <= s <= run.last_seq):
+        walker.against_checkpoints(seq, run.marks[seq])
+    walker.prev, walker.exp, walker.last = run.last_hash, run.last_seq + 1, run.last_seq
+    walker.r.records += run.count
+
+
+_Held = tuple[ChunkSummary, Callable[[], list[bytes]], int]
+
+
+def verify_chunked(chain_id: str, chunks: Iterable[tuple[ChunkSummary, Callable[[], list[bytes]]]],
+                   checkpoints: Iterable[str], key: Ed25519PublicKey, window: int = WINDOW) -> Report:
+    """``verify``'s report from chunk summaries in file order (each with a way to read its lines again), reading
+    lines only around the chunks that are not intact. Every checkpoint seq must be in the summaries' marks."""
+    report = Report(chain_id)
+    cps = _Checkpoints(chain_id, checkpoints, key, report)
+    walker = _Walker(report, cps, Anchor(), False)
+    chain_json = canonicalize(chain_id)
+    held: deque[_Held] = deque()  # intact, continuing, not yet committed (nor read by a region)
+    count = 0  # records in ``held``
+    region: _Region | None = None
+    arrival = 0
+
+    def continues(run: ChunkSummary) -> bool:
+        if held:
+            return run.first_seq == held[-1][0].last_seq + 1 and run.first_prev == held[-1][0].last_hash
+        return region is None and run.first_seq == walker.exp and run.first_prev == walker.prev
+
+    for summary, reread in chunks:
+        if summary.ok and summary.count >= 2 and (continues(summary) or (region is not None and not held)):
+            held.append((summary, reread, arrival))
+            count += summary.count
+        else:
+            region = region or _Region(walker, window, chain_json)
+            for run, again, at in held:
+                region.feed(again(), at)
+            held.clear()
+            count = 0
+            region.feed(reread(), arrival)
+        arrival += summary.lines
+        while held and count - held[0][0].count >= window + 2:
+            if region is not None and not region.hand_back(held[0][0]):
+                run, again, at = held.popleft()
+                count -= run.count
+                region.feed(again(), at)
+                continue
+            region = None
+            count -= held[0][0].count
+            _commit_run(walker, held.popleft()[0])
+    if region is not None:
+        for run, again, at in held:
+            region.feed(again(), at)
+        region.finish()
+    else:
+        for run, _, _ in held:
+            _commit_run(walker, run)
     walker.finish()
     return report

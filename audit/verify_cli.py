@@ -35,6 +35,7 @@ from audit.verify import (
     judge_tail,
     trusted_checkpoint,
     verify,
+    verify_chunked,
     verify_in_order,
 )
 
@@ -49,15 +50,21 @@ def local_records(chain_dir: Path) -> Iterator[Rec | Finding]:
 def verify_store(store: Path, chain: str | None, key: Ed25519PublicKey, trusted: cp.Checkpoint | None,
                  progress: bool = False, workers: int = 1, chunk_bytes: int = CHUNK_BYTES,
                  promise: Promise | None = None, now: float | None = None) -> Report:
-    """The fast path when the chain is stored intact and in order, else the full path (which alone judges
-    records); ``workers`` > 1 spreads the fast path over processes. ``promise``: judge the uncovered tail."""
+    """Chunk summaries computed by ``workers`` processes, the full path only around chunks that are not intact
+    (``verify_chunked``); from a trusted checkpoint, the fast path when the chain is stored intact and in order,
+    else the full path. Anything in the directory that is not a record: the full path. ``promise``: judge the
+    uncovered tail."""
     try:
         lay = store_reader.layout(store, chain or (trusted.chain_id if trusted else None), trusted is None)
         report = None
         if not lay.findings:
             wanted = checked_seqs(lay.notes, lay.chain, key, trusted)
             with closing(store_reader.chunks(lay, wanted, workers, chunk_bytes)) as chunks:
-                report = verify_in_order(lay.chain, chunks, lay.notes, key, trusted, progress)
+                if trusted is None:
+                    report = verify_chunked(lay.chain, chunks, lay.notes, key)
+                else:
+                    report = verify_in_order(lay.chain, (summary for summary, _ in chunks), lay.notes, key,
+                                             trusted, progress)
         if report is None:
             report = verify(lay.chain, store_reader.records(lay), lay.notes, key, trusted, progress=progress)
         first = report.last_seq - report.unsealed_tail + 1

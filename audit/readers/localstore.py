@@ -17,8 +17,9 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -250,28 +251,29 @@ def read_range(path: Path, start: int, end: int) -> list[bytes]:
 
 
 def _worker(conn: Connection, tasks: list[tuple[Path, int, int]], wanted: frozenset[int], chain_id: str) -> None:
-    """Summaries of its share of the ranges, in order, through its own pipe; stops at the first not ok."""
+    """Summaries of its share of the ranges, in order, through its own pipe."""
     for task in tasks:
         try:
             summary = scan_chunk(read_range(*task), wanted, chain_id)
         except OSError:
             summary = ChunkSummary(False)
         conn.send(summary)
-        if not summary.ok:
-            break
     conn.close()
 
 
-def chunks(lay: Layout, wanted: frozenset[int], workers: int, chunk_bytes: int = CHUNK_BYTES
-           ) -> Iterator[ChunkSummary]:
-    """Chunk summaries in seq order. With ``workers`` > 1, worker k scans ranges k, k+W, k+2W... and the results
-    are read back round-robin: no shared queue or lock, so stopping early is a plain kill. Forked (cheap to start)
-    and only from a process without other threads, so no lock can be inherited held; otherwise in process."""
+Chunk = tuple[ChunkSummary, Callable[[], list[bytes]]]
+
+
+def chunks(lay: Layout, wanted: frozenset[int], workers: int, chunk_bytes: int = CHUNK_BYTES) -> Iterator[Chunk]:
+    """Chunk summaries in seq order of the segments, each with a way to read its lines again. With ``workers`` > 1,
+    worker k scans ranges k, k+W, k+2W... and the results are read back round-robin: no shared queue or lock, so
+    stopping early is a plain kill. Forked (cheap to start) and only from a process without other threads, so no
+    lock can be inherited held; otherwise in process. A worker that dies raises ``VerifyError``."""
     tasks = list(ranges(lay, chunk_bytes))
     workers = min(workers, len(tasks))
     if workers <= 1 or threading.active_count() > 1:
         for task in tasks:
-            yield scan_chunk(read_range(*task), wanted, lay.chain)
+            yield scan_chunk(read_range(*task), wanted, lay.chain), partial(read_range, *task)
         return
     ctx = multiprocessing.get_context("fork")
     procs, pipes = [], []
@@ -283,13 +285,10 @@ def chunks(lay: Layout, wanted: frozenset[int], workers: int, chunk_bytes: int =
             sender.close()
             procs.append(proc)
             pipes.append(receiver)
-        for i in range(len(tasks)):
-            summary = pipes[i % workers].recv()
-            yield summary
-            if not summary.ok:
-                return
+        for i, task in enumerate(tasks):
+            yield pipes[i % workers].recv(), partial(read_range, *task)
     except EOFError:
-        yield ChunkSummary(False)  # a worker died: let the full path verify instead
+        raise VerifyError("a verifying worker process died") from None
     finally:
         for proc in procs:
             proc.kill()

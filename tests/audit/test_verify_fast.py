@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from audit.canonical import canonicalize, dumps
 from audit.chain import GENESIS, Head, canonical_link, seal
 from audit.readers import localstore as reader
 from audit.sinks import localstore
-from audit.verify import Report, checked_seqs, scan_chunk, verify, verify_in_order
+from audit.verify import Report, checked_seqs, scan_chunk, verify, verify_chunked, verify_in_order
 from audit.verify_cli import local_records, verify_store
 from tests.audit.kit import keys, ship_once, verify_json, write_journal
 from tests.audit.tamper import LocalTamper, drop_checkpoint, forge
@@ -46,7 +47,7 @@ class Chain:
         """The fast path alone: None when it declines and leaves the chain to the full path."""
         lay = reader.layout(self.store, CHAIN)
         chunks = reader.chunks(lay, checked_seqs(lay.notes, CHAIN, self.public, trusted), workers)
-        return verify_in_order(CHAIN, chunks, lay.notes, self.public, trusted)
+        return verify_in_order(CHAIN, (summary for summary, _ in chunks), lay.notes, self.public, trusted)
 
     def fast(self, trusted: cp.Checkpoint | None = None, workers: int = 1) -> Report:
         return verify_store(self.store, CHAIN, self.public, trusted, workers=workers)
@@ -347,3 +348,54 @@ def test_hash_moved_into_a_nested_chain_object_is_not_taken_for_the_record(tmp_p
         full = verify(CHAIN, local_records(chain_dir), [], public)
         assert full.intact == intact
         assert verify_store(tmp_path / "store", CHAIN, public, None).as_dict() == full.as_dict()
+
+
+# The hybrid path: chunk summaries committed in bulk, the full machinery only around chunks that are not intact.
+# A small window and small chunks make every hand-over happen many times in a 400-record chain.
+WINDOW = 20
+
+
+def _move(t: LocalTamper, seq: int, after: int) -> None:
+    doc = t.doc(seq)
+    t.docs.remove(doc)
+    t.insert_after(after, doc)
+
+
+def _copy_to(t: LocalTamper, seq: int, after: int) -> None:
+    t.insert_after(after, dict(t.doc(seq)))
+
+
+def _modify_at(t: LocalTamper, seq: int) -> None:
+    t.replace(seq, dict(t.doc(seq), message="nothing to see here"))
+
+
+HYBRID_CASES: dict[str, Callable[[LocalTamper], None]] = {
+    "untouched": lambda t: None,
+    "modified first, middle, last": lambda t: [_modify_at(t, s) for s in (0, 150, 399)],
+    "deleted in the middle": lambda t: t.delete(150),
+    "deleted at the start": lambda t: t.delete(0, 1, 2),
+    "tail truncated": lambda t: t.delete(*range(390, 400)),
+    "forgery inserted": lambda t: t.insert_after(150, forge(t.doc(300), CHAIN, 151, t.doc(150)["chain"]["hash"])),
+    "swapped pair": lambda t: t.swap(150, 151),
+    "duplicated next to it": lambda t: t.duplicate(150),
+    "moved within the window": lambda t: _move(t, 150, 160),
+    "moved beyond the window": lambda t: _move(t, 150, 260),
+    "copied beyond the window": lambda t: _copy_to(t, 150, 300),
+    "copied just within the window": lambda t: _copy_to(t, 150, 150 + WINDOW - 3),
+    "far-ahead seq inserted": lambda t: t.insert_after(150, forge(t.doc(300), CHAIN, 10**6, "0" * 64)),
+    "two findings far apart": lambda t: (_modify_at(t, 60), t.delete(330)),
+}
+
+
+@pytest.mark.parametrize("case", list(HYBRID_CASES))
+@pytest.mark.parametrize("workers", [1, 2])
+def test_hybrid_path_gives_the_full_paths_report(tmp_path: Path, case: str, workers: int) -> None:
+    chain = Chain(tmp_path, records=400)
+    HYBRID_CASES[case](chain.tamper)
+    lay = reader.layout(chain.store, CHAIN)
+    full = verify(CHAIN, local_records(chain.dir), lay.notes, chain.public, window=WINDOW)
+    assert full.intact == (case == "untouched")
+    assert threading.active_count() == 1 or workers == 1
+    with closing(reader.chunks(lay, checked_seqs(lay.notes, CHAIN, chain.public, None), workers, CHUNK)) as chunks:
+        hybrid = verify_chunked(CHAIN, chunks, lay.notes, chain.public, WINDOW)
+    assert hybrid.as_dict() == full.as_dict()
