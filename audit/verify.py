@@ -352,6 +352,9 @@ class _Machine:
         if isinstance(item, Finding):
             self.walker.add(item)
             return
+        if not self.window:  # a source already sorted by seq (Elasticsearch)
+            self._emit(item)
+            return
         heapq.heappush(self.heap, (item.seq, item.arrival, item))
         if len(self.heap) > self.window:
             self._emit(heapq.heappop(self.heap)[2])

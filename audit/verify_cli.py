@@ -91,6 +91,8 @@ def verify_es(conn: EsOptions, chain: str | None, key: Ed25519PublicKey, trusted
         return _verify_es_chain(client, stream, chain, key, trusted, progress, promise, now)
     except es.EsError as exc:
         raise VerifyError(str(exc)) from None
+    except (KeyError, TypeError, IndexError, AttributeError) as exc:
+        raise VerifyError(f"{stream}: unexpected answer from Elasticsearch ({type(exc).__name__}: {exc})") from None
     finally:
         client.close()
 
@@ -168,6 +170,8 @@ def verify_all_es(conn: EsOptions, key: Ed25519PublicKey, promise: Promise | Non
         names = reader.chains(client, stream)
     except es.EsError as exc:
         raise VerifyError(str(exc)) from None
+    except (KeyError, TypeError, IndexError, AttributeError) as exc:
+        raise VerifyError(f"{stream}: unexpected answer from Elasticsearch ({type(exc).__name__}: {exc})") from None
     finally:
         client.close()
     if not names:

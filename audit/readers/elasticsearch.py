@@ -21,6 +21,8 @@
 from __future__ import annotations
 
 import json
+import queue
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,35 +121,62 @@ def _source_slices(raw: bytes, hits: list[dict[str, Any]], cursor: int = 0) -> I
 
 
 def _hits(client: Elasticsearch, stream: str, query: dict[str, Any], sort: list[Any],
-          extra: dict[str, Any] | None = None, size: int = PAGE) -> Iterator[tuple[dict[str, Any], bytes | None]]:
-    """Every hit of a point-in-time + ``search_after`` scan with the stored bytes of its ``_source``."""
+          size: int = PAGE) -> Iterator[tuple[dict[str, Any], bytes | None]]:
+    """Every hit of a point-in-time + ``search_after`` scan with the stored bytes of its ``_source``. The next page
+    is fetched by a thread while this one is verified: Elasticsearch's work overlaps ours."""
     pit = call(client, "POST", f"/{stream}/_pit?keep_alive=2m")["id"]
+    pages: queue.Queue[tuple[bytes, Any] | BaseException | None] = queue.Queue(maxsize=2)
+    stop = threading.Event()
+    fetcher = threading.Thread(target=_fetch_pages, args=(client, pit, query, sort, size, pages, stop),
+                               name="verify-fetch", daemon=True)
+    fetcher.start()
+    try:
+        while (item := pages.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            raw, page = item
+            hits = page["hits"]["hits"]
+            if page.get("_unreadable"):
+                yield from ((hit, _fetch_one(client, hit)) for hit in hits)
+            else:
+                yield from zip(hits, _source_slices(raw, hits, max(0, raw.find(b'"hits":['))), strict=True)
+    finally:
+        stop.set()
+        while fetcher.is_alive():
+            try:
+                pages.get(timeout=0.1)
+            except queue.Empty:
+                pass
+        try:
+            es.request(client, "DELETE", "/_pit", {"id": pit})
+        except es.EsError:
+            pass
+
+
+def _fetch_pages(client: Elasticsearch, pit: str, query: dict[str, Any], sort: list[Any], size: int,
+                 pages: queue.Queue[tuple[bytes, Any] | BaseException | None], stop: threading.Event) -> None:
+    """The scan's pages, in order, into ``pages`` (then None); an error is handed over instead."""
     try:
         after = None
-        while True:
+        while not stop.is_set():
             body: dict[str, Any] = {"size": size, "query": query, "sort": sort, "track_total_hits": False,
-                                    "pit": {"id": pit, "keep_alive": "2m"}, **(extra or {})}
+                                    "pit": {"id": pit, "keep_alive": "2m"}}
             if after is not None:
                 body["search_after"] = after
             raw = es.request(client, "POST", "/_search", body)
             page = _decode(raw)
             if page is None:  # see the module doc: the same page without sources, then each document alone
                 page = call(client, "POST", "/_search", {**body, "_source": False, "docvalue_fields": _DOC_VALUES})
-                hits = page["hits"]["hits"]
-                pairs: Iterator[tuple[dict[str, Any], bytes | None]] = ((h, _fetch_one(client, h)) for h in hits)
-            else:
-                hits = page["hits"]["hits"]
-                pairs = zip(hits, _source_slices(raw, hits, max(0, raw.find(b'"hits":['))), strict=True)
+                page["_unreadable"] = True
+            hits = page["hits"]["hits"]
             if not hits:
-                return
-            yield from pairs
+                break
+            pages.put((raw, page))
             pit = page.get("pit_id", pit)
             after = hits[-1]["sort"]
-    finally:
-        try:
-            es.request(client, "DELETE", "/_pit", {"id": pit})
-        except es.EsError:
-            pass
+        pages.put(None)
+    except BaseException as exc:  # noqa: BLE001 - handed to the reading thread, which raises it
+        pages.put(exc)
 
 
 def _fetch_one(client: Elasticsearch, hit: dict[str, Any]) -> bytes | None:
