@@ -49,6 +49,7 @@ class Segment:
     path: Path
     complete: int  # bytes up to and including the last newline
     size: int
+    first: int  # the seq of its first record (its name's, when that line is not a record)
 
 
 @dataclass
@@ -146,7 +147,7 @@ def _layout(chain_dir: Path, chain: str, must_exist: bool) -> Layout:
             findings.append(Finding("reordered", first, f"segment {path.name} holds the records from seq {first} "
                                     "on: stored out of sequence order (segments swapped or renamed)"))
         size = path.stat().st_size
-        segments.append(Segment(path, _complete_size(path, size), size))
+        segments.append(Segment(path, _complete_size(path, size), size, first))
     _check_tails(segments, findings)
     if must_exist and not segments and not notes and not findings:
         raise VerifyError(f"{chain_dir}: chain {chain!r} holds no records and no checkpoints")
@@ -165,7 +166,7 @@ def _check_tails(segments: list[Segment], findings: list[Finding]) -> None:
             with open(seg.path, "rb") as fh:
                 fh.seek(seg.complete)
                 if b"\n" in fh.read(seg.size - seg.complete):
-                    segments[i] = Segment(seg.path, seg.complete, seg.complete)  # appended meanwhile: later lines
+                    segments[i] = Segment(seg.path, seg.complete, seg.complete, seg.first)  # appended meanwhile
                     continue
         what = "an unterminated (torn or forged) line" if last else "bytes after its last newline"
         findings.append(Finding("stray", None, f"{seg.path.name}: {seg.size - seg.complete} bytes at offset "
@@ -209,7 +210,9 @@ def records(lay: Layout) -> Iterator[Rec | Finding]:
 def tail(lay: Layout, first: int) -> Iterator[tuple[int, Any]]:
     """``(seq, @timestamp)`` of the records from seq ``first`` on (for the checkpoint promise)."""
     chain_json = canonicalize(lay.chain)
-    for seg in lay.segments:
+    later = [i for i, seg in enumerate(lay.segments) if seg.first > first]
+    start = max(0, (later[0] if later else len(lay.segments)) - 1)  # the segment holding ``first``, and on
+    for seg in lay.segments[start:]:
         for line in _lines(seg):
             link = peek_link(line, chain_json)
             if link is not None and link[0] < first:
