@@ -41,7 +41,7 @@ from audit.verify import (
 SEGMENT = re.compile(r"records-(\d{20})\.jsonl")
 NOTE = re.compile(r"\d{20}\.note")
 SETTLE = 1.0
-CHUNK_BYTES = 4 * 1024 * 1024  # ~7k records: small enough to balance the workers, large enough to amortise IPC
+CHUNK_BYTES = 1024 * 1024  # ~1.9k records: a finding costs few chunks of full path; still large enough to amortise IPC
 
 
 @dataclass(frozen=True)
