@@ -12,7 +12,7 @@ signed as the shipper does (checkpoint every 1000 records). Each figure: median 
 (min..max); ratios are of medians.
 
     .venv/bin/python bench/verify_bench.py [--records 200000] [--rounds 5] [--chains 100 --chain-records 10000]
-                                           [--es URL] [--skip-fleet]
+                                           [--es URL] [--skip-fleet] [--skip-es] [--skip-local]
 
 Without --es, Elasticsearch is started on port 19520 (data in .cache/es-bench-19520) and stopped afterwards.
 """
@@ -223,12 +223,14 @@ def main() -> None:
     parser.add_argument("--es", help="an Elasticsearch to use instead of starting one on port 19520")
     parser.add_argument("--skip-fleet", action="store_true")
     parser.add_argument("--skip-es", action="store_true")
+    parser.add_argument("--skip-local", action="store_true")
     opts = parser.parse_args()
     key = Ed25519PrivateKey.generate()
     (ROOT / ".cache").mkdir(exist_ok=True)
     print(f"{os.cpu_count()} CPUs, {default_workers()} usable; {opts.records} records, {opts.rounds} rounds")
-    with tempfile.TemporaryDirectory(dir=ROOT / ".cache") as tmp_name:
-        bench_local(Path(tmp_name), key, opts.records, opts.rounds)
+    if not opts.skip_local:
+        with tempfile.TemporaryDirectory(dir=ROOT / ".cache") as tmp_name:
+            bench_local(Path(tmp_name), key, opts.records, opts.rounds)
     if opts.skip_es:
         return
     env = {**os.environ, "ES_PORT": "19520", "ES_DATA": str(ROOT / ".cache/es-bench-19520"), "ES_HEAP": "1g"}
