@@ -166,17 +166,36 @@ def _parse_full(line: bytes, arrival: int, chain_json: bytes) -> Rec | Finding:
 def flag_misplaced(recs: Iterable[Rec]) -> Iterator[Rec]:
     """File order: a record is in place when it links to (or is linked by) a neighbour, or its seq lies between
     its neighbours'. A swapped pair breaks both; a deleted neighbour breaks neither."""
-    before: Rec | None = None
-    pending: Rec | None = None
+    judged: list[Rec] = []
+    flagger = _Flagger(judged.append)
     for rec in recs:
-        if pending is not None:
-            _judge(before, pending, rec)
-            before = pending
-            yield pending
-        pending = rec
-    if pending is not None:
-        _judge(before, pending, None)
-        yield pending
+        flagger.add(rec)
+        yield from judged
+        judged.clear()
+    flagger.close(None)
+    yield from judged
+
+
+class _Flagger:
+    """``flag_misplaced`` one record at a time, into ``out`` (the hybrid path needs to name the successor)."""
+
+    def __init__(self, out: Callable[[Rec], None]) -> None:
+        self.out = out
+        self.before: Rec | None = None
+        self.held: Rec | None = None
+
+    def add(self, rec: Rec) -> None:
+        if self.held is not None:
+            _judge(self.before, self.held, rec)
+            self.out(self.held)
+            self.before = self.held
+        self.held = rec
+
+    def close(self, after: Rec | None) -> None:
+        if self.held is not None:
+            _judge(self.before, self.held, after)
+            self.out(self.held)
+            self.before, self.held = self.held, None
 
 
 def _judge(before: Rec | None, rec: Rec, after: Rec | None) -> None:
@@ -554,28 +573,6 @@ def verify_in_order(chain_id: str, chunks: Iterable[ChunkSummary], checkpoints: 
 #   largest alone at its seq and linked to by that chunk (so no later record joins a group it holds, its last
 #   group's verdict does not depend on the next one, and the chain continues); the record it read last is judged
 #   misplaced or not with that chunk's first record as successor, exactly as ``flag_misplaced`` does in one pass.
-
-
-class _Flagger:
-    """``flag_misplaced`` one record at a time, into ``out``."""
-
-    def __init__(self, out: Callable[[Rec | Finding], None]) -> None:
-        self.out = out
-        self.before: Rec | None = None
-        self.held: Rec | None = None
-
-    def add(self, rec: Rec) -> None:
-        if self.held is not None:
-            _judge(self.before, self.held, rec)
-            self.out(self.held)
-            self.before = self.held
-        self.held = rec
-
-    def close(self, after: Rec | None) -> None:
-        if self.held is not None:
-            _judge(self.before, self.held, after)
-            self.out(self.held)
-            self.before, self.held = self.held, None
 
 
 class _Region:
