@@ -140,3 +140,20 @@ def test_single_chain_verify_of_a_fleet_stream_needs_a_chain(fleet: Fleet) -> No
         fleet.ship(5, chain)
     assert fleet.verify() == (2, {})
     assert fleet.verify("--chain", "h2")[0] == 0
+
+
+def test_page_no_decoder_reads_is_read_again_document_by_document(fleet: Fleet) -> None:
+    """A lone surrogate (orjson refuses it) and, on the same page, a document nested deeper than the standard
+    decoder's recursion limit: the page is read again without sources and each document fetched alone."""
+    fleet.ship(30)
+    tamper = EsTamper(fleet.url, fleet.stream, CHAIN)
+    tamper.put_raw(f"{CHAIN}:17", canonicalize(tamper.doc(17)).replace(b"domain vm-17", b"domain \\udc00vm-17"))
+    deep = canonicalize(tamper.doc(23))
+    tamper.put_raw(f"{CHAIN}:23", deep[:-1] + b',"zz":' + b"[" * 995 + b"1" + b"]" * 995 + b"}")
+    raw = reader.es.request(reader.connect(reader.EsOptions(fleet.url)), "POST", f"/{fleet.stream}/_search",
+                            {"size": 100, "query": {"match_all": {}}})
+    assert reader._decode(raw) is None  # the situation this test is about
+    code, report = fleet.verify()
+    assert code == 1
+    assert kinds(report) == [("inserted", None), ("missing", 17), ("modified", 23)]
+    assert "cannot be read" in next(f["detail"] for f in report["findings"] if f["seq"] == 23)
