@@ -10,8 +10,6 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from audit.canonical import canonicalize
 
 GENESIS = "0" * 64
@@ -37,33 +35,6 @@ def record_hash(doc: dict[str, Any], fast: bool = False) -> str:
     body = dict(doc)
     body[FIELD] = link
     return hashlib.sha256(canonicalize(body, fast)).hexdigest()
-
-
-def intact_link(line: bytes) -> tuple[int, str, str] | None:
-    """``(seq, hash, prev_hash)`` of a stored line whose bytes prove it unaltered; None when they do not (tampered,
-    or merely stored in another shape): the caller then takes the full path (``loads`` + ``record_hash``).
-
-    Sound without a strict parser because of two checks. (1) ``line`` must be exactly orjson's compact rendering of
-    what orjson parsed from it: that rules out duplicate keys (orjson keeps the last one, a strict parser refuses
-    the line), whitespace, and numbers orjson would read differently (big integers become floats). (2) SHA-256 over
-    orjson's key-sorted rendering without ``chain.hash`` must equal the stored hash: by collision resistance those
-    bytes then are the very bytes ``seal`` hashed, i.e. the RFC 8785 form of this record, so the full path reaches
-    the same verdict. Anything orjson renders unlike RFC 8785 (floats such as 1.0, exotic escapes) just misses (2).
-    """
-    try:
-        doc = orjson.loads(line)
-        if orjson.dumps(doc) != line:
-            return None
-        link = doc[FIELD]
-        stored = link.pop("hash")
-        seq, prev = link["seq"], link["prev_hash"]
-        if type(seq) is not int or type(stored) is not str or type(prev) is not str:
-            return None
-        if hashlib.sha256(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)).hexdigest() != stored:
-            return None
-    except (orjson.JSONDecodeError, orjson.JSONEncodeError, KeyError, TypeError, AttributeError):
-        return None
-    return seq, stored, prev
 
 
 _MEMBER = b'"chain":{'

@@ -65,16 +65,30 @@ def ship(ctx: click.Context, config_file: Path | None, **flags: Any) -> None:
 @click.option("--public-key", type=_PATH, required=True, help="Ed25519 public key (PEM or note vkey).")
 @click.option("--chain", help="Chain id. [default: the only chain present]")
 @click.option("--from-checkpoint", type=_PATH,
-              help="Trusted checkpoint note: verify from its record on (older records may be gone).")
+              help="Trusted checkpoint note: verify from its record on (older records may be gone); every record it "
+                   "vouches for must be there.")
+@click.option("--all-chains", is_flag=True,
+              help="With --es: verify every chain in the data stream, in parallel, with one summary.")
+@click.option("--checkpoint-every-records", type=click.IntRange(min=0), default=1000, show_default=True,
+              help="The shipper's checkpoint.every-records: a longer uncovered tail is a finding (0: not checked).")
+@click.option("--checkpoint-every-seconds", type=click.FloatRange(min=0), default=60.0, show_default=True,
+              help="The shipper's checkpoint.every-seconds: uncovered records older than this plus the grace are a "
+                   "finding (0: not checked).")
+@click.option("--seal-grace-seconds", type=click.FloatRange(min=0), default=60.0, show_default=True,
+              help="Allowance for clocks and delivery on top of --checkpoint-every-seconds.")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable findings.")
 def verify(store: Path | None, es: str | None, data_stream: str | None, es_ca_file: Path | None,
            es_api_key_file: Path | None, es_username: str | None, es_password_file: Path | None,
-           public_key: Path, chain: str | None, from_checkpoint: Path | None, as_json: bool) -> None:
+           public_key: Path, chain: str | None, from_checkpoint: Path | None, all_chains: bool,
+           checkpoint_every_records: int, checkpoint_every_seconds: float, seal_grace_seconds: float,
+           as_json: bool) -> None:
     """Verify a chain; exit 0 intact, 1 not intact, 2 verification could not run."""
     from audit import verify_cli
+    from audit.verify import Promise
 
     conn = verify_cli.EsOptions(es, data_stream, es_ca_file, es_api_key_file, es_username, es_password_file)
-    sys.exit(verify_cli.run(store, conn, public_key, chain, from_checkpoint, as_json))
+    promise = Promise(checkpoint_every_records, checkpoint_every_seconds, seal_grace_seconds)
+    sys.exit(verify_cli.run(store, conn, public_key, chain, from_checkpoint, as_json, promise, all_chains))
 
 
 @main.command()

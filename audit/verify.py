@@ -6,7 +6,13 @@ bounded reorder window sorts them by ``seq``; records sharing a ``seq`` form a g
 group is the one that links to its predecessor and is linked to by its successor. Memory is bounded by the window,
 never by the chain length.
 
-Finding kinds: modified, missing, inserted, reordered, duplicate, broken-link, bad-signature, checkpoint-mismatch.
+Finding kinds: modified, missing, inserted, reordered, duplicate, broken-link, bad-signature, checkpoint-mismatch,
+unsealed (records past the checkpoint promise that no checkpoint covers), stray (bytes in the store that are not a
+record). Records that fell out of retention are not findings: ``Report.expired`` counts them.
+
+The stored bytes are the contract: the shipper writes every record as its RFC 8785 form (``chain.hash`` sorts first
+in the chain object), so a record whose content hashes right but whose stored bytes differ from that form (a
+respelled number, other whitespace or escapes, another key order) is ``modified``: readers would see other text.
 
 ``verify_in_order`` (the fast path, see the end of this module and docs/audit.md) reaches the same report without
 the window for a chain stored intact and in order, from chunk summaries that worker processes can compute; it
@@ -15,10 +21,11 @@ declines anything else, which then goes through ``verify``.
 
 from __future__ import annotations
 
+import datetime as dt
 import heapq
 import sys
 from collections import deque
-from collections.abc import Container, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from audit import checkpoint as cp
 from audit.canonical import CanonicalError, canonicalize, loads
-from audit.chain import GENESIS, canonical_link, intact_link, record_hash
+from audit.chain import GENESIS, canonical_link, record_hash
 
 WINDOW = 4096
 MAX_LISTED_MISSING = 100
@@ -49,8 +56,11 @@ class Report:
     records: int = 0
     checkpoints: int = 0
     unsealed_tail: int = 0
+    expired: int = 0  # records 0..expired-1 fell out of retention (not a finding)
+    last_seq: int = -1
     findings: list[Finding] = field(default_factory=list)
     truncated_findings: int = 0
+    failure_store: list[dict[str, Any]] = field(default_factory=list)  # Elasticsearch: documents it refused
 
     @property
     def intact(self) -> bool:
@@ -58,9 +68,10 @@ class Report:
 
     def as_dict(self) -> dict[str, Any]:
         return {"intact": self.intact, "chain": self.chain, "records": self.records,
-                "checkpoints": self.checkpoints, "unsealed_tail": self.unsealed_tail,
+                "checkpoints": self.checkpoints, "unsealed_tail": self.unsealed_tail, "expired": self.expired,
+                "last_seq": self.last_seq,
                 "findings": [f.as_dict() for f in self.findings],
-                "findings_not_listed": self.truncated_findings}
+                "findings_not_listed": self.truncated_findings, "failure_store": self.failure_store}
 
 
 @dataclass
@@ -68,10 +79,11 @@ class Rec:
     seq: int
     hash: str  # as stored
     prev: str
-    valid: bool  # the stored hash matches the content
+    valid: bool  # the stored bytes are the RFC 8785 form of content that matches the stored hash
     computed: str
     arrival: int
     misplaced: bool = False
+    why: str = ""  # why not valid
 
     @property
     def key(self) -> tuple[str, str]:
@@ -79,41 +91,111 @@ class Rec:
 
 
 class VerifyError(Exception):
-    """Verification could not run (unreadable store, unreachable Elasticsearch, bad key)."""
+    """Verification could not run (unreadable store, unreachable Elasticsearch, bad key, unknown chain)."""
 
 
-def parse_record(raw: bytes | dict[str, Any], arrival: int) -> Rec | Finding:
-    """A stored document as a ``Rec``; a line that is not a chained record at all is a finding."""
+@dataclass(frozen=True)
+class Promise:
+    """The shipper's promise: a checkpoint at least every ``every_records`` records and every ``every_seconds``
+    seconds (0: no such promise); ``grace_seconds`` is the auditor's allowance for clocks and delivery."""
+
+    every_records: int = 1000
+    every_seconds: float = 60.0
+    grace_seconds: float = 60.0
+
+
+_HASHED = b'"chain":{"hash":"'
+
+
+def peek_link(line: bytes, chain_json: bytes) -> tuple[int, str] | None:
+    """``(seq, prev_hash)`` read off a line in the shipper's form without parsing; ``canonical_link`` then proves
+    (or refutes) them. None when the line is not in that form."""
+    at = line.find(_HASHED)
+    if at < 0:
+        return None
+    head = b'","id":%s,"prev_hash":"' % chain_json
+    p = at + 81
+    if line[p:p + len(head)] != head:
+        return None
+    p += len(head)
+    prev, tail = line[p:p + 64], line[p + 64:p + 72]
+    if tail != b'","seq":':
+        return None
+    end = line.find(b"}", p + 72)
+    digits = line[p + 72:end]
+    if end < 0 or not digits.isdigit() or len(digits) > 19 or (digits[:1] == b"0" and digits != b"0"):
+        return None
+    return int(digits), prev.decode("ascii", "replace")
+
+
+def parse_record(line: bytes, arrival: int, chain_json: bytes, expect: tuple[int, str] | None = None) -> Rec | Finding:
+    """A stored line as a ``Rec``; a line that is not a chained record of this chain at all is a finding.
+
+    ``expect`` (the seq and prev_hash the previous line suggests) lets the common case skip parsing altogether:
+    ``canonical_link`` proves the line is the RFC 8785 form of a sealed record (see audit/chain.py)."""
+    if expect is not None and (digest := canonical_link(line, chain_json, *expect)) is not None:
+        return Rec(expect[0], digest, expect[1], True, digest, arrival)
+    link = peek_link(line, chain_json)
+    if link is not None and link != expect and (digest := canonical_link(line, chain_json, *link)) is not None:
+        return Rec(link[0], digest, link[1], True, digest, arrival)
+    return _parse_full(line, arrival, chain_json)
+
+
+def _parse_full(line: bytes, arrival: int, chain_json: bytes) -> Rec | Finding:
     try:
-        if isinstance(raw, dict):
-            doc, fast = raw, False
-        else:
-            parsed = loads(raw)
-            doc, fast = parsed.value, parsed.fast
+        parsed = loads(line)
+        doc = parsed.value
         link = doc["chain"]
         seq, stored, prev = link["seq"], link["hash"], link["prev_hash"]
-        if not isinstance(seq, int) or not isinstance(stored, str) or not isinstance(prev, str):
+        if type(seq) is not int or not isinstance(stored, str) or not isinstance(prev, str):
             raise TypeError("chain fields have the wrong types")
-        computed = record_hash(doc, fast)
-    except (CanonicalError, KeyError, TypeError) as exc:
+        if canonicalize(link.get("id")) != chain_json:
+            return Finding("inserted", seq, f"stored entry #{arrival} is a record of chain {link.get('id')!r}")
+        computed = record_hash(doc, parsed.fast)
+        form = canonicalize(doc, parsed.fast)
+    except (CanonicalError, KeyError, TypeError, AttributeError) as exc:
         return Finding("inserted", None, f"stored entry #{arrival} is not a chained record ({exc})")
-    return Rec(seq, stored, prev, computed == stored, computed, arrival)
+    why = ""
+    if computed != stored:
+        why = "content does not match its hash"
+    elif form != line:
+        why = "stored bytes are not the record's RFC 8785 form (content hashes right; e.g. a respelled number)"
+    return Rec(seq, stored, prev, not why, computed, arrival, why=why)
 
 
 def flag_misplaced(recs: Iterable[Rec]) -> Iterator[Rec]:
     """File order: a record is in place when it links to (or is linked by) a neighbour, or its seq lies between
     its neighbours'. A swapped pair breaks both; a deleted neighbour breaks neither."""
-    before: Rec | None = None
-    pending: Rec | None = None
+    judged: list[Rec] = []
+    flagger = _Flagger(judged.append)
     for rec in recs:
-        if pending is not None:
-            _judge(before, pending, rec)
-            before = pending
-            yield pending
-        pending = rec
-    if pending is not None:
-        _judge(before, pending, None)
-        yield pending
+        flagger.add(rec)
+        yield from judged
+        judged.clear()
+    flagger.close(None)
+    yield from judged
+
+
+class _Flagger:
+    """``flag_misplaced`` one record at a time, into ``out`` (the hybrid path needs to name the successor)."""
+
+    def __init__(self, out: Callable[[Rec], None]) -> None:
+        self.out = out
+        self.before: Rec | None = None
+        self.held: Rec | None = None
+
+    def add(self, rec: Rec) -> None:
+        if self.held is not None:
+            _judge(self.before, self.held, rec)
+            self.out(self.held)
+            self.before = self.held
+        self.held = rec
+
+    def close(self, after: Rec | None) -> None:
+        if self.held is not None:
+            _judge(self.before, self.held, after)
+            self.out(self.held)
+            self.before, self.held = self.held, None
 
 
 def _judge(before: Rec | None, rec: Rec, after: Rec | None) -> None:
@@ -129,14 +211,15 @@ class _Checkpoints:
         self.by_last: dict[int, list[bytes]] = {}
         self.max_size = 0
         origin = cp.origin_for(chain_id)
-        for text in texts:
+        for text in dict.fromkeys(texts):  # the same note stored twice (two streams) counts once
             try:
                 note = cp.parse(text)
-            except cp.CheckpointError as exc:
+                signed = cp.verify(note, key)
+            except (cp.CheckpointError, UnicodeError) as exc:
                 report.findings.append(Finding("bad-signature", None, f"unreadable checkpoint: {exc}"))
                 continue
             last = note.size - 1
-            if not cp.verify(note, key):
+            if not signed:
                 report.findings.append(Finding("bad-signature", last, f"checkpoint of size {note.size} is not "
                                                "signed by the trusted key"))
             elif note.origin != origin:
@@ -148,16 +231,45 @@ class _Checkpoints:
                 report.checkpoints += 1
 
 
+@dataclass(frozen=True)
+class Anchor:
+    """Where verification starts: ``start`` (the first seq judged), the hash record ``start`` must have (a trusted
+    checkpoint's root) or the prev_hash it must link to (a signed checkpoint ending just before it), and the size
+    up to which records must exist."""
+
+    start: int = 0
+    root: bytes | None = None
+    prev: str | None = GENESIS
+    sealed: int = 0  # records 0..sealed-1 are covered by the trusted checkpoint
+    expired: int = 0
+
+
+def anchor_for(chain_id: str, cps: _Checkpoints, trusted: cp.Checkpoint | None, floor: int) -> Anchor:
+    """The trusted checkpoint's record (a note of another chain is an error, not a switch), moved forward to the
+    oldest record retention left (``floor``), whose predecessor a signed checkpoint may name."""
+    start, root, sealed = 0, None, 0
+    if trusted is not None:
+        if trusted.origin != cp.origin_for(chain_id):
+            raise VerifyError(f"the trusted checkpoint is of {trusted.origin!r}, not of chain {chain_id!r}")
+        if trusted.size == 0:
+            raise VerifyError("the trusted checkpoint is of an empty chain")
+        start, root, sealed = trusted.size - 1, trusted.root, trusted.size
+    if floor > start:
+        roots = cps.by_last.get(floor - 1, [])
+        return Anchor(floor, None, roots[0].hex() if roots else None, max(sealed, floor), floor)
+    return Anchor(start, root, GENESIS if start == 0 else None, sealed)
+
+
 class _Walker:
     """Consumes records sorted by seq (groups of equal seq) and records findings."""
 
-    def __init__(self, report: Report, cps: _Checkpoints, start: int, anchor: bytes | None,
-                 progress: bool) -> None:
-        self.r, self.cps, self.exp, self.anchor = report, cps, start, anchor
-        self.start = start
-        self.prev: str | None = GENESIS if start == 0 else None
-        self.last = start - 1
+    def __init__(self, report: Report, cps: _Checkpoints, anchor: Anchor, progress: bool) -> None:
+        self.r, self.cps, self.a = report, cps, anchor
+        self.start = self.exp = anchor.start
+        self.prev: str | None = anchor.prev
+        self.last = anchor.start - 1
         self.progress = progress
+        report.expired = anchor.expired
 
     def add(self, finding: Finding) -> None:
         if len(self.r.findings) < MAX_FINDINGS:
@@ -175,17 +287,21 @@ class _Walker:
     def group(self, group: list[Rec], nxt: list[Rec] | None) -> None:
         seq = group[0].seq
         if seq < self.start:
-            return  # before the trusted checkpoint: retention may have removed its predecessors
+            return  # before the trusted checkpoint, or expired: retention may have removed its predecessors
         if seq < self.exp:
-            for rec in group:
+            for _ in group:
                 self.add(Finding("reordered", seq, "record stored far out of sequence order"))
             return
         if seq > self.exp:
             self.missing(self.exp, seq - 1, "no record with this seq")
             self.prev = None
         genuine = self._pick(group, nxt)
+        self.commit(genuine)
+
+    def commit(self, genuine: Rec) -> None:
+        seq = genuine.seq
         if not genuine.valid:
-            self.add(Finding("modified", seq, "content does not match its hash"))
+            self.add(Finding("modified", seq, genuine.why or "content does not match its hash"))
         if self.prev is not None and genuine.prev != self.prev:
             self.add(Finding("broken-link", seq, "prev_hash does not match the previous record's hash"))
         self.against_checkpoints(seq, genuine.hash)
@@ -196,7 +312,7 @@ class _Walker:
 
     def against_checkpoints(self, seq: int, digest: str) -> None:
         """The record at ``seq`` (hash ``digest``) against the trusted checkpoint and the signed ones."""
-        if seq == self.start and self.anchor is not None and bytes.fromhex(digest) != self.anchor:
+        if seq == self.start and self.a.root is not None and bytes.fromhex(digest) != self.a.root:
             self.add(Finding("checkpoint-mismatch", seq, "record disagrees with the trusted checkpoint"))
         for root in self.cps.by_last.get(seq, ()):
             if root.hex() != digest:
@@ -205,6 +321,11 @@ class _Walker:
 
     def _pick(self, group: list[Rec], nxt: list[Rec] | None) -> Rec:
         seq = group[0].seq
+        if len(group) == 1:
+            rec = group[0]
+            if rec.misplaced:
+                self.add(Finding("reordered", seq, "record is stored out of sequence order"))
+            return rec
         successors = {rec.prev for rec in nxt} if nxt and nxt[0].seq == seq + 1 else set()
         distinct: dict[tuple[str, str], list[Rec]] = {}
         for rec in group:
@@ -227,43 +348,68 @@ class _Walker:
         return distinct[best][0]
 
     def finish(self) -> None:
-        if self.cps.max_size - 1 > self.last:
-            self.missing(self.last + 1, self.cps.max_size - 1,
+        vouched = max(self.cps.max_size, self.a.sealed)
+        if vouched - 1 > self.last:
+            self.missing(max(self.last + 1, self.start), vouched - 1,
                          "covered by a signed checkpoint but gone (tail truncated)")
-        sealed = max([s + 1 for s in self.cps.by_last if s <= self.last] + [self.start if self.anchor else 0])
+        covered = [s + 1 for s in self.cps.by_last if s <= self.last]
+        sealed = max([*covered, self.a.sealed, self.start])
         self.r.unsealed_tail = max(0, self.last + 1 - sealed)
+        self.r.last_seq = self.last
+        self.r.findings.sort(key=lambda f: (f.seq is None, f.seq or 0, f.kind))  # stable: same order on every path
 
 
-def verify(chain_id: str, stored: Iterable[Rec | Finding], checkpoints: Iterable[str], key: Ed25519PublicKey,
-           trusted: cp.Checkpoint | None = None, progress: bool = False, window: int = WINDOW) -> Report:
-    """Verify one chain; ``stored`` yields records (with ``misplaced`` set) in storage order."""
-    report = Report(chain_id)
-    cps = _Checkpoints(chain_id, checkpoints, key, report)
-    start, anchor = (trusted.size - 1, trusted.root) if trusted else (0, None)
-    walker = _Walker(report, cps, start, anchor, progress)
-    heap: list[tuple[int, int, Rec]] = []
-    groups: deque[list[Rec]] = deque()
+class _Machine:
+    """The full path's reorder window and seq groups in front of a walker, fed one record or finding at a time."""
 
-    def emit(rec: Rec) -> None:
+    def __init__(self, walker: _Walker, window: int) -> None:
+        self.walker, self.window = walker, window
+        self.heap: list[tuple[int, int, Rec]] = []
+        self.groups: deque[list[Rec]] = deque()
+
+    def push(self, item: Rec | Finding) -> None:
+        if isinstance(item, Finding):
+            self.walker.add(item)
+            return
+        if not self.window:  # a source already sorted by seq (Elasticsearch)
+            self._emit(item)
+            return
+        heapq.heappush(self.heap, (item.seq, item.arrival, item))
+        if len(self.heap) > self.window:
+            self._emit(heapq.heappop(self.heap)[2])
+
+    def _emit(self, rec: Rec) -> None:
+        groups = self.groups
         if groups and groups[-1][0].seq == rec.seq:
             groups[-1].append(rec)
             return
         groups.append([rec])
         while len(groups) >= 3:
-            walker.group(groups.popleft(), groups[0])
+            self.walker.group(groups.popleft(), groups[0])
 
+    def drain(self) -> None:
+        while self.heap:
+            self._emit(heapq.heappop(self.heap)[2])
+        while self.groups:
+            group = self.groups.popleft()
+            self.walker.group(group, self.groups[0] if self.groups else None)
+
+    def pending(self) -> list[Rec]:
+        return [rec for group in self.groups for rec in group] + [entry[2] for entry in self.heap]
+
+
+def verify(chain_id: str, stored: Iterable[Rec | Finding], checkpoints: Iterable[str], key: Ed25519PublicKey,
+           trusted: cp.Checkpoint | None = None, progress: bool = False, window: int = WINDOW,
+           floor: int = 0) -> Report:
+    """Verify one chain; ``stored`` yields records (with ``misplaced`` set) in storage order. ``floor``: the first
+    seq retention left (records below it expired). Raises only ``VerifyError``."""
+    report = Report(chain_id)
+    cps = _Checkpoints(chain_id, checkpoints, key, report)
+    walker = _Walker(report, cps, anchor_for(chain_id, cps, trusted, floor), progress)
+    machine = _Machine(walker, window)
     for item in stored:
-        if isinstance(item, Finding):
-            walker.add(item)
-            continue
-        heapq.heappush(heap, (item.seq, item.arrival, item))
-        if len(heap) > window:
-            emit(heapq.heappop(heap)[2])
-    while heap:
-        emit(heapq.heappop(heap)[2])
-    while groups:
-        group = groups.popleft()
-        walker.group(group, groups[0] if groups else None)
+        machine.push(item)
+    machine.drain()
     walker.finish()
     return report
 
@@ -271,11 +417,56 @@ def verify(chain_id: str, stored: Iterable[Rec | Finding], checkpoints: Iterable
 def trusted_checkpoint(text: str, key: Ed25519PublicKey) -> cp.Checkpoint:
     try:
         note = cp.parse(text)
-    except cp.CheckpointError as exc:
+        signed = cp.verify(note, key)
+    except (cp.CheckpointError, UnicodeError) as exc:
         raise VerifyError(f"trusted checkpoint: {exc}") from None
-    if not cp.verify(note, key):
+    if not signed:
         raise VerifyError("trusted checkpoint is not signed by the given public key")
     return note
+
+
+# The checkpoint promise. A checkpoint protects only what it covers; past the last one, a record can be forged
+# or cut without any signature noticing. The shipper promises a checkpoint every N records and every T seconds,
+# so a longer uncovered tail, or one holding records older than T (plus the auditor's grace), is a finding.
+
+
+def _age(stamp: Any, now: float) -> float | None:
+    """Seconds since ``stamp`` (an ISO 8601 ``@timestamp``); None when it is not one."""
+    if not isinstance(stamp, str):
+        return None
+    try:
+        when = dt.datetime.fromisoformat(stamp)  # 3.11 reads "Z"
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return now - when.timestamp()
+
+
+def judge_tail(report: Report, promise: Promise | None, now: float,
+               tail: Iterable[tuple[int, Any]]) -> None:
+    """Add an ``unsealed`` finding when the uncovered tail breaks ``promise``. ``tail`` yields ``(seq,
+    @timestamp)`` of the uncovered records (read only when the count alone does not decide)."""
+    if promise is None or report.unsealed_tail == 0:
+        return
+    last = report.last_seq
+    first = last - report.unsealed_tail + 1
+    n = report.unsealed_tail
+    if promise.every_records and n > promise.every_records:
+        reason = f"{n} records, but the shipper signs a checkpoint at least every {promise.every_records}"
+    elif promise.every_seconds:
+        limit = promise.every_seconds + promise.grace_seconds
+        stale = [seq for seq, stamp in tail if (age := _age(stamp, now)) is None or age > limit
+                 or age < -promise.grace_seconds]
+        if not stale:
+            return
+        reason = (f"{len(stale)} of them timestamped more than {limit:g} s ago (or in the future), but the "
+                  f"shipper signs a checkpoint at least every {promise.every_seconds:g} s")
+    else:
+        return
+    report.findings.append(Finding("unsealed", first, f"records {first}..{last} are covered by no checkpoint: "
+                                   f"{reason}"))
+    report.findings.sort(key=lambda f: (f.seq is None, f.seq or 0, f.kind))
 
 
 # The fast path. A chain stored intact and in order (every line proves its own hash, seqs consecutive, every link
@@ -295,36 +486,30 @@ class ChunkSummary:
     last_seq: int = -1
     last_hash: str = ""
     marks: dict[int, str] = field(default_factory=dict)  # hash at each seq a checkpoint asks about
+    lines: int = 0  # lines in the chunk, whatever they hold
 
 
-def _full_link(line: bytes) -> tuple[int, str, str] | None:
-    """A line in another shape than the shipper writes (e.g. reformatted, \\u-escaped): the full parse decides."""
-    rec = parse_record(line, 0)
-    return (rec.seq, rec.hash, rec.prev) if isinstance(rec, Rec) and rec.valid else None
-
-
-def scan_chunk(lines: Iterable[bytes], wanted: Container[int], chain_id: str = "") -> ChunkSummary:
-    """Summarise stored lines in file order, recording the hash at every seq in ``wanted``. Once the chain is
-    under way the next seq and prev_hash are known, so a line in RFC 8785 form is checked without parsing."""
+def scan_chunk(lines: list[bytes], wanted: Container[int], chain_id: str = "") -> ChunkSummary:
+    """Summarise stored lines in file order, recording the hash at every seq in ``wanted``. Every line must be
+    in the shipper's form (checked by ``canonical_link`` without parsing); the first line's seq and prev_hash
+    are read off it, the following ones must continue the chain."""
     chain_json = canonicalize(chain_id)
     marks: dict[int, str] = {}
     count, first_seq, first_prev, exp, last = 0, -1, "", -1, ""
     for line in lines:
-        if count and (digest := canonical_link(line, chain_json, exp, last)) is not None:
-            seq = exp
-        else:
-            link = intact_link(line) or _full_link(line)
+        if count == 0:
+            link = peek_link(line, chain_json)
             if link is None:
-                return ChunkSummary(False)
-            seq, digest, prev = link
-            if count == 0:
-                first_seq, first_prev = seq, prev
-            elif seq != exp or prev != last:
-                return ChunkSummary(False)
-        if seq in wanted:
-            marks[seq] = digest
-        exp, last, count = seq + 1, digest, count + 1
-    return ChunkSummary(count > 0, count, first_seq, first_prev, exp - 1, last, marks)
+                return ChunkSummary(False, lines=len(lines))
+            first_seq, first_prev = link
+            exp, last = link
+        digest = canonical_link(line, chain_json, exp, last)
+        if digest is None:
+            return ChunkSummary(False, lines=len(lines))
+        if exp in wanted:
+            marks[exp] = digest
+        exp, last, count = exp + 1, digest, count + 1
+    return ChunkSummary(count > 0, count, first_seq, first_prev, exp - 1, last, marks, len(lines))
 
 
 def checked_seqs(checkpoints: Iterable[str], chain_id: str, key: Ed25519PublicKey,
@@ -344,7 +529,8 @@ def verify_in_order(chain_id: str, chunks: Iterable[ChunkSummary], checkpoints: 
     in the same order, by the same code."""
     report = Report(chain_id)
     cps = _Checkpoints(chain_id, checkpoints, key, report)
-    start, anchor = (trusted.size - 1, trusted.root) if trusted else (0, None)
+    anchor = anchor_for(chain_id, cps, trusted, 0)
+    start = anchor.start
     first: ChunkSummary | None = None
     last_seq, last_hash = -1, ""
     marks: dict[int, str] = {}
@@ -363,12 +549,124 @@ def verify_in_order(chain_id: str, chunks: Iterable[ChunkSummary], checkpoints: 
         return None  # empty, or records missing before the start: the full path reports them
     if first.first_seq == 0 and first.first_prev != GENESIS:
         return None
-    walker = _Walker(report, cps, start, anchor, False)
+    walker = _Walker(report, cps, anchor, False)
     for seq in sorted({start, *(s for s in cps.by_last if start <= s <= last_seq)}):
         if seq not in marks:
             return None  # the scan was not asked for this seq: cannot judge it here
         walker.against_checkpoints(seq, marks[seq])
     walker.prev, walker.exp, walker.last = last_hash, last_seq + 1, last_seq
     report.records = last_seq - start + 1
+    walker.finish()
+    return report
+
+
+# The hybrid path (local store, no trusted checkpoint). Chunks whose summaries are intact and continue the chain
+# are committed in bulk; a chunk that is not (a finding somewhere in it) is verified by the full path's machinery
+# (``_Machine``) over its lines, together with the chunks around it that could meet its records in the reorder
+# window, and bulk commits resume once nothing pending can. The report equals ``verify``'s because a record only
+# meets records less than ``window`` positions away:
+# - an intact chunk is committed only once ``window + 2`` records of intact, continuing chunks follow it, held back
+#   unread; a chunk that is not intact makes the full machinery read the held chunks first, so everything it has
+#   not read was already committed by ``verify`` too when the first record of that chunk arrives;
+# - after such a chunk, the full machinery hands back only once ``window + 2`` intact, continuing records follow,
+#   held back again, and only when every record it still holds has a smaller seq than the first held chunk, the
+#   largest alone at its seq and linked to by that chunk (so no later record joins a group it holds, its last
+#   group's verdict does not depend on the next one, and the chain continues); the record it read last is judged
+#   misplaced or not with that chunk's first record as successor, exactly as ``flag_misplaced`` does in one pass.
+
+
+class _Region:
+    """The full path over a stretch of chunks."""
+
+    def __init__(self, walker: _Walker, window: int, chain_json: bytes) -> None:
+        self.machine = _Machine(walker, window)
+        self.flagger = _Flagger(self.machine.push)
+        self.chain_json = chain_json
+
+    def feed(self, lines: list[bytes], arrival: int) -> None:
+        expect: tuple[int, str] | None = None
+        for line in lines:
+            item = parse_record(line, arrival, self.chain_json, expect)
+            arrival += 1
+            if isinstance(item, Finding):
+                self.machine.push(item)
+                expect = None
+            else:
+                self.flagger.add(item)
+                expect = (item.seq + 1, item.hash)
+
+    def hand_back(self, nxt: ChunkSummary) -> bool:
+        """Drain and return True when bulk commits may resume with ``nxt`` (see above)."""
+        self.flagger.close(Rec(nxt.first_seq, "", nxt.first_prev, True, "", -1))
+        pending = self.machine.pending()
+        top = [rec for rec in pending if rec.seq >= nxt.first_seq - 1]
+        if (len(top) != 1 or top[0].seq != nxt.first_seq - 1 or top[0].hash != nxt.first_prev
+                or self.machine.walker.exp > top[0].seq):
+            return False
+        self.machine.drain()
+        return True
+
+    def finish(self) -> None:
+        self.flagger.close(None)
+        self.machine.drain()
+
+
+def _commit_run(walker: _Walker, run: ChunkSummary) -> None:
+    """An intact run of records continuing the chain, as ``_Walker.group`` would commit them one by one."""
+    for seq in sorted(s for s in walker.cps.by_last if run.first_seq <= s <= run.last_seq):
+        walker.against_checkpoints(seq, run.marks[seq])
+    walker.prev, walker.exp, walker.last = run.last_hash, run.last_seq + 1, run.last_seq
+    walker.r.records += run.count
+
+
+_Held = tuple[ChunkSummary, Callable[[], list[bytes]], int]
+
+
+def verify_chunked(chain_id: str, chunks: Iterable[tuple[ChunkSummary, Callable[[], list[bytes]]]],
+                   checkpoints: Iterable[str], key: Ed25519PublicKey, window: int = WINDOW) -> Report:
+    """``verify``'s report from chunk summaries in file order (each with a way to read its lines again), reading
+    lines only around the chunks that are not intact. Every checkpoint seq must be in the summaries' marks."""
+    report = Report(chain_id)
+    cps = _Checkpoints(chain_id, checkpoints, key, report)
+    walker = _Walker(report, cps, Anchor(), False)
+    chain_json = canonicalize(chain_id)
+    held: deque[_Held] = deque()  # intact, continuing, not yet committed (nor read by a region)
+    count = 0  # records in ``held``
+    region: _Region | None = None
+    arrival = 0
+
+    def continues(run: ChunkSummary) -> bool:
+        if held:
+            return run.first_seq == held[-1][0].last_seq + 1 and run.first_prev == held[-1][0].last_hash
+        return region is None and run.first_seq == walker.exp and run.first_prev == walker.prev
+
+    for summary, reread in chunks:
+        if summary.ok and summary.count >= 2 and (continues(summary) or (region is not None and not held)):
+            held.append((summary, reread, arrival))
+            count += summary.count
+        else:
+            region = region or _Region(walker, window, chain_json)
+            for run, again, at in held:
+                region.feed(again(), at)
+            held.clear()
+            count = 0
+            region.feed(reread(), arrival)
+        arrival += summary.lines
+        while held and count - held[0][0].count >= window + 2:
+            if region is not None and not region.hand_back(held[0][0]):
+                run, again, at = held.popleft()
+                count -= run.count
+                region.feed(again(), at)
+                continue
+            region = None
+            count -= held[0][0].count
+            _commit_run(walker, held.popleft()[0])
+    if region is not None:
+        for run, again, at in held:
+            region.feed(again(), at)
+        region.finish()
+    else:
+        for run, _, _ in held:
+            _commit_run(walker, run)
     walker.finish()
     return report

@@ -1,170 +1,212 @@
-"""``tee-audit verify``: pick the storage (local store or Elasticsearch), stream the chain, print the report."""
+"""``tee-audit verify``: pick the storage (local store or Elasticsearch), stream the chain, print the report.
+
+Everything the verifier API raises is a ``VerifyError`` (exit 2 at the command line): no input, however crafted,
+produces a traceback. Each chain's report is complete before it is printed.
+"""
 
 from __future__ import annotations
 
 import json
 import multiprocessing
-import os
-import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import closing
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 import click
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from audit import checkpoint as cp
-from audit.sinks import localstore
+from audit.readers import localstore as store_reader
+from audit.readers.elasticsearch import EsOptions
+from audit.readers.localstore import CHUNK_BYTES, default_workers
 from audit.verify import (
-    ChunkSummary,
     Finding,
+    Promise,
     Rec,
     Report,
     VerifyError,
     checked_seqs,
-    flag_misplaced,
-    parse_record,
-    scan_chunk,
+    judge_tail,
     trusted_checkpoint,
     verify,
+    verify_chunked,
     verify_in_order,
 )
 
-CHUNK_BYTES = 4 * 1024 * 1024  # ~7k records: small enough to balance the workers, large enough to amortise IPC
-
-
-@dataclass(frozen=True)
-class EsOptions:
-    url: str | None
-    data_stream: str | None = None
-    ca_file: Path | None = None
-    api_key_file: Path | None = None
-    username: str | None = None
-    password_file: Path | None = None
+__all__ = ["EsOptions", "default_workers", "local_records", "run", "verify_es", "verify_store"]
 
 
 def local_records(chain_dir: Path) -> Iterator[Rec | Finding]:
-    def parsed() -> Iterator[Rec]:
-        for i, line in enumerate(localstore.read_lines(chain_dir)):
-            item = parse_record(line, i)
-            if isinstance(item, Finding):
-                findings.append(item)
-            else:
-                yield item
-
-    findings: list[Finding] = []
-    yield from flag_misplaced(parsed())
-    yield from findings
+    """The full path's input for one chain directory (records, then findings about the directory)."""
+    return store_reader.records(store_reader.layout(chain_dir.parent, chain_dir.name))
 
 
-def _worker(conn: Connection, tasks: list[tuple[Path, int, int]], wanted: frozenset[int], chain_id: str) -> None:
-    """Summaries of its share of the ranges, in order, through its own pipe; stops at the first not ok."""
-    for task in tasks:
-        summary = scan_chunk(localstore.read_range(*task), wanted, chain_id)
-        conn.send(summary)
-        if not summary.ok:
-            break
-    conn.close()
-
-
-def local_chunks(chain_dir: Path, wanted: frozenset[int], workers: int,
-                 chunk_bytes: int = CHUNK_BYTES) -> Iterator[ChunkSummary]:
-    """Chunk summaries in file order. With ``workers`` > 1, worker k scans ranges k, k+W, k+2W... and the results are
-    read back round-robin: no shared queue or lock, so stopping early is a plain kill. Forked (cheap to start) and
-    only from a process without other threads, so no lock can be inherited held; otherwise in process."""
-    ranges = list(localstore.line_ranges(chain_dir, chunk_bytes))
-    workers = min(workers, len(ranges))
-    if workers <= 1 or threading.active_count() > 1:
-        for task in ranges:
-            yield scan_chunk(localstore.read_range(*task), wanted, chain_dir.name)
-        return
-    ctx = multiprocessing.get_context("fork")
-    procs, pipes = [], []
+def verify_store(store: Path, chain: str | None, key: Ed25519PublicKey, trusted: cp.Checkpoint | None,
+                 progress: bool = False, workers: int = 1, chunk_bytes: int = CHUNK_BYTES,
+                 promise: Promise | None = None, now: float | None = None) -> Report:
+    """Chunk summaries computed by ``workers`` processes, the full path only around chunks that are not intact
+    (``verify_chunked``); from a trusted checkpoint, the fast path when the chain is stored intact and in order,
+    else the full path. Anything in the directory that is not a record: the full path. ``promise``: judge the
+    uncovered tail."""
     try:
-        for k in range(workers):
-            receiver, sender = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=_worker, args=(sender, ranges[k::workers], wanted, chain_dir.name), daemon=True)
-            proc.start()
-            sender.close()
-            procs.append(proc)
-            pipes.append(receiver)
-        for i in range(len(ranges)):
-            summary = pipes[i % workers].recv()
-            yield summary
-            if not summary.ok:
-                return
-    except EOFError:
-        yield ChunkSummary(False)  # a worker died: let the full path verify instead
-    finally:
-        for proc in procs:
-            proc.kill()
-            proc.join()
-        for receiver in pipes:
-            receiver.close()
+        lay = store_reader.layout(store, chain or (trusted.chain_id if trusted else None), trusted is None)
+        report = None
+        if not lay.findings:
+            wanted = checked_seqs(lay.notes, lay.chain, key, trusted)
+            with closing(store_reader.chunks(lay, wanted, workers, chunk_bytes)) as chunks:
+                if trusted is None:
+                    report = verify_chunked(lay.chain, chunks, lay.notes, key)
+                else:
+                    report = verify_in_order(lay.chain, (summary for summary, _ in chunks), lay.notes, key,
+                                             trusted, progress)
+        if report is None:
+            report = verify(lay.chain, store_reader.records(lay), lay.notes, key, trusted, progress=progress)
+        first = report.last_seq - report.unsealed_tail + 1
+        judge_tail(report, promise, time.time() if now is None else now, store_reader.tail(lay, first))
+    except OSError as exc:
+        raise VerifyError(f"{store}: cannot read: {exc}") from None
+    return report
 
 
-def default_workers() -> int:
-    """One per usable core, at most 8 (each holds one chunk's lines: memory stays a few tens of MB)."""
-    return max(1, min(8, len(os.sched_getaffinity(0))))
-
-
-def verify_store(store: Path, chain: str | None, key: object, trusted: cp.Checkpoint | None,
-                 progress: bool = False, workers: int = 1, chunk_bytes: int = CHUNK_BYTES) -> Report:
-    """The fast path when the chain is stored intact and in order, else the full path (which alone judges
-    records); ``workers`` > 1 spreads the fast path over processes."""
-    present = localstore.chains(store)
-    if chain is None:
-        if len(present) != 1:
-            raise VerifyError(f"{store}: holds chains {present}; pick one with --chain")
-        chain = present[0]
-    chain_dir = Path(store) / chain
-    if not chain_dir.is_dir():
-        raise VerifyError(f"{store}: no chain {chain!r}")
-    texts = localstore.read_checkpoints(chain_dir)
-    wanted = checked_seqs(texts, chain, key, trusted)
-    with closing(local_chunks(chain_dir, wanted, workers, chunk_bytes)) as chunks:
-        report = verify_in_order(chain, chunks, texts, key, trusted, progress)
-    if report is not None:
-        return report
-    return verify(chain, local_records(chain_dir), texts, key, trusted, progress=progress)
-
-
-def verify_es(conn: EsOptions, chain: str | None, key: object, trusted: cp.Checkpoint | None,
-              progress: bool = False) -> Report:
+def verify_es(conn: EsOptions, chain: str | None, key: Ed25519PublicKey, trusted: cp.Checkpoint | None,
+              progress: bool = False, promise: Promise | None = None, now: float | None = None) -> Report:
+    from audit.readers import elasticsearch as reader
     from audit.sinks import elasticsearch as es
 
-    client = es.connect(conn.url or "", conn.ca_file, conn.api_key_file, conn.username, conn.password_file)
+    client = reader.connect(conn)
     stream = conn.data_stream or es.data_stream_name("default")
     try:
         try:
             es.refresh(client, stream)  # see writes of the last second too; an auditor may lack the privilege
+            es.refresh(client, es.checkpoint_stream_name(stream))
         except es.EsError:
             pass
-        chain = chain or es.only_chain(client, stream)
-        return verify(chain, es.scan_records(client, stream, chain), es.scan_checkpoints(client, stream, chain),
-                      key, trusted, progress=progress)
+        chain = chain or (trusted.chain_id if trusted else None) or _only_chain(reader.chains(client, stream), stream)
+        return _verify_es_chain(client, stream, chain, key, trusted, progress, promise, now)
     except es.EsError as exc:
         raise VerifyError(str(exc)) from None
+    except (KeyError, TypeError, IndexError, AttributeError) as exc:
+        raise VerifyError(f"{stream}: unexpected answer from Elasticsearch ({type(exc).__name__}: {exc})") from None
     finally:
         client.close()
 
 
+def _only_chain(names: list[str], stream: str) -> str:
+    if len(names) != 1:
+        raise VerifyError(f"{stream} holds chains {names[:20]}; pick one with --chain or give --all-chains")
+    return names[0]
+
+
+def _verify_es_chain(client: Any, stream: str, chain: str, key: Ed25519PublicKey, trusted: cp.Checkpoint | None,
+                     progress: bool, promise: Promise | None, now: float | None) -> Report:
+    from audit.readers import elasticsearch as reader
+
+    notes = reader.checkpoints(client, stream, chain)
+    floor, _ = reader.retention_floor(client, stream, chain)
+    report = verify(chain, reader.records(client, stream, chain), notes, key, trusted, progress=progress,
+                    window=0, floor=floor)
+    if report.records == 0 and not notes and trusted is None:
+        raise VerifyError(f"{stream}: no records and no checkpoints of chain {chain!r}")
+    report.failure_store = reader.failures(client, stream, chain)
+    first = report.last_seq - report.unsealed_tail + 1
+    judge_tail(report, promise, time.time() if now is None else now, reader.tail(client, stream, chain, first))
+    return report
+
+
+@dataclass(frozen=True)
+class ChainResult:
+    chain: str
+    report: Report | None
+    error: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        if self.report is None:
+            return {"chain": self.chain, "intact": None, "error": self.error}
+        return self.report.as_dict()
+
+    @property
+    def code(self) -> int:
+        return 2 if self.report is None else (0 if self.report.intact else 1)
+
+
+def _one_chain(args: tuple[EsOptions, str, str, bytes, Promise | None, float]) -> ChainResult:
+    """One chain of ``--all-chains``, in a worker process with its own connection (keys travel as raw bytes)."""
+    from audit.readers import elasticsearch as reader
+
+    conn, stream, chain, raw_key, promise, now = args
+    key = Ed25519PublicKey.from_public_bytes(raw_key)
+    try:
+        client = reader.connect(conn)
+        try:
+            return ChainResult(chain, _verify_es_chain(client, stream, chain, key, None, False, promise, now))
+        finally:
+            client.close()
+    except VerifyError as exc:
+        return ChainResult(chain, None, str(exc))
+    except Exception as exc:  # noqa: BLE001 - EsError; one chain's failure must not hide the others' results
+        return ChainResult(chain, None, f"{type(exc).__name__}: {exc}")
+
+
+def verify_all_es(conn: EsOptions, key: Ed25519PublicKey, promise: Promise | None, workers: int,
+                  now: float | None = None) -> list[ChainResult]:
+    """Every chain in the data stream, ``workers`` at a time (processes: verifying is CPU-bound Python)."""
+    from audit.readers import elasticsearch as reader
+    from audit.sinks import elasticsearch as es
+
+    stream = conn.data_stream or es.data_stream_name("default")
+    client = reader.connect(conn)
+    try:
+        try:
+            es.refresh(client, stream)
+            es.refresh(client, es.checkpoint_stream_name(stream))
+        except es.EsError:
+            pass
+        names = reader.chains(client, stream)
+    except es.EsError as exc:
+        raise VerifyError(str(exc)) from None
+    except (KeyError, TypeError, IndexError, AttributeError) as exc:
+        raise VerifyError(f"{stream}: unexpected answer from Elasticsearch ({type(exc).__name__}: {exc})") from None
+    finally:
+        client.close()
+    if not names:
+        raise VerifyError(f"{stream}: holds no chains")
+    stamp = time.time() if now is None else now
+    raw_key = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    jobs = [(conn, stream, name, raw_key, promise, stamp) for name in names]
+    if workers <= 1:
+        return [_one_chain(job) for job in jobs]
+    try:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            return list(pool.map(_one_chain, jobs))
+    except (BrokenProcessPool, OSError) as exc:
+        raise VerifyError(f"the verifying processes failed: {exc}") from None
+
+
 def run(store: Path | None, conn: EsOptions, public_key: Path, chain: str | None, from_checkpoint: Path | None,
-        as_json: bool) -> int:
+        as_json: bool, promise: Promise | None = None, all_chains: bool = False) -> int:
     try:
         if (store is None) == (conn.url is None):
             raise VerifyError("give exactly one of --store or --es")
         key = cp.load_public(public_key)
-        trusted = trusted_checkpoint(from_checkpoint.read_text(), key) if from_checkpoint else None
-        if trusted is not None and chain is None:
-            chain = trusted.chain_id
+        trusted = trusted_checkpoint(_read_note(from_checkpoint), key) if from_checkpoint else None
+        if trusted is not None and chain is not None and trusted.chain_id != chain:
+            raise VerifyError(f"the trusted checkpoint is of chain {trusted.chain_id!r}, not {chain!r}")
+        if all_chains:
+            if store is not None or chain or trusted:
+                raise VerifyError("--all-chains goes with --es, without --chain or --from-checkpoint")
+            return _print_all(verify_all_es(conn, key, promise, default_workers()), as_json)
         progress = True  # every 250k records, on stderr (stdout stays clean for --json)
         if store is not None:
-            report = verify_store(store, chain, key, trusted, progress, default_workers())
+            report = verify_store(store, chain, key, trusted, progress, default_workers(), promise=promise)
         else:
-            report = verify_es(conn, chain, key, trusted, progress)
-    except (VerifyError, cp.CheckpointError, OSError) as exc:
+            report = verify_es(conn, chain, key, trusted, progress, promise)
+    except (VerifyError, cp.CheckpointError) as exc:
         click.echo(f"tee-audit verify: cannot verify: {exc}", err=True)
         return 2
     if as_json:
@@ -174,10 +216,41 @@ def run(store: Path | None, conn: EsOptions, public_key: Path, chain: str | None
     return 0 if report.intact else 1
 
 
+def _read_note(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise VerifyError(f"{path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise VerifyError(f"{path}: not UTF-8 at byte {exc.start}") from None
+
+
+def _print_all(results: list[ChainResult], as_json: bool) -> int:
+    code = max(r.code for r in results)
+    totals = {"chains": len(results), "intact": sum(r.code == 0 for r in results),
+              "not_intact": sum(r.code == 1 for r in results), "errors": sum(r.code == 2 for r in results),
+              "records": sum(r.report.records for r in results if r.report)}
+    if as_json:
+        click.echo(json.dumps({"totals": totals, "chains": [r.as_dict() for r in results]}))
+        return code
+    for r in results:
+        if r.report is None:
+            click.echo(f"chain {r.chain}: CANNOT VERIFY: {r.error}")
+        else:
+            _print_human(r.report)
+    click.echo(f"{totals['chains']} chains: {totals['intact']} intact, {totals['not_intact']} not intact, "
+               f"{totals['errors']} could not be verified; {totals['records']} records")
+    return code
+
+
 def _print_human(report: Report) -> None:
     state = "INTACT" if report.intact else "NOT INTACT"
     click.echo(f"chain {report.chain}: {state}: {report.records} records, {report.checkpoints} signed checkpoints,"
                f" {report.unsealed_tail} records after the last checkpoint (not yet sealed)")
+    if report.expired:
+        click.echo(f"  records 0..{report.expired - 1} expired (deleted by retention; checkpoints remain)")
+    for entry in report.failure_store:
+        click.echo(f"  in the failure store: seq={entry['seq']} {entry['error']}")
     for f in report.findings:
         click.echo(f"  {f.kind:<20} seq={f.seq if f.seq is not None else '-'}  {f.detail}")
     if report.truncated_findings:

@@ -12,7 +12,8 @@
 - The index template sets ``index.mode: standard``: 9.x turns ``logs-*-*`` streams into LogsDB with synthetic
   ``_source`` by default, which may rewrite a stored document and so break its hash. Unknown fields are kept in
   ``_source`` but not indexed (``dynamic: false``), so no event can ever hit a mapping conflict.
-- Reading (``verify``) uses a point in time and ``search_after`` sorted by ``chain.seq``: memory stays flat.
+- Checkpoints go to their own data stream without retention (``checkpoint_stream_name``): they must outlive the
+  records they cover. Reading for ``verify`` is audit/readers/elasticsearch.py.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,6 @@ from elastic_transport import TlsError, TransportError
 from elasticsearch import ApiError, Elasticsearch
 
 from audit.chain import doc_id
-from audit.verify import Finding, Rec, parse_record
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +54,39 @@ def data_stream_name(namespace: str) -> str:
     return f"logs-{DATASET}-{namespace}"
 
 
+def checkpoint_stream_name(records_stream: str) -> str:
+    """Where the checkpoints of ``records_stream`` go: their own data stream, without retention, so they outlive
+    the records they cover (``verify`` starts from them once retention deleted old backing indices)."""
+    return records_stream.replace(f"-{DATASET}-", f"-{DATASET}.checkpoints-", 1)
+
+
+def checkpoint_template(namespace: str) -> dict[str, Any]:
+    keyword = {"type": "keyword"}
+    return {
+        "index_patterns": [checkpoint_stream_name(data_stream_name(namespace))],
+        "data_stream": {},
+        "priority": 500,
+        "_meta": {"managed_by": "tee-audit", "description": "tee-audit signed checkpoints (kept: no retention)"},
+        "template": {
+            "settings": {"index.mode": "standard", "index.auto_expand_replicas": "0-1"},
+            "lifecycle": {"enabled": False},
+            "mappings": {"dynamic": False, "properties": {
+                "@timestamp": {"type": "date_nanos"},
+                "chain": {"properties": {"id": keyword}},
+                "checkpoint": {"properties": {"size": {"type": "long"}, "root": keyword,
+                                              "note": {"type": "keyword", "index": False, "doc_values": False}}},
+            }},
+        },
+    }
+
+
 def read_secret(path: Path) -> str:
     return Path(path).read_text().strip()
 
 
 def connect(url: str, ca_file: Path | None = None, api_key_file: Path | None = None, username: str | None = None,
-            password_file: Path | None = None, timeout: float = 30.0) -> Elasticsearch:
-    kwargs: dict[str, Any] = {}
+            password_file: Path | None = None, timeout: float = 30.0, **kwargs: Any) -> Elasticsearch:
+    """A client; ``kwargs`` go to ``Elasticsearch`` (the verify reader passes its own ``serializers``)."""
     if ca_file:
         kwargs["ca_certs"] = str(ca_file)
     if api_key_file:
@@ -154,6 +179,8 @@ class ElasticsearchSink:
     def ensure_template(self) -> None:
         if not self._template_ready:
             request(self.client, "PUT", f"/_index_template/{self.stream}", template(self.namespace, self.retention))
+            request(self.client, "PUT", f"/_index_template/{checkpoint_stream_name(self.stream)}",
+                    checkpoint_template(self.namespace))
             self._template_ready = True
 
     def write(self, records: list[tuple[int, bytes]], checkpoints: list[dict[str, Any]]) -> None:
@@ -164,7 +191,9 @@ class ElasticsearchSink:
             lines.append(b'{"create":{"_id":%s}}' % json.dumps(doc_id(self.chain_id, seq)).encode())
             lines.append(doc)
         for cp in checkpoints:
-            lines.append(b'{"create":{"_id":%s}}' % json.dumps(f"{self.chain_id}:checkpoint:{cp['size']}").encode())
+            lines.append(b'{"create":{"_index":%s,"_id":%s}}' % (
+                json.dumps(checkpoint_stream_name(self.stream)).encode(),
+                json.dumps(f"{self.chain_id}:checkpoint:{cp['size']}").encode()))
             lines.append(json.dumps({"@timestamp": utc(cp["t"]), "chain": {"id": self.chain_id},
                                      "checkpoint": {"size": cp["size"], "root": cp["hash"],
                                                     "note": cp["note"]}}).encode())
@@ -197,65 +226,6 @@ def _check_items(items: list[dict[str, Any]]) -> None:
             raise EsError("mapping" if status == 400 else f"http_{status}", detail, False)
     if retry is not None:
         raise retry
-
-
-# -- reading -------------------------------------------------------------------------------------------------
-def _search(client: Elasticsearch, stream: str, query: dict[str, Any], sort: list[Any],
-            fields: bool = True) -> Iterator[dict[str, Any]]:
-    pit = request(client, "POST", f"/{stream}/_pit?keep_alive=2m")["id"]
-    try:
-        after = None
-        while True:
-            body: dict[str, Any] = {"size": _PAGE, "query": query, "sort": sort, "pit": {"id": pit,
-                                                                                        "keep_alive": "2m"},
-                                    "track_total_hits": False}
-            if after is not None:
-                body["search_after"] = after
-            page = request(client, "POST", "/_search", body)
-            pit = page.get("pit_id", pit)
-            hits = page["hits"]["hits"]
-            if not hits:
-                return
-            yield from hits
-            after = hits[-1]["sort"]
-    finally:
-        try:
-            request(client, "DELETE", "/_pit", {"id": pit})
-        except EsError:
-            pass
-
-
-def _chain_query(chain_id: str, field: str) -> dict[str, Any]:
-    return {"bool": {"filter": [{"term": {"chain.id": chain_id}}, {"exists": {"field": field}}]}}
-
-
-def scan_records(client: Elasticsearch, stream: str, chain_id: str) -> Iterator[Rec | Finding]:
-    """Records sorted by seq; a document whose ``_id`` names another seq of this chain is flagged misplaced."""
-    prefix = f"{chain_id}:"
-    for arrival, hit in enumerate(_search(client, stream, _chain_query(chain_id, "chain.seq"),
-                                          [{"chain.seq": "asc"}])):
-        item = parse_record(hit["_source"], arrival)
-        if isinstance(item, Rec):
-            suffix = hit["_id"].removeprefix(prefix)
-            if hit["_id"].startswith(prefix) and suffix.isdigit() and int(suffix) != item.seq:
-                item.misplaced = True
-        yield item
-
-
-def scan_checkpoints(client: Elasticsearch, stream: str, chain_id: str) -> Iterator[str]:
-    for hit in _search(client, stream, _chain_query(chain_id, "checkpoint.size"), [{"checkpoint.size": "asc"}]):
-        note = hit["_source"].get("checkpoint", {}).get("note")
-        if isinstance(note, str):
-            yield note
-
-
-def only_chain(client: Elasticsearch, stream: str) -> str:
-    body = {"size": 0, "aggs": {"chains": {"terms": {"field": "chain.id", "size": 10}}}}
-    buckets = request(client, "POST", f"/{stream}/_search", body)["aggregations"]["chains"]["buckets"]
-    names = [b["key"] for b in buckets]
-    if len(names) != 1:
-        raise EsError("chain", f"{stream} holds chains {names}; pick one with --chain", False)
-    return names[0]
 
 
 def refresh(client: Elasticsearch, stream: str) -> None:

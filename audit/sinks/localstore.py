@@ -60,45 +60,6 @@ def read_lines(chain_dir: Path) -> Iterator[bytes]:
                 yield line[:-1]
 
 
-def _complete_size(fh: BinaryIO, size: int) -> int:
-    """The offset just after the last newline: where a torn last line (if any) starts."""
-    pos = size
-    while pos > 0:
-        step = min(65536, pos)
-        fh.seek(pos - step)
-        nl = fh.read(step).rfind(b"\n")
-        if nl >= 0:
-            return pos - step + nl + 1
-        pos -= step
-    return 0
-
-
-def line_ranges(chain_dir: Path, chunk_bytes: int) -> Iterator[tuple[Path, int, int]]:
-    """``(segment, start, end)`` byte ranges of about ``chunk_bytes`` each, cut after a newline, covering exactly the
-    lines ``read_lines`` yields (a torn last line is left out), in file order: units for verifying in parallel."""
-    for seg in segments(chain_dir):
-        with open(seg, "rb") as fh:
-            complete = _complete_size(fh, fh.seek(0, os.SEEK_END))
-            start = 0
-            while start < complete:
-                end = complete
-                if start + chunk_bytes < complete:
-                    fh.seek(start + chunk_bytes - 1)
-                    while (nl := (block := fh.read(1 << 16)).find(b"\n")) < 0:
-                        pass  # a newline exists before ``complete``, so this ends
-                    end = fh.tell() - len(block) + nl + 1
-                yield seg, start, end
-                start = end
-
-
-def read_range(path: Path, start: int, end: int) -> list[bytes]:
-    """The lines (without newlines) of a range from ``line_ranges``."""
-    with open(path, "rb") as fh:
-        fh.seek(start)
-        data = fh.read(end - start)
-    return data.split(b"\n")[:-1]
-
-
 def read_checkpoints(chain_dir: Path) -> list[str]:
     return [p.read_text() for p in sorted((chain_dir / "checkpoints").glob("*.note"))]
 

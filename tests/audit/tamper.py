@@ -6,17 +6,20 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from elasticsearch import Elasticsearch
 
+from audit.canonical import canonicalize
 from audit.chain import Head, record_hash, seal
+from audit.sinks.elasticsearch import checkpoint_stream_name
 
 
 def forge(event: dict[str, Any], chain: str, seq: int, prev_hash: str) -> dict[str, Any]:
     """A record with a valid hash of its own, linked to ``prev_hash``: what a forger would write."""
     body = {k: v for k, v in event.items() if k != "chain"}
     doc, _ = seal(body, Head(chain, seq, prev_hash))
-    return doc
+    return json.loads(canonicalize(doc))  # keys in RFC 8785 order: stored compactly, it is the canonical form
 
 
 def rehash_from(docs: list[dict[str, Any]], start: int) -> None:
@@ -35,7 +38,8 @@ class LocalTamper:
         self.docs = [json.loads(line) for line in self.segment.read_text().splitlines()]
 
     def save(self) -> None:
-        self.segment.write_text("".join(json.dumps(d, separators=(",", ":")) + "\n" for d in self.docs))
+        self.segment.write_bytes(b"".join((d if isinstance(d, bytes) else canonicalize(d)) + b"\n"
+                                          for d in self.docs))
 
     def doc(self, seq: int) -> dict[str, Any]:
         return next(d for d in self.docs if d["chain"]["seq"] == seq)
@@ -50,6 +54,15 @@ class LocalTamper:
 
     def insert_after(self, seq: int, doc: dict[str, Any]) -> None:
         self.docs.insert(self._index(seq) + 1, doc)
+        self.save()
+
+    def append(self, doc: dict[str, Any]) -> None:
+        self.docs.append(doc)
+        self.save()
+
+    def replace_raw(self, seq: int, data: bytes) -> None:
+        """Store ``data`` as record ``seq``'s line, byte for byte (the tamper handle reads no more after this)."""
+        self.docs[self._index(seq)] = data  # type: ignore[call-overload]
         self.save()
 
     def swap(self, a: int, b: int) -> None:
@@ -68,7 +81,7 @@ class LocalTamper:
         return {int(p.stem): p.read_text() for p in (self.dir / "checkpoints").glob("*.note")}
 
     def put_checkpoint(self, size: int, note: str, replace: bool = True) -> None:
-        name = f"{size:020d}.note" if replace else f"{size:020d}-extra.note"
+        name = f"{size:020d}.note" if replace else f"{10**19 + size:020d}.note"  # beside it, validly named
         (self.dir / "checkpoints" / name).write_text(note)
 
     def _index(self, seq: int) -> int:
@@ -76,14 +89,17 @@ class LocalTamper:
 
 
 class EsTamper:
+    """Documents of the records stream and of the checkpoint stream, changed in place (optimistic concurrency)."""
+
     def __init__(self, url: str, stream: str, chain: str) -> None:
         self.es = Elasticsearch(url)
         self.stream, self.chain = stream, chain
-        self.es.indices.refresh(index=stream)
-        hits = self.es.search(index=stream, size=10000, seq_no_primary_term=True,
+        self.cp_stream = checkpoint_stream_name(stream)
+        self.es.indices.refresh(index=f"{stream},{self.cp_stream}")
+        hits = self.es.search(index=f"{stream},{self.cp_stream}", size=10000, seq_no_primary_term=True,
                               query={"match_all": {}})["hits"]["hits"]
         self.hits = {h["_id"]: h for h in hits}
-        self.index = hits[0]["_index"]
+        self.index = next(h["_index"] for h in hits if "seq" in h["_source"].get("chain", {}))
         self.docs = sorted((h["_source"] for h in hits if "seq" in h["_source"].get("chain", {})),
                            key=lambda d: d["chain"]["seq"])
 
@@ -93,23 +109,36 @@ class EsTamper:
     def doc(self, seq: int) -> dict[str, Any]:
         return dict(self.hits[self._id(seq)]["_source"])
 
-    def _put(self, doc_id: str, doc: dict[str, Any]) -> None:
+    def _put(self, doc_id: str, doc: dict[str, Any], stream: str | None = None) -> None:
+        self.put_raw(doc_id, canonicalize(doc), stream)
+
+    def put_raw(self, doc_id: str, data: bytes, stream: str | None = None) -> None:
+        """Store ``data`` as the document's source, byte for byte."""
         hit = self.hits.get(doc_id)
+        headers = {"content-type": "application/json", "accept": "application/json"}
         if hit is None:
-            self.es.index(index=self.stream, id=doc_id, document=doc, op_type="create", refresh=True)
+            self.es.perform_request("PUT", f"/{stream or self.stream}/_create/{quote(doc_id, safe='')}?refresh=true",
+                                    body=data, headers=headers)
             return
-        self.es.index(index=hit["_index"], id=doc_id, document=doc, if_seq_no=hit["_seq_no"],
-                      if_primary_term=hit["_primary_term"], refresh=True)
+        self.es.perform_request(
+            "PUT", f"/{hit['_index']}/_doc/{quote(doc_id, safe='')}?refresh=true&if_seq_no={hit['_seq_no']}"
+            f"&if_primary_term={hit['_primary_term']}", body=data, headers=headers)
 
     def replace(self, seq: int, doc: dict[str, Any]) -> None:
         self._put(self._id(seq), doc)
 
+    def replace_raw(self, seq: int, data: bytes) -> None:
+        self.put_raw(self._id(seq), data)
+
     def delete(self, *seqs: int) -> None:
         for seq in seqs:
-            self.es.delete(index=self.index, id=self._id(seq), refresh=True)
+            self.es.delete(index=self.hits[self._id(seq)]["_index"], id=self._id(seq), refresh=True)
 
     def insert_after(self, seq: int, doc: dict[str, Any]) -> None:
         self._put(f"{self.chain}:forged-{seq}", doc)
+
+    def append(self, doc: dict[str, Any]) -> None:
+        self._put(self._id(doc["chain"]["seq"]), doc)
 
     def swap(self, a: int, b: int) -> None:
         doc_a, doc_b = self.doc(a), self.doc(b)
@@ -131,11 +160,12 @@ class EsTamper:
         doc_id = f"{self.chain}:checkpoint:{size}" if replace else f"{self.chain}:checkpoint:{size}-extra"
         root = self.hits.get(f"{self.chain}:checkpoint:{size}", {}).get("_source", {}).get("checkpoint", {})
         self._put(doc_id, {"@timestamp": "2026-01-01T00:00:00Z", "chain": {"id": self.chain},
-                           "checkpoint": {"size": size, "root": root.get("root", ""), "note": note}})
+                           "checkpoint": {"size": size, "root": root.get("root", ""), "note": note}}, self.cp_stream)
 
 
 def drop_checkpoint(target: LocalTamper | EsTamper, size: int) -> None:
     if isinstance(target, LocalTamper):
         (target.dir / "checkpoints" / f"{size:020d}.note").unlink()
     else:
-        target.es.delete(index=target.index, id=f"{target.chain}:checkpoint:{size}", refresh=True)
+        doc_id = f"{target.chain}:checkpoint:{size}"
+        target.es.delete(index=target.hits[doc_id]["_index"], id=doc_id, refresh=True)

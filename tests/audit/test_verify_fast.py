@@ -1,21 +1,23 @@
 """The local store's fast verify path gives exactly the full path's report: on intact chains, on every kind of
-tampering, and on lines that are valid but not in the shape the shipper writes."""
+tampering, and on lines whose content is genuine but whose bytes are not the shipper's RFC 8785 form."""
 
 from __future__ import annotations
 
 import json
 import threading
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 
 from audit import checkpoint as cp
 from audit.canonical import canonicalize, dumps
-from audit.chain import GENESIS, Head, canonical_link, intact_link, seal
+from audit.chain import GENESIS, Head, canonical_link, seal
+from audit.readers import localstore as reader
 from audit.sinks import localstore
-from audit.verify import Report, checked_seqs, scan_chunk, verify, verify_in_order
-from audit.verify_cli import local_chunks, local_records, verify_store
+from audit.verify import Report, checked_seqs, scan_chunk, verify, verify_chunked, verify_in_order
+from audit.verify_cli import local_records, verify_store
 from tests.audit.kit import keys, ship_once, verify_json, write_journal
 from tests.audit.tamper import LocalTamper, drop_checkpoint, forge
 from tests.audit.test_tamper import CASES
@@ -43,9 +45,9 @@ class Chain:
 
     def in_order(self, trusted: cp.Checkpoint | None = None, workers: int = 1) -> Report | None:
         """The fast path alone: None when it declines and leaves the chain to the full path."""
-        texts = localstore.read_checkpoints(self.dir)
-        chunks = local_chunks(self.dir, checked_seqs(texts, CHAIN, self.public, trusted), workers)
-        return verify_in_order(CHAIN, chunks, texts, self.public, trusted)
+        lay = reader.layout(self.store, CHAIN)
+        chunks = reader.chunks(lay, checked_seqs(lay.notes, CHAIN, self.public, trusted), workers)
+        return verify_in_order(CHAIN, (summary for summary, _ in chunks), lay.notes, self.public, trusted)
 
     def fast(self, trusted: cp.Checkpoint | None = None, workers: int = 1) -> Report:
         return verify_store(self.store, CHAIN, self.public, trusted, workers=workers)
@@ -157,22 +159,36 @@ def _escaped(line: bytes) -> bytes:
     return line.replace(b'"domain vm-', b'"\\u0064omain vm-', 1)
 
 
-@pytest.mark.parametrize(("reshape", "self_proving"), [(_reformatted, False), (_escaped, False),
-                                                       (_keys_reordered, True)])
-def test_valid_line_in_another_shape_is_intact(chain: Chain, reshape: Callable[[bytes], bytes],
-                                               self_proving: bool) -> None:
-    """Verify judges content, as hashed in its RFC 8785 form, not the stored bytes: a line whose whitespace, key
-    order or escapes differ but whose content is unchanged is intact. The fast check accepts any key order (it
-    sorts), but not whitespace or escapes orjson would not write: the full parse judges that line, and the rest
-    of the chain stays on the fast path."""
+@pytest.mark.parametrize("reshape", [_reformatted, _escaped, _keys_reordered])
+def test_genuine_content_in_other_bytes_is_modified(chain: Chain, reshape: Callable[[bytes], bytes]) -> None:
+    """The stored bytes are the contract: a line rewritten with other whitespace, key order, escapes or number
+    spelling hashes right as content, yet readers see other text (``1.7e1`` is a float to many). Both paths
+    report it ``modified`` at its seq, and nothing else."""
     lines = chain.lines()
     lines[17] = reshape(lines[17])
     chain.write_lines(lines)
-    assert (intact_link(lines[17]) is not None) == self_proving
     full = chain.full()
-    assert full.intact, full.findings
-    fast = chain.in_order()
-    assert fast is not None and fast.as_dict() == full.as_dict()
+    assert [(f.kind, f.seq) for f in full.findings] == [("modified", 17)]
+    assert "RFC 8785 form" in full.findings[0].detail
+    assert chain.fast().as_dict() == full.as_dict()
+    assert chain.in_order() is None
+
+
+@pytest.mark.parametrize("spelling", [b"1.2347e4", b"12347.0", b"12347e0", b"1.2347E+4"])
+def test_respelled_number_is_modified_though_its_value_hashes_right(tmp_path: Path, spelling: bytes) -> None:
+    _, public_file = keys(tmp_path / "keys")
+    chain_dir = tmp_path / "store" / CHAIN
+    (chain_dir / "checkpoints").mkdir(parents=True)
+    head, lines = Head(CHAIN), []
+    for i in range(3):
+        doc, head = seal({"@timestamp": "2026-01-01T00:00:00Z", "bytes": 12347 + i - 1}, head)
+        lines.append(canonicalize(doc))
+    lines[1] = lines[1].replace(b'"bytes":12347', b'"bytes":' + spelling)
+    (chain_dir / f"records-{0:020d}.jsonl").write_bytes(b"".join(line + b"\n" for line in lines))
+    public = cp.load_public(public_file)
+    full = verify(CHAIN, local_records(chain_dir), [], public)
+    assert [(f.kind, f.seq) for f in full.findings] == [("modified", 1)]
+    assert verify_store(tmp_path / "store", CHAIN, public, None).as_dict() == full.as_dict()
 
 
 def test_line_with_a_duplicate_key_is_refused_though_its_last_value_hashes_right(chain: Chain) -> None:
@@ -183,38 +199,32 @@ def test_line_with_a_duplicate_key_is_refused_though_its_last_value_hashes_right
     assert json.loads(forged) == json.loads(lines[17])
     lines[17] = forged
     chain.write_lines(lines)
-    assert intact_link(forged) is None
     full = chain.full()
     assert not full.intact and ("inserted", None) in [(f.kind, f.seq) for f in full.findings]
     assert chain.fast().as_dict() == full.as_dict()
 
 
-def test_intact_link_reads_seq_hash_and_prev_of_a_shipped_line(chain: Chain) -> None:
-    line = chain.lines()[3]
-    link = json.loads(line)["chain"]
-    assert intact_link(line) == (3, link["hash"], link["prev_hash"])
-
-
-def test_intact_link_refuses_a_line_whose_float_orjson_renders_unlike_rfc8785() -> None:
-    """1.0 is ``1`` in RFC 8785 but ``1.0`` for orjson: the bytes hashed differ, so the fast check misses and the
-    full path (which renders RFC 8785) decides."""
+def test_float_record_in_rfc8785_form_is_proved_without_parsing() -> None:
+    """1.0 is ``1`` in RFC 8785: the shipper stores that form, and the fast check takes it as it is."""
     doc, _ = seal({"@timestamp": "2026-01-01T00:00:00Z", "ratio": 1.0, "small": 1.5e-7}, Head(CHAIN))
-    line = dumps(doc)
-    assert intact_link(line) is None
-    summary = scan_chunk([line], frozenset({0}))
+    line = canonicalize(doc)
+    summary = scan_chunk([line], frozenset({0}), CHAIN)
     assert (summary.ok, summary.first_seq, summary.first_prev, summary.marks) == (True, 0, GENESIS,
                                                                                    {0: doc["chain"]["hash"]})
+    assert scan_chunk([dumps(doc)], frozenset({0}), CHAIN).ok is False  # "ratio":1.0 is not the stored form
 
 
-def test_line_ranges_cover_exactly_the_lines_read_lines_yields(tmp_path: Path) -> None:
-    chain_dir = tmp_path / CHAIN
-    chain_dir.mkdir()
+def test_ranges_cover_exactly_the_complete_lines(tmp_path: Path) -> None:
+    chain_dir = tmp_path / "store" / CHAIN
+    chain_dir.mkdir(parents=True)
     (chain_dir / f"records-{0:020d}.jsonl").write_bytes(b"".join(b"%d-%s\n" % (i, b"x" * i) for i in range(40)))
     (chain_dir / f"records-{40:020d}.jsonl").write_bytes(b"a\n\nbb\ntorn")
-    expected = list(localstore.read_lines(chain_dir))
+    lay = reader.layout(tmp_path / "store", CHAIN)
+    expected = [b"%d-%s" % (i, b"x" * i) for i in range(40)] + [b"a", b"", b"bb"]
     for chunk in (1, 7, 64, 1 << 20):
-        got = [line for r in localstore.line_ranges(chain_dir, chunk) for line in localstore.read_range(*r)]
+        got = [line for r in reader.ranges(lay, chunk) for line in reader.read_range(*r)]
         assert got == expected, chunk
+    assert [f.kind for f in lay.findings] == ["stray"]  # the unterminated "torn" is reported, not read
 
 
 CHUNK = 8192  # ~13 records: many chunks from a small chain
@@ -228,7 +238,7 @@ def long_chain(tmp_path_factory: pytest.TempPathFactory) -> Chain:
 def _in_workers(chain: Chain) -> Report:
     """The fast path spread over two forked workers (only done from a process without other threads)."""
     assert threading.active_count() == 1, "a thread is running: local_chunks would not fork, proving nothing"
-    assert len(list(localstore.line_ranges(chain.dir, CHUNK))) >= 20
+    assert len(list(reader.ranges(reader.layout(chain.store, CHAIN), CHUNK))) >= 20
     return verify_store(chain.store, CHAIN, chain.public, None, workers=2, chunk_bytes=CHUNK)
 
 
@@ -255,7 +265,7 @@ def test_two_workers_find_a_modified_record_deep_in_a_later_chunk(long_chain: Ch
 def test_chain_link_broken_between_two_chunks_is_found(long_chain: Chain) -> None:
     """A forged record with a valid hash of its own, placed exactly where a chunk ends: only the stitching of the
     workers' summaries can see that the next chunk does not link to it."""
-    ends = {end for _, _, end in localstore.line_ranges(long_chain.dir, CHUNK)}
+    ends = {end for _, _, end in reader.ranges(reader.layout(long_chain.store, CHAIN), CHUNK)}
     lines = long_chain.lines()
     offsets = [sum(len(x) + 1 for x in lines[:i + 1]) for i in range(len(lines))]
     boundary = next(i for i in range(100, len(lines)) if offsets[i] in ends)
@@ -263,10 +273,11 @@ def test_chain_link_broken_between_two_chunks_is_found(long_chain: Chain) -> Non
     doc = json.loads(original)
     message = doc["message"].replace("started", "stopped")  # same length: the chunk boundaries stay put
     try:
-        lines[boundary] = dumps(forge(dict(doc, message=message), CHAIN, boundary, doc["chain"]["prev_hash"]))
+        lines[boundary] = canonicalize(forge(dict(doc, message=message), CHAIN, boundary,
+                                             doc["chain"]["prev_hash"]))
         assert len(lines[boundary]) == len(original)
         long_chain.write_lines(lines)
-        assert intact_link(lines[boundary]) is not None  # the forgery is intact on its own
+        assert scan_chunk([lines[boundary]], frozenset(), CHAIN).ok  # the forgery is intact on its own
         report = _in_workers(long_chain)
         assert ("broken-link", boundary + 1) in [(f.kind, f.seq) for f in report.findings]
         assert report.as_dict() == long_chain.full().as_dict()
@@ -337,3 +348,54 @@ def test_hash_moved_into_a_nested_chain_object_is_not_taken_for_the_record(tmp_p
         full = verify(CHAIN, local_records(chain_dir), [], public)
         assert full.intact == intact
         assert verify_store(tmp_path / "store", CHAIN, public, None).as_dict() == full.as_dict()
+
+
+# The hybrid path: chunk summaries committed in bulk, the full machinery only around chunks that are not intact.
+# A small window and small chunks make every hand-over happen many times in a 400-record chain.
+WINDOW = 20
+
+
+def _move(t: LocalTamper, seq: int, after: int) -> None:
+    doc = t.doc(seq)
+    t.docs.remove(doc)
+    t.insert_after(after, doc)
+
+
+def _copy_to(t: LocalTamper, seq: int, after: int) -> None:
+    t.insert_after(after, dict(t.doc(seq)))
+
+
+def _modify_at(t: LocalTamper, seq: int) -> None:
+    t.replace(seq, dict(t.doc(seq), message="nothing to see here"))
+
+
+HYBRID_CASES: dict[str, Callable[[LocalTamper], None]] = {
+    "untouched": lambda t: None,
+    "modified first, middle, last": lambda t: [_modify_at(t, s) for s in (0, 150, 399)],
+    "deleted in the middle": lambda t: t.delete(150),
+    "deleted at the start": lambda t: t.delete(0, 1, 2),
+    "tail truncated": lambda t: t.delete(*range(390, 400)),
+    "forgery inserted": lambda t: t.insert_after(150, forge(t.doc(300), CHAIN, 151, t.doc(150)["chain"]["hash"])),
+    "swapped pair": lambda t: t.swap(150, 151),
+    "duplicated next to it": lambda t: t.duplicate(150),
+    "moved within the window": lambda t: _move(t, 150, 160),
+    "moved beyond the window": lambda t: _move(t, 150, 260),
+    "copied beyond the window": lambda t: _copy_to(t, 150, 300),
+    "copied just within the window": lambda t: _copy_to(t, 150, 150 + WINDOW - 3),
+    "far-ahead seq inserted": lambda t: t.insert_after(150, forge(t.doc(300), CHAIN, 10**6, "0" * 64)),
+    "two findings far apart": lambda t: (_modify_at(t, 60), t.delete(330)),
+}
+
+
+@pytest.mark.parametrize("case", list(HYBRID_CASES))
+@pytest.mark.parametrize("workers", [1, 2])
+def test_hybrid_path_gives_the_full_paths_report(tmp_path: Path, case: str, workers: int) -> None:
+    chain = Chain(tmp_path, records=400)
+    HYBRID_CASES[case](chain.tamper)
+    lay = reader.layout(chain.store, CHAIN)
+    full = verify(CHAIN, local_records(chain.dir), lay.notes, chain.public, window=WINDOW)
+    assert full.intact == (case == "untouched")
+    assert threading.active_count() == 1 or workers == 1
+    with closing(reader.chunks(lay, checked_seqs(lay.notes, CHAIN, chain.public, None), workers, CHUNK)) as chunks:
+        hybrid = verify_chunked(CHAIN, chunks, lay.notes, chain.public, WINDOW)
+    assert hybrid.as_dict() == full.as_dict()

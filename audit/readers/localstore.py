@@ -1,0 +1,305 @@
+"""Reading a local store chain for ``verify``: every byte of the chain directory is a record or a finding.
+
+The writer (audit/sinks/localstore.py) only ever creates ``records-<first seq, 20 digits>.jsonl`` segments, each
+line ending in a newline, and ``checkpoints/<size, 20 digits>.note`` files. So anything else in the chain
+directory (a stray file, an unterminated line at the end of a segment that is not the last, a segment holding
+other seqs than its name says) is reported, never skipped: ``jq`` and other readers would see those bytes.
+
+The only bytes that may legitimately lack a newline are at the end of the last segment while the shipper appends
+(or after a crash, until it restarts and cuts them): they are looked at again after ``SETTLE`` seconds and
+reported when still there.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from audit.canonical import canonicalize
+from audit.verify import (
+    ChunkSummary,
+    Finding,
+    Rec,
+    VerifyError,
+    flag_misplaced,
+    parse_record,
+    peek_link,
+    scan_chunk,
+)
+
+SEGMENT = re.compile(r"records-(\d{20})\.jsonl")
+NOTE = re.compile(r"\d{20}\.note")
+SETTLE = 1.0
+CHUNK_BYTES = 1024 * 1024  # ~1.9k records: a finding costs few chunks of full path; still large enough to amortise IPC
+
+
+@dataclass(frozen=True)
+class Segment:
+    path: Path
+    complete: int  # bytes up to and including the last newline
+    size: int
+    first: int  # the seq of its first record (its name's, when that line is not a record)
+
+
+@dataclass
+class Layout:
+    """A chain directory as found: its segments in the order of the seqs they hold, its notes, and findings
+    about everything that is neither."""
+
+    chain: str
+    segments: list[Segment]
+    notes: list[str]
+    findings: list[Finding]
+
+
+def _complete_size(path: Path, size: int) -> int:
+    with open(path, "rb") as fh:
+        pos = size
+        while pos > 0:
+            step = min(65536, pos)
+            fh.seek(pos - step)
+            nl = fh.read(step).rfind(b"\n")
+            if nl >= 0:
+                return pos - step + nl + 1
+            pos -= step
+    return 0
+
+
+def _first_seq(path: Path, chain_json: bytes) -> int | None:
+    with open(path, "rb") as fh:
+        line = fh.readline(1 << 20).rstrip(b"\n")
+    link = peek_link(line, chain_json)
+    if link is not None:
+        return link[0]
+    try:
+        seq = orjson.loads(line)["chain"]["seq"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+    return seq if type(seq) is int else None
+
+
+def _notes(directory: Path, findings: list[Finding]) -> list[str]:
+    texts = []
+    for path in sorted(directory.iterdir()):
+        if not (NOTE.fullmatch(path.name) and path.is_file()):
+            findings.append(Finding("stray", None, f"checkpoints/{path.name}: not a checkpoint note"))
+            continue
+        try:
+            texts.append(path.read_bytes().decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            findings.append(Finding("bad-signature", None, f"checkpoints/{path.name}: unreadable checkpoint: not "
+                                    f"UTF-8 at byte {exc.start}"))
+    return texts
+
+
+def layout(store: Path, chain: str | None, must_exist: bool = True) -> Layout:
+    """The chain directory's contents, checked against what the writer creates. ``VerifyError`` when the store
+    or the chain does not exist, or the chain holds nothing at all, unless not ``must_exist`` (a trusted
+    checkpoint vouches for records: then their absence is a finding)."""
+    try:
+        present = sorted(p.name for p in Path(store).iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError as exc:
+        raise VerifyError(f"{store}: cannot read the store: {exc.strerror}") from None
+    if chain is None:
+        if len(present) != 1:
+            raise VerifyError(f"{store}: holds chains {present}; pick one with --chain")
+        chain = present[0]
+    chain_dir = Path(store) / chain
+    if chain not in present:
+        if not must_exist:
+            return Layout(chain, [], [], [])
+        raise VerifyError(f"{store}: no chain {chain!r} (chains there: {present})")
+    try:
+        return _layout(chain_dir, chain, must_exist)
+    except OSError as exc:
+        raise VerifyError(f"{chain_dir}: cannot read: {exc.strerror}") from None
+
+
+def _layout(chain_dir: Path, chain: str, must_exist: bool) -> Layout:
+    chain_json = canonicalize(chain)
+    findings: list[Finding] = []
+    notes: list[str] = []
+    named: list[tuple[int, int, Path]] = []
+    for path in sorted(chain_dir.iterdir()):
+        match = SEGMENT.fullmatch(path.name)
+        if path.name == "checkpoints" and path.is_dir():
+            notes = _notes(path, findings)
+        elif match and path.is_file():
+            first = _first_seq(path, chain_json) if path.stat().st_size else None
+            named.append((int(match.group(1)) if first is None else first, int(match.group(1)), path))
+        else:
+            findings.append(Finding("stray", None, f"{path.name}: not a segment or checkpoint of this chain"))
+    by_name = [path for _, _, path in sorted(named, key=lambda item: item[1])]
+    segments = []
+    for i, (first, _, path) in enumerate(sorted(named)):
+        if by_name[i] != path:  # a whole segment moved: reported once here, then read where its seqs belong
+            findings.append(Finding("reordered", first, f"segment {path.name} holds the records from seq {first} "
+                                    "on: stored out of sequence order (segments swapped or renamed)"))
+        size = path.stat().st_size
+        segments.append(Segment(path, _complete_size(path, size), size, first))
+    _check_tails(segments, findings)
+    if must_exist and not segments and not notes and not findings:
+        raise VerifyError(f"{chain_dir}: chain {chain!r} holds no records and no checkpoints")
+    return Layout(chain, segments, notes, findings)
+
+
+def _check_tails(segments: list[Segment], findings: list[Finding]) -> None:
+    """Bytes after the last newline: never legitimate in a segment other than the last (in seq order); in the
+    last one they are a line being appended, unless still there ``SETTLE`` seconds later."""
+    for i, seg in enumerate(segments):
+        if seg.complete == seg.size:
+            continue
+        last = i == len(segments) - 1
+        if last:
+            time.sleep(SETTLE)
+            with open(seg.path, "rb") as fh:
+                fh.seek(seg.complete)
+                if b"\n" in fh.read(seg.size - seg.complete):
+                    segments[i] = Segment(seg.path, seg.complete, seg.complete, seg.first)  # appended meanwhile
+                    continue
+        what = "an unterminated (torn or forged) line" if last else "bytes after its last newline"
+        findings.append(Finding("stray", None, f"{seg.path.name}: {seg.size - seg.complete} bytes at offset "
+                                f"{seg.complete}: {what}, not a record"))
+
+
+def _lines(seg: Segment) -> Iterator[bytes]:
+    with open(seg.path, "rb") as fh:
+        remaining = seg.complete
+        for line in fh:
+            if remaining <= 0:
+                return
+            remaining -= len(line)
+            yield line[:-1]
+
+
+def records(lay: Layout) -> Iterator[Rec | Finding]:
+    """Every line as a record (file order, misplacement flagged) or a finding, then the layout's findings."""
+    chain_json = canonicalize(lay.chain)
+    found: list[Finding] = []
+
+    def parsed() -> Iterator[Rec]:
+        arrival = 0
+        expect: tuple[int, str] | None = None
+        for seg in lay.segments:
+            for line in _lines(seg):
+                item = parse_record(line, arrival, chain_json, expect)
+                arrival += 1
+                if isinstance(item, Finding):
+                    found.append(item)
+                    expect = None
+                else:
+                    expect = (item.seq + 1, item.hash)
+                    yield item
+
+    yield from flag_misplaced(parsed())
+    yield from found
+    yield from lay.findings
+
+
+def tail(lay: Layout, first: int) -> Iterator[tuple[int, Any]]:
+    """``(seq, @timestamp)`` of the records from seq ``first`` on (for the checkpoint promise)."""
+    chain_json = canonicalize(lay.chain)
+    later = [i for i, seg in enumerate(lay.segments) if seg.first > first]
+    start = max(0, (later[0] if later else len(lay.segments)) - 1)  # the segment holding ``first``, and on
+    for seg in lay.segments[start:]:
+        for line in _lines(seg):
+            link = peek_link(line, chain_json)
+            if link is not None and link[0] < first:
+                continue
+            try:
+                doc = orjson.loads(line)
+                seq = doc["chain"]["seq"]
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                continue
+            if type(seq) is int and seq >= first:
+                yield seq, doc.get("@timestamp")
+
+
+# -- the fast path's chunks -------------------------------------------------------------------------------------
+
+def ranges(lay: Layout, chunk_bytes: int) -> Iterator[tuple[Path, int, int]]:
+    """``(segment, start, end)`` byte ranges of about ``chunk_bytes`` each, cut after a newline, covering exactly
+    the complete lines, in seq order of the segments: units for verifying in parallel."""
+    for seg in lay.segments:
+        with open(seg.path, "rb") as fh:
+            start = 0
+            while start < seg.complete:
+                end = seg.complete
+                if start + chunk_bytes < seg.complete:
+                    fh.seek(start + chunk_bytes - 1)
+                    while (nl := (block := fh.read(1 << 16)).find(b"\n")) < 0:
+                        pass  # a newline exists before ``complete``, so this ends
+                    end = fh.tell() - len(block) + nl + 1
+                yield seg.path, start, end
+                start = end
+
+
+def read_range(path: Path, start: int, end: int) -> list[bytes]:
+    """The lines (without newlines) of a range from ``ranges``."""
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        data = fh.read(end - start)
+    return data.split(b"\n")[:-1]
+
+
+def _worker(conn: Connection, tasks: list[tuple[Path, int, int]], wanted: frozenset[int], chain_id: str) -> None:
+    """Summaries of its share of the ranges, in order, through its own pipe."""
+    for task in tasks:
+        try:
+            summary = scan_chunk(read_range(*task), wanted, chain_id)
+        except OSError:
+            summary = ChunkSummary(False)
+        conn.send(summary)
+    conn.close()
+
+
+Chunk = tuple[ChunkSummary, Callable[[], list[bytes]]]
+
+
+def chunks(lay: Layout, wanted: frozenset[int], workers: int, chunk_bytes: int = CHUNK_BYTES) -> Iterator[Chunk]:
+    """Chunk summaries in seq order of the segments, each with a way to read its lines again. With ``workers`` > 1,
+    worker k scans ranges k, k+W, k+2W... and the results are read back round-robin: no shared queue or lock, so
+    stopping early is a plain kill. Forked (cheap to start) and only from a process without other threads, so no
+    lock can be inherited held; otherwise in process. A worker that dies raises ``VerifyError``."""
+    tasks = list(ranges(lay, chunk_bytes))
+    workers = min(workers, len(tasks))
+    if workers <= 1 or threading.active_count() > 1:
+        for task in tasks:
+            yield scan_chunk(read_range(*task), wanted, lay.chain), partial(read_range, *task)
+        return
+    ctx = multiprocessing.get_context("fork")
+    procs, pipes = [], []
+    try:
+        for k in range(workers):
+            receiver, sender = ctx.Pipe(duplex=False)
+            proc = ctx.Process(target=_worker, args=(sender, tasks[k::workers], wanted, lay.chain), daemon=True)
+            proc.start()
+            sender.close()
+            procs.append(proc)
+            pipes.append(receiver)
+        for i, task in enumerate(tasks):
+            yield pipes[i % workers].recv(), partial(read_range, *task)
+    except EOFError:
+        raise VerifyError("a verifying worker process died") from None
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.join()
+        for receiver in pipes:
+            receiver.close()
+
+
+def default_workers() -> int:
+    """One per usable core, at most 8 (each holds one chunk's lines: memory stays a few tens of MB)."""
+    return max(1, min(8, len(os.sched_getaffinity(0))))
