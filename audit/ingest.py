@@ -27,8 +27,9 @@ def check_event(value: Any) -> None:
     """Raise ``CanonicalError`` (bounded reason) unless ``value`` can be chained and indexed unaltered."""
     if not isinstance(value, dict):
         raise CanonicalError("not_object", "a journal line must be a JSON object")
-    if FIELD in value:
-        raise CanonicalError("reserved_field", f"the top-level field {FIELD!r} is reserved for the audit chain")
+    for reserved in (FIELD, "checkpoint"):  # checkpoint documents share the data stream: never mistaken for one
+        if reserved in value:
+            raise CanonicalError("reserved_field", f"the top-level field {reserved!r} is reserved for the audit chain")
     stamp = value.get("@timestamp")
     if not isinstance(stamp, str):
         raise CanonicalError("bad_timestamp", "@timestamp is missing or not a string")
@@ -41,13 +42,44 @@ def check_event(value: Any) -> None:
 
 
 class Quarantine:
-    """Appends rejected lines (base64, first 64 KiB) with their file and offset to ``<dir>/quarantine.jsonl``."""
+    """Appends rejected lines (base64, first 64 KiB) with their file and offset to ``<dir>/quarantine.jsonl``.
+
+    A line is quarantined once: after kill -9 before the source offset was saved, the line is read again, and the
+    entry already written for its ``(file, inode, offset, length)`` is recognised (only the file's tail can hold it)."""
+
+    TAIL_BYTES = 8 * 1024 * 1024
 
     def __init__(self, directory: Path) -> None:
         self.dir = Path(directory)
         self.count = 0
+        self._seen: set[tuple[str, int, int, int]] | None = None
+        self._torn = False  # the file ends in an entry cut by kill -9: start the next one on a line of its own
+
+    def _known(self) -> set[tuple[str, int, int, int]]:
+        if self._seen is None:
+            self._seen = set()
+            try:
+                with open(self.dir / "quarantine.jsonl", "rb") as fh:
+                    size = fh.seek(0, os.SEEK_END)
+                    fh.seek(max(0, size - self.TAIL_BYTES))
+                    tail = fh.read()
+                    lines = tail.split(b"\n")[1 if size > self.TAIL_BYTES else 0:]
+                    self._torn = bool(tail) and not tail.endswith(b"\n")
+            except OSError:
+                lines = []
+            for raw in lines:
+                try:
+                    entry = json.loads(raw)
+                    self._seen.add((entry["file"], entry["inode"], entry["offset"], entry["length"]))
+                except (ValueError, KeyError, TypeError):
+                    continue  # a torn last entry (kill -9 mid-write) or not ours
+        return self._seen
 
     def put(self, line: Line, reason: str, detail: str) -> None:
+        where = (line.file, line.ino, line.offset, line.end - line.offset)
+        if where in self._known():
+            return
+        self._known().add(where)
         self.count += 1
         log.warning("malformed input quarantined", extra={"file": line.file, "offset": line.offset,
                                                            "length": line.end - line.offset, "reason": reason,
@@ -58,7 +90,8 @@ class Quarantine:
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             with open(self.dir / "quarantine.jsonl", "ab") as fh:
-                fh.write(json.dumps(record).encode() + b"\n")
+                fh.write((b"\n" if self._torn else b"") + json.dumps(record).encode() + b"\n")
+                self._torn = False
                 fh.flush()
                 os.fsync(fh.fileno())
         except OSError as exc:

@@ -20,6 +20,7 @@ from audit.canonical import CanonicalError, canonicalize, loads
 from audit.chain import ChainError, Head, seal
 from audit.config import ShipSettings
 from audit.ingest import Quarantine, check_event
+from audit.sinks import SinkConflict
 from audit.sources.journal import JournalSource, Line
 from audit.spool import Cursor, Entry, Spool, SpoolError, record_entry
 from audit.telemetry import Telemetry, setup_tracing
@@ -114,7 +115,14 @@ class SinkRunner:
         self.failures += 1
         delay = min(BACKOFF_MAX, 0.2 * 2 ** min(self.failures, 8)) if retryable else 60.0
         self.retry_at = now + delay
-        if not retryable:
+        if isinstance(exc, SinkConflict):
+            self.fatal = str(exc)
+            self.metrics.sink_conflicts.labels(self.sink.name).inc(len(exc.slots))
+            log.error("TAMPER: the sink already holds other content in the slots of our records; shipping to it "
+                      "is stopped (checked again every 60 s), no record is skipped",
+                      extra={"sink": self.sink.name, "slots": len(exc.slots), "first": exc.slots[0],
+                             "error": str(exc)})
+        elif not retryable:
             self.fatal = str(exc)
             log.error("sink refused a record; shipping to it is stopped until that is fixed (no record is ever "
                       "skipped)", extra={"sink": self.sink.name, "reason": reason, "error": str(exc)})
@@ -187,6 +195,10 @@ class Pipeline:
                 data = canonicalize(doc, fast)
             except (CanonicalError, ChainError) as exc:
                 self._reject(line, label, getattr(exc, "reason", "reserved_field"), str(exc))
+                continue
+            except (ValueError, TypeError, RecursionError) as exc:
+                # e.g. a lone surrogate escape ("\udc00") parses as JSON but has no UTF-8 form to hash: never a crash
+                self._reject(line, label, "not_canonical", f"{type(exc).__name__}: {exc}")
                 continue
             head = new_head
             src = [line.source, line.ino, line.end] if line else None

@@ -1,11 +1,16 @@
 """The Elasticsearch sink and reader: a ``logs-tee.audit-<namespace>`` data stream, exactly-once by ``_id``.
 
 - Exactly once: every record is a bulk ``create`` with ``_id = <chain>:<seq>`` (checkpoints:
-  ``<chain>:checkpoint:<size>``), so a replay after a crash or a retry after a timeout can only meet a 409
-  (already there), never write a second copy.
-- Every bulk item is inspected (HTTP 200 can hide per-item failures): 201/409 are success; 429, 5xx and
-  connection errors are retried by the caller with capped backoff; anything else (a mapping error, 400) stops
-  this sink loudly: a chain with a hole is worse than a stalled chain.
+  ``<chain>:checkpoint:<size>``). ``_id`` is only unique per backing index, so the first batch after a start (a
+  possible replay) and every batch after a failure (a possible retry) is first looked up across the whole data
+  stream (one search), and what it already holds is left out: a rollover between two attempts cannot duplicate.
+  The normal path (no replay, no retry) sends the bulk alone.
+- "Already there" is never trusted: a 409 is read back (real-time ``_mget`` on the backing index that answered),
+  and a stored document that is not our record or checkpoint, by content, raises ``SinkConflict`` (pre-emption by
+  someone with write access): the sink stops instead of skipping a slot.
+- Every bulk item is inspected (HTTP 200 can hide per-item failures): 201 is success, 409 see above; a 201 that
+  went to the failure store, and 400s, stop this sink loudly (a chain with a hole is worse than a stalled chain);
+  429, 5xx and connection errors are retried by the caller with capped backoff.
 - Versions: requests go through ``perform_request`` with explicit ``compatible-with=8`` media types, which 8.x
   servers accept natively and 9.x servers through REST API compatibility, so one client (elasticsearch-py 8.13+
   or 9.x) talks to both.
@@ -21,6 +26,7 @@ import datetime as dt
 import json
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +34,9 @@ from elastic_transport import ApiError as TransportApiError
 from elastic_transport import TlsError, TransportError
 from elasticsearch import ApiError, Elasticsearch
 
-from audit.chain import doc_id
+from audit.canonical import CanonicalError
+from audit.chain import doc_id, record_hash
+from audit.sinks import SinkConflict
 from audit.verify import Finding, Rec, parse_record
 
 log = logging.getLogger(__name__)
@@ -57,6 +65,18 @@ def data_stream_name(namespace: str) -> str:
 
 def read_secret(path: Path) -> str:
     return Path(path).read_text().strip()
+
+
+def _request_log_is_debug(record: logging.LogRecord) -> bool:
+    """elastic_transport logs every request at INFO; one line per bulk is noise at our default level. Demote
+    those lines to DEBUG (shown with ``--log.level debug``); its warnings and errors pass unchanged."""
+    if record.levelno == logging.INFO:
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger().isEnabledFor(logging.DEBUG)
+    return True
+
+
+logging.getLogger("elastic_transport.transport").addFilter(_request_log_is_debug)
 
 
 def connect(url: str, ca_file: Path | None = None, api_key_file: Path | None = None, username: str | None = None,
@@ -150,6 +170,11 @@ class ElasticsearchSink:
         self.namespace, self.retention = namespace, retention
         self.stream = data_stream_name(namespace)
         self._template_ready = False
+        # The highest seq / checkpoint size that may already be stored (None: not known yet). Batches at or below
+        # it may be a replay (a crash between a bulk and the cursor write) or a retry (a failed or timed-out bulk
+        # that got partly through), so they may already sit in an older backing index after a rollover. Above it
+        # nothing of ours can be stored: the normal path sends the bulk alone.
+        self._ceiling: tuple[int, int] | None = None
 
     def ensure_template(self) -> None:
         if not self._template_ready:
@@ -157,23 +182,148 @@ class ElasticsearchSink:
             self._template_ready = True
 
     def write(self, records: list[tuple[int, bytes]], checkpoints: list[dict[str, Any]]) -> None:
-        """Durable in Elasticsearch when this returns; raises ``EsError`` otherwise (see module doc)."""
+        """Durable in Elasticsearch when this returns; raises ``EsError`` or ``SinkConflict`` otherwise."""
         self.ensure_template()
+        try:
+            if self._may_be_stored(records, checkpoints):
+                records, checkpoints = self._not_yet_stored(records, checkpoints)
+            self._bulk(records, checkpoints)
+        except Exception:
+            if self._ceiling is not None:  # else still unknown: asked again on the retry
+                seqs, sizes = self._ceiling
+                self._ceiling = (max([seqs, *(seq for seq, _ in records)]),
+                                 max([sizes, *(cp["size"] for cp in checkpoints)]))
+            raise
+
+    def _bulk(self, records: list[tuple[int, bytes]], checkpoints: list[dict[str, Any]]) -> None:
         lines: list[bytes] = []
         for seq, doc in records:
             lines.append(b'{"create":{"_id":%s}}' % json.dumps(doc_id(self.chain_id, seq)).encode())
             lines.append(doc)
         for cp in checkpoints:
-            lines.append(b'{"create":{"_id":%s}}' % json.dumps(f"{self.chain_id}:checkpoint:{cp['size']}").encode())
-            lines.append(json.dumps({"@timestamp": utc(cp["t"]), "chain": {"id": self.chain_id},
-                                     "checkpoint": {"size": cp["size"], "root": cp["hash"],
-                                                    "note": cp["note"]}}).encode())
+            lines.append(b'{"create":{"_id":%s}}' % json.dumps(checkpoint_id(self.chain_id, cp["size"])).encode())
+            lines.append(self._checkpoint_doc(cp))
         if not lines:
             return
         body = b"\n".join(lines) + b"\n"
         result = request(self.client, "POST", f"/{self.stream}/_bulk?refresh=false", body, ndjson=True)
-        if result.get("errors"):
-            _check_items(result["items"])
+        # every item, even without "errors": a document redirected to the failure store answers 201
+        present = _check_items(result["items"])
+        if present:
+            self._confirm_present(present, records, checkpoints)
+
+    def _checkpoint_doc(self, cp: dict[str, Any]) -> bytes:
+        return json.dumps({"@timestamp": utc(cp["t"]), "chain": {"id": self.chain_id},
+                           "checkpoint": {"size": cp["size"], "root": cp["hash"], "note": cp["note"]}}).encode()
+
+    # -- "already there" is checked, never trusted ----------------------------------------------------------------
+    def _expected(self, records: list[tuple[int, bytes]], checkpoints: list[dict[str, Any]]) -> dict[str, Slot]:
+        slots = {doc_id(self.chain_id, seq): Slot("r", seq, record_digest(doc)) for seq, doc in records}
+        slots.update({checkpoint_id(self.chain_id, cp["size"]): Slot("c", cp["size"], cp["hash"], cp["note"])
+                      for cp in checkpoints})
+        return slots
+
+    def _confirm_present(self, present: list[tuple[str, str]], records: list[tuple[int, bytes]],
+                         checkpoints: list[dict[str, Any]]) -> None:
+        """Bulk answered 409 for these ``(backing index, _id)``: read them back (real-time get, so an unrefreshed
+        earlier attempt counts) and accept only what is byte-for-byte ours in content."""
+        expected = self._expected(records, checkpoints)
+        by_index: dict[str, list[str]] = {}
+        for index, ident in present:
+            by_index.setdefault(index, []).append(ident)
+        bad: list[str] = []
+        for index, ids in by_index.items():
+            docs = request(self.client, "POST", f"/{index}/_mget", {"ids": ids})["docs"]
+            for doc in docs:
+                if not doc.get("found"):
+                    raise EsError("conflict_unreadable", f"{index}/{doc.get('_id')}: 409 on create, but not found "
+                                  "when read back", True)
+                if not expected[doc["_id"]].holds(doc["_source"], self.chain_id):
+                    bad.append(doc["_id"])
+        if bad:
+            raise SinkConflict(self.name, bad, "a document with this _id exists and is not the record we sealed")
+
+    def _may_be_stored(self, records: list[tuple[int, bytes]], checkpoints: list[dict[str, Any]]) -> bool:
+        if self._ceiling is None:
+            self._ceiling = self._stored_ceiling()
+        seqs, sizes = self._ceiling
+        return (bool(records) and records[0][0] <= seqs) or any(cp["size"] <= sizes for cp in checkpoints)
+
+    def _stored_ceiling(self) -> tuple[int, int]:
+        """The highest ``chain.seq`` and checkpoint size of this chain in the data stream (all backing indices)."""
+        body = {"size": 0, "track_total_hits": False, "query": {"term": {"chain.id": self.chain_id}},
+                "aggs": {"seq": {"max": {"field": "chain.seq"}}, "size": {"max": {"field": "checkpoint.size"}}}}
+        try:
+            refresh(self.client, self.stream)
+            aggs = request(self.client, "POST", f"/{self.stream}/_search", body)["aggregations"]
+        except EsError as exc:
+            if exc.reason != "http_404":
+                raise
+            return -1, -1  # no data stream yet
+        return (int(aggs["seq"]["value"]) if aggs["seq"]["value"] is not None else -1,
+                int(aggs["size"]["value"]) if aggs["size"]["value"] is not None else -1)
+
+    def _not_yet_stored(self, records: list[tuple[int, bytes]], checkpoints: list[dict[str, Any]]
+                        ) -> tuple[list[tuple[int, bytes]], list[dict[str, Any]]]:
+        """Drop what the data stream already holds, in any backing index (``_id`` is only unique per backing
+        index, so after a rollover a replayed create would not meet a 409 but write a second copy). One search over
+        the batch's ids, ``chain.seq`` range and checkpoint sizes; a holder with other content is a conflict."""
+        if not records and not checkpoints:
+            return records, checkpoints
+        expected = self._expected(records, checkpoints)
+        try:
+            refresh(self.client, self.stream)  # the search must see every acknowledged write
+            found = self._holders(expected)
+        except EsError as exc:
+            if exc.reason != "http_404":
+                raise
+            return records, checkpoints  # no data stream yet: nothing is stored
+        bad = sorted({ident for ident, ok in found if not ok})
+        if bad:
+            raise SinkConflict(self.name, bad, "the data stream already holds other content for these slots")
+        stored = {ident for ident, _ in found}
+        if stored:
+            log.info("replay: skipping records the data stream already holds", extra={
+                "sink": self.name, "stored": len(stored), "batch": len(expected)})
+        return ([(seq, doc) for seq, doc in records if doc_id(self.chain_id, seq) not in stored],
+                [cp for cp in checkpoints if checkpoint_id(self.chain_id, cp["size"]) not in stored])
+
+    def _holders(self, expected: dict[str, Slot]) -> list[tuple[str, bool]]:
+        """``(slot _id, holds our content)`` for every stored document claiming a slot of ``expected``."""
+        seqs = [s.number for s in expected.values() if s.kind == "r"]
+        sizes = [s.number for s in expected.values() if s.kind == "c"]
+        mine = {"term": {"chain.id": self.chain_id}}
+        should: list[dict[str, Any]] = [{"ids": {"values": list(expected)}}]
+        if seqs:
+            should.append({"bool": {"filter": [mine, {"range": {"chain.seq": {"gte": min(seqs),
+                                                                                "lte": max(seqs)}}}]}})
+        if sizes:
+            should.append({"bool": {"filter": [mine, {"terms": {"checkpoint.size": sizes}}]}})
+        size = min(_MAX_WINDOW, 2 * len(expected) + 100)
+        body = {"size": size, "track_total_hits": True,
+                "query": {"bool": {"should": should, "minimum_should_match": 1}}}
+        hits = request(self.client, "POST", f"/{self.stream}/_search", body)["hits"]
+        if hits["total"]["value"] > len(hits["hits"]):
+            raise SinkConflict(self.name, list(expected)[:1], f"{hits['total']['value']} documents claim "
+                               f"{len(expected)} slots")
+        found: list[tuple[str, bool]] = []
+        for hit in hits["hits"]:
+            for ident in self._claims(hit, expected, set(seqs), set(sizes)):
+                found.append((ident, expected[ident].holds(hit["_source"], self.chain_id)))
+        return found
+
+    def _claims(self, hit: dict[str, Any], expected: dict[str, Slot], seqs: set[int], sizes: set[int]) -> set[str]:
+        """The slots a stored document occupies: by its ``_id``, and by the seq or size its content names."""
+        claims = {hit["_id"]} if hit["_id"] in expected else set()
+        src = hit["_source"]
+        chain = src.get("chain") if isinstance(src, dict) else None
+        if isinstance(chain, dict) and chain.get("id") == self.chain_id:
+            if type(chain.get("seq")) is int and chain["seq"] in seqs:
+                claims.add(doc_id(self.chain_id, chain["seq"]))
+            cp = src.get("checkpoint")
+            if isinstance(cp, dict) and type(cp.get("size")) is int and cp["size"] in sizes:
+                claims.add(checkpoint_id(self.chain_id, cp["size"]))
+        return claims
 
     def flush(self) -> None:
         """Make everything written visible to searches (``verify`` right after ``ship --once``)."""
@@ -183,13 +333,65 @@ class ElasticsearchSink:
         self.client.close()
 
 
-def _check_items(items: list[dict[str, Any]]) -> None:
+@dataclass(frozen=True)
+class Slot:
+    """What we are about to store under one ``_id``: a record (``seq``, hash) or a checkpoint (size, root, note)."""
+
+    kind: str
+    number: int
+    digest: str
+    note: str = ""
+
+    def holds(self, source: Any, chain_id: str) -> bool:
+        """True when ``source`` (a stored document) is exactly our record or checkpoint, judged by content."""
+        if not isinstance(source, dict):
+            return False
+        if self.kind == "c":
+            cp = source.get("checkpoint")
+            chain = source.get("chain")
+            return (isinstance(cp, dict) and isinstance(chain, dict) and chain.get("id") == chain_id
+                    and cp.get("size") == self.number and cp.get("root") == self.digest
+                    and cp.get("note") == self.note)
+        chain = source.get("chain")
+        if not isinstance(chain, dict) or chain.get("hash") != self.digest:
+            return False
+        try:  # the stored hash field is only a claim: recompute it over the stored content
+            return record_hash(source) == self.digest
+        except (CanonicalError, TypeError, ValueError, KeyError):
+            return False
+
+
+def checkpoint_id(chain_id: str, size: int) -> str:
+    return f"{chain_id}:checkpoint:{size}"
+
+
+def record_digest(doc: bytes) -> str:
+    """``chain.hash`` of a sealed record as the shipper wrote it (hash first in the chain object)."""
+    at = doc.find(b'"chain":{"hash":"')
+    if at >= 0:
+        return doc[at + 17:at + 81].decode()
+    return str(json.loads(doc)["chain"]["hash"])
+
+
+_MAX_WINDOW = 10_000  # index.max_result_window
+
+
+def _check_items(items: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """Raise for failed items; return ``(backing index, _id)`` of every 409 (the caller reads those back)."""
     retry: EsError | None = None
+    present: list[tuple[str, str]] = []
     for item in items:
         res = item.get("create") or next(iter(item.values()))
         status = res.get("status", 0)
-        if status in (200, 201, 409):
-            continue  # 409 on create: the document is already there (an earlier attempt got through)
+        if res.get("failure_store") == "used":
+            # Elasticsearch took the document into the failure store (a .fs- index): not a record of the chain.
+            raise EsError("failure_store", f"_id {res.get('_id')}: redirected to the failure store "
+                          f"{res.get('_index')}; fix the cause, then it is written again", False)
+        if status == 409:
+            present.append((res.get("_index", ""), res.get("_id", "")))
+            continue
+        if status in (200, 201):
+            continue
         detail = f"_id {res.get('_id')}: HTTP {status}: {_brief({'error': res.get('error')})}"
         if status == 429 or status >= 500:
             retry = retry or EsError("rejected" if status == 429 else "server", detail, True)
@@ -197,6 +399,7 @@ def _check_items(items: list[dict[str, Any]]) -> None:
             raise EsError("mapping" if status == 400 else f"http_{status}", detail, False)
     if retry is not None:
         raise retry
+    return present
 
 
 # -- reading -------------------------------------------------------------------------------------------------

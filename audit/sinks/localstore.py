@@ -5,8 +5,10 @@ Layout (readable with ``jq``)::
     <store>/<chain>/records-<first seq, 20 digits>.jsonl   one record per line, exactly the Elasticsearch document
     <store>/<chain>/checkpoints/<size, 20 digits>.note     C2SP signed notes
 
-Writes are idempotent by ``seq``: on start the store reads its own last record (cutting off a line torn by a crash)
-and skips anything older, so replaying the spool after a crash never duplicates a record.
+Writes are idempotent by ``seq``: on start the store reads its own last record (cutting off a line torn by a crash),
+so replaying the spool after a crash never duplicates a record. What it already holds is compared, not trusted: a
+replayed record must match the stored line of its seq (lines past what this shipper wrote, appended by someone
+else, are found here) and an existing checkpoint note must be ours, else ``SinkConflict`` stops the sink.
 """
 
 from __future__ import annotations
@@ -16,6 +18,12 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
+
+import orjson
+
+from audit.canonical import CanonicalError, loads
+from audit.chain import record_hash
+from audit.sinks import SinkConflict
 
 SEGMENT_BYTES = 64 * 1024 * 1024
 
@@ -133,6 +141,26 @@ def _last_seq(seg: Path) -> int | None:
     return int(json.loads(lines[-1])["chain"]["seq"]) if lines and lines[-1] else None
 
 
+def _seq_of(line: bytes) -> int | None:
+    try:
+        seq = orjson.loads(line)["chain"]["seq"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+    return seq if type(seq) is int else None
+
+
+def _same_record(stored: bytes, ours: bytes) -> bool:
+    """The stored line is our record: the same bytes, or (rewritten in another shape) the same content and hash."""
+    if stored == ours:
+        return True
+    try:
+        value = loads(stored).value
+        digest = value["chain"]["hash"]
+        return digest == loads(ours).value["chain"]["hash"] and record_hash(value) == digest
+    except (CanonicalError, KeyError, TypeError, AttributeError):
+        return False
+
+
 class LocalStore:
     """Appends sealed records and checkpoints for one chain."""
 
@@ -144,20 +172,46 @@ class LocalStore:
         self.segment_bytes = segment_bytes
         self._fh: BinaryIO | None = None
         self.next_seq = 0
+        self._stored: Iterator[tuple[int | None, bytes]] | None = None  # lines read back for a replay
+        self._load_tail()
+
+    def _load_tail(self) -> None:
+        """``next_seq`` from the last stored record (a line torn by a crash is cut off first)."""
+        self.next_seq, self._unreadable = 0, ""
         segs = segments(self.dir)
-        if segs:
-            _cut_torn_tail(segs[-1])
+        if not segs:
+            return
+        _cut_torn_tail(segs[-1])
+        try:
             last = _last_seq(segs[-1])
             if last is None and len(segs) > 1:
                 segs[-1].unlink()
                 last = _last_seq(segs[-2])
-            self.next_seq = 0 if last is None else last + 1
+        except (ValueError, KeyError, TypeError, IndexError):
+            self._unreadable = f"{segs[-1]}: the last line is not a record"  # not ours: never append after it
+            return
+        self.next_seq = 0 if last is None else last + 1
 
     def write(self, records: list[tuple[int, bytes]], checkpoints: list[dict[str, Any]]) -> None:
         """Append ``(seq, document bytes)`` not yet stored, then the checkpoints; durable when this returns. A
         failed write (disk full) is cut back off, so the file never holds a torn line in its middle."""
+        if self._fh is not None and os.fstat(self._fh.fileno()).st_size != self._fh.tell():
+            # someone else appended to our segment: read the tail again, so what they wrote is compared below
+            self.close()
+            self._load_tail()
+        if self._unreadable:
+            self._load_tail()
+            if self._unreadable:
+                raise SinkConflict(self.name, [self._unreadable], "the store ends in a line this shipper did not write")
+        try:
+            self._confirm_stored([(seq, doc) for seq, doc in records if seq < self.next_seq])
+            self._confirm_notes(checkpoints)
+        except SinkConflict:
+            self._stored = None  # a retry reads the store again
+            raise
         fresh = [(seq, doc) for seq, doc in records if seq >= self.next_seq]  # a replay must not duplicate
         if fresh:
+            self._stored = None
             fh = self._segment(fresh[0][0])
             committed = fh.tell()
             try:
@@ -169,9 +223,50 @@ class LocalStore:
                 raise
             self.next_seq = fresh[-1][0] + 1
         for cp in checkpoints:
-            path = self.dir / "checkpoints" / f"{cp['size']:020d}.note"
+            path = self._note_path(cp["size"])
             if not path.exists():
                 write_atomic(path, cp["note"].encode())
+
+    def _note_path(self, size: int) -> Path:
+        return self.dir / "checkpoints" / f"{size:020d}.note"
+
+    def _confirm_notes(self, checkpoints: list[dict[str, Any]]) -> None:
+        """A note already there must be ours: a copied or forged note is not "already signed"."""
+        bad = []
+        for cp in checkpoints:
+            path = self._note_path(cp["size"])
+            if path.exists() and path.read_bytes() != cp["note"].encode():
+                bad.append(str(path))
+        if bad:
+            raise SinkConflict(self.name, bad, "a checkpoint note with this size exists and is not the one we signed")
+
+    def _confirm_stored(self, replayed: list[tuple[int, bytes]]) -> None:
+        """Replayed records the store claims to hold: each must be the stored line of its seq, by content. Read
+        in one forward pass over the store (replays come in seq order), so memory stays flat."""
+        bad = []
+        for seq, doc in replayed:
+            if self._stored is None:
+                self._stored = self._read_from(seq)
+            line = next((line for at, line in self._stored if at is None or at >= seq), None)
+            if line is None or not _same_record(line, doc):
+                bad.append(f"seq {seq}")
+        if bad:
+            raise SinkConflict(self.name, bad, "the store holds another record at this seq")
+
+    def _read_from(self, seq: int) -> Iterator[tuple[int | None, bytes]]:
+        """``(seq or None when unreadable, line)`` of the stored lines, from the segment that should hold ``seq``."""
+        segs = segments(self.dir)
+        start = 0
+        for i, seg in enumerate(segs):
+            first = seg.stem.removeprefix("records-")
+            if first.isdigit() and int(first) <= seq:
+                start = i
+        for seg in segs[start:]:
+            with open(seg, "rb") as fh:
+                for raw in fh:
+                    if not raw.endswith(b"\n"):
+                        return
+                    yield _seq_of(raw[:-1]), raw[:-1]
 
     def _cut_back(self, size: int) -> None:
         assert self._fh is not None

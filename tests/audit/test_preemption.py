@@ -1,0 +1,157 @@
+"""Pre-emption (issue 10 item 1): whoever can write to a sink pre-creates the slots of records and checkpoints not
+yet shipped. "Already there" must be read back and compared: our own earlier write is delivered, anything else is a
+tamper finding that stops the sink, never a record silently skipped."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+from elasticsearch import Elasticsearch
+
+from audit.canonical import canonicalize
+from audit.chain import Head, seal
+from audit.sinks import SinkConflict
+from audit.sinks.elasticsearch import ElasticsearchSink, data_stream_name
+from audit.sinks.localstore import LocalStore
+from tests.audit.forge import foreign_note, forged_records, last_stored
+from tests.audit.kit import keys, ship_once, write_journal
+
+
+def _stored_lines(store: Path) -> list[bytes]:
+    return [line for seg in sorted((store / "h1").glob("records-*.jsonl")) for line in seg.read_bytes().splitlines()]
+
+
+def _tamper_logged(caplog: pytest.LogCaptureFixture, sink: str) -> bool:
+    return any(r.levelno == logging.ERROR and r.getMessage().startswith("TAMPER") and getattr(r, "sink", "") == sink
+               for r in caplog.records)
+
+
+# -- local store ----------------------------------------------------------------------------------------------------
+def test_forged_records_appended_past_the_store_end_are_a_conflict_not_delivered(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    key, _ = keys(tmp_path / "keys")
+    journal, spool, store = tmp_path / "journal.jsonl", tmp_path / "spool", tmp_path / "store"
+    write_journal(journal, 10)
+    assert ship_once([journal], key, spool, store=store) == 0
+    forged = forged_records(last_stored(store), 5)
+    with open(max((store / "h1").glob("records-*.jsonl")), "ab") as fh:
+        fh.write(b"".join(doc + b"\n" for _, doc in forged))
+    write_journal(journal, 5, start=10)  # the genuine records 10..14 are still to come
+
+    assert ship_once([journal], key, spool, store=store) == 1
+    assert _tamper_logged(caplog, "localstore")
+    assert _stored_lines(store)[10:] == [doc for _, doc in forged]  # nothing appended past the forged slots
+
+
+def test_a_copied_checkpoint_note_in_the_slot_of_the_next_one_is_a_conflict(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    key, _ = keys(tmp_path / "keys")
+    journal, spool, store = tmp_path / "journal.jsonl", tmp_path / "spool", tmp_path / "store"
+    write_journal(journal, 10)
+    assert ship_once([journal], key, spool, store=store) == 0
+    notes = store / "h1" / "checkpoints"
+    shutil.copy(notes / f"{10:020d}.note", notes / f"{20:020d}.note")  # a genuine signature, for another size
+    write_journal(journal, 10, start=10)
+
+    assert ship_once([journal], key, spool, store=store) == 1
+    assert _tamper_logged(caplog, "localstore")
+    assert (notes / f"{20:020d}.note").read_bytes() == (notes / f"{10:020d}.note").read_bytes()
+
+
+def test_a_replay_of_what_the_store_holds_is_delivered_and_a_different_one_is_not(tmp_path: Path) -> None:
+    """Replays (a crash before the cursor write) compare by content: equal passes, one changed byte stops."""
+    records, head, heads = [], Head("h1"), []
+    for i in range(6):
+        heads.append(head)
+        doc, head = seal({"@timestamp": "2026-11-01T00:00:00Z", "n": i}, head)
+        records.append((i, canonicalize(doc)))
+    LocalStore(tmp_path, "h1").write(records, [])
+    again = LocalStore(tmp_path, "h1")  # a restart: the spool replays from an older cursor
+    again.write(records[2:], [])
+    other = (3, canonicalize(seal({"@timestamp": "2026-11-01T00:00:00Z", "n": 33}, heads[3])[0]))
+    with pytest.raises(SinkConflict) as err:  # the store holds another seq 3 than the one being delivered
+        LocalStore(tmp_path, "h1").write([records[2], other], [])
+    assert err.value.slots == ["seq 3"]
+    assert _stored_lines(tmp_path) == [doc for _, doc in records]
+
+
+def test_a_store_ending_in_a_line_that_is_not_a_record_is_a_conflict_not_a_crash(tmp_path: Path) -> None:
+    LocalStore(tmp_path, "h1").write([(0, canonicalize(seal({"@timestamp": "2026-11-01T00:00:00Z"},
+                                                                Head("h1"))[0]))], [])
+    with open(tmp_path / "h1" / f"records-{0:020d}.jsonl", "ab") as fh:
+        fh.write(b"not a record\n")
+    store = LocalStore(tmp_path, "h1")
+    with pytest.raises(SinkConflict, match="not a record"):
+        store.write([(1, b"{}")], [])
+
+
+# -- Elasticsearch --------------------------------------------------------------------------------------------------
+def _create(es: Elasticsearch, stream: str, docs: list[tuple[str, bytes]]) -> None:
+    body = b"".join(b'{"create":{"_id":"%s"}}\n%s\n' % (ident.encode(), doc) for ident, doc in docs)
+    result = es.bulk(index=stream, operations=body, refresh=True)
+    assert not result["errors"], result["items"][:2]
+
+
+def _records(es: Elasticsearch, stream: str) -> dict[str, dict]:
+    es.indices.refresh(index=stream)
+    hits = es.search(index=stream, size=1000, query={"exists": {"field": "chain.seq"}})["hits"]["hits"]
+    return {h["_id"]: h["_source"] for h in hits}
+
+
+@pytest.mark.elasticsearch
+def test_forged_next_records_pre_created_in_elasticsearch_stop_the_sink(
+        tmp_path: Path, elasticsearch: str, es_namespace: str, caplog: pytest.LogCaptureFixture) -> None:
+    key, _ = keys(tmp_path / "keys")
+    journal, spool = tmp_path / "journal.jsonl", tmp_path / "spool"
+    write_journal(journal, 10)
+    assert ship_once([journal], key, spool, es=elasticsearch, namespace=es_namespace) == 0
+    es, stream = Elasticsearch(elasticsearch), data_stream_name(es_namespace)
+    head = _records(es, stream)["h1:9"]
+    forged = forged_records(head, 5)
+    _create(es, stream, [(f"h1:{seq}", doc) for seq, doc in forged])
+    write_journal(journal, 5, start=10)
+
+    assert ship_once([journal], key, spool, es=elasticsearch, namespace=es_namespace) == 1
+    assert _tamper_logged(caplog, "elasticsearch")
+    stored = _records(es, stream)
+    assert len(stored) == 15 and stored["h1:12"]["message"] == "nothing happened 2"
+
+
+@pytest.mark.elasticsearch
+def test_a_forged_checkpoint_slot_in_elasticsearch_stops_the_sink(
+        tmp_path: Path, elasticsearch: str, es_namespace: str, caplog: pytest.LogCaptureFixture) -> None:
+    key, _ = keys(tmp_path / "keys")
+    journal, spool = tmp_path / "journal.jsonl", tmp_path / "spool"
+    write_journal(journal, 10)
+    assert ship_once([journal], key, spool, es=elasticsearch, namespace=es_namespace) == 0
+    es, stream = Elasticsearch(elasticsearch), data_stream_name(es_namespace)
+    note = foreign_note(tmp_path / "other", "h1", 20, "ab" * 32)
+    slot = b'{"@timestamp":"2026-11-01T00:00:00Z","chain":{"id":"h1"},"checkpoint":{"size":20,"root":"%s",' \
+           b'"note":%s}}' % (b"ab" * 32, canonicalize(note))
+    _create(es, stream, [("h1:checkpoint:20", slot)])
+    write_journal(journal, 10, start=10)
+
+    assert ship_once([journal], key, spool, es=elasticsearch, namespace=es_namespace) == 1
+    assert _tamper_logged(caplog, "elasticsearch")
+
+
+@pytest.mark.elasticsearch
+def test_a_409_is_read_back_equal_is_delivered_other_content_is_a_conflict(
+        elasticsearch: str, es_namespace: str) -> None:
+    """The running sink's normal path (no replay): a create meeting 409 in the write index is compared."""
+    es, stream = Elasticsearch(elasticsearch), data_stream_name(es_namespace)
+    records, head = [], Head("h1")
+    for i in range(10):
+        doc, head = seal({"@timestamp": "2026-11-01T00:00:00Z", "message": f"m{i}"}, head)
+        records.append((i, canonicalize(doc)))
+    sink = ElasticsearchSink(Elasticsearch(elasticsearch), "h1", es_namespace)
+    sink.write(records[:5], [])
+    sink.write(records[:5], [])  # our own records met again (409): delivered
+    forged = forged_records(_records(es, stream)["h1:4"], 2)
+    _create(es, stream, [(f"h1:{seq}", doc) for seq, doc in forged])
+    with pytest.raises(SinkConflict) as err:
+        sink.write(records[5:], [])
+    assert err.value.slots == ["h1:5", "h1:6"]
