@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.audit.forge import forged_records, last_stored
 from tests.audit.kit import TEE_AUDIT, keys, verify_json, write_journal
 from tests.fixtures.prometheus import free_port
 from tests.jsonl import complete_json_lines
@@ -128,3 +129,17 @@ def test_alertmanager_fired_and_resolved_alerts_become_verified_records(
     assert shipper.proc.wait(timeout=30) == 0
     code, report = verify_json("--store", str(shipper.store), "--public-key", str(shipper.public))
     assert (code, report["findings"]) == (0, [])
+
+
+def test_records_forged_into_the_store_under_the_running_shipper_stop_it_and_are_counted(shipper: Shipper) -> None:
+    _wait(lambda: shipper.sample("tee_audit_records_shipped_total", sink="localstore") == EVENTS, "shipping")
+    assert shipper.sample("tee_audit_sink_conflicts_total", sink="localstore") == 0
+    assert shipper.sample("tee_audit_selfcheck_errors_total", sink="localstore") == 0
+    _wait(lambda: shipper.sample("tee_audit_selfcheck_last_run_timestamp_seconds", sink="localstore"), "a verdict")
+    forged = forged_records(last_stored(shipper.store), 5)
+    with open(max((shipper.store / "h1").glob("records-*.jsonl")), "ab") as fh:
+        fh.write(b"".join(doc + b"\n" for _, doc in forged))
+    write_journal(shipper.journal, 5, start=EVENTS)
+    _wait(lambda: (shipper.sample("tee_audit_sink_conflicts_total", sink="localstore") or 0) >= 5, "the conflict")
+    assert shipper.sample("tee_audit_records_shipped_total", sink="localstore") == EVENTS
+    assert len(shipper.records()) == EVENTS + 5  # nothing appended after the forged lines

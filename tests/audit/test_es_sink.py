@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
 from elasticsearch import Elasticsearch
 
 from audit.sinks.elasticsearch import EsError, _check_items, data_stream_name
-from tests.audit.kit import keys, ship_once, write_journal
+from tests.audit.kit import TEE_AUDIT, keys, ship_once, write_journal
 
 
 def _item(status: int, error_type: str = "") -> dict:
@@ -55,3 +56,20 @@ def test_records_land_in_a_data_stream_with_template_lifecycle_and_deterministic
     assert ship_once([journal], key, tmp_path / "spool", es=elasticsearch, namespace=es_namespace) == 0
     es.indices.refresh(index=stream)
     assert es.count(index=stream, query={"exists": {"field": "chain.seq"}})["count"] == 25
+
+
+@pytest.mark.elasticsearch
+def test_elasticsearch_requests_are_logged_at_debug_not_info(tmp_path: Path, elasticsearch: str,
+                                                             es_namespace: str) -> None:
+    key, _ = keys(tmp_path / "keys")
+    journal = tmp_path / "journal.jsonl"
+    write_journal(journal, 5)
+    base = [*TEE_AUDIT, "ship", "--once", "--source", str(journal), "--es", elasticsearch, "--signing-key",
+            str(key), "--chain", "h1"]
+    info = subprocess.run([*base, "--spool.dir", str(tmp_path / "s1"), "--es.namespace", es_namespace],
+                          capture_output=True, text=True, timeout=120, check=True).stderr
+    assert "--once: everything is chained" in info
+    assert "_bulk" not in info
+    debug = subprocess.run([*base, "--spool.dir", str(tmp_path / "s2"), "--es.namespace", es_namespace + "d",
+                            "--log.level", "debug"], capture_output=True, text=True, timeout=120, check=True).stderr
+    assert "_bulk" in debug
