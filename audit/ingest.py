@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from audit import esmapping
 from audit.canonical import CanonicalError
 from audit.chain import FIELD
 from audit.sources.journal import Line
@@ -21,24 +22,25 @@ from audit.sources.journal import Line
 log = logging.getLogger("audit.ingest")
 
 KEEP_BYTES = 64 * 1024
+_RESERVED = frozenset((FIELD, "checkpoint"))
 
 
 def check_event(value: Any) -> None:
     """Raise ``CanonicalError`` (bounded reason) unless ``value`` can be chained and indexed unaltered."""
     if not isinstance(value, dict):
         raise CanonicalError("not_object", "a journal line must be a JSON object")
-    for reserved in (FIELD, "checkpoint"):  # checkpoint documents share the data stream: never mistaken for one
-        if reserved in value:
-            raise CanonicalError("reserved_field", f"the top-level field {reserved!r} is reserved for the audit chain")
-    stamp = value.get("@timestamp")
-    if not isinstance(stamp, str):
-        raise CanonicalError("bad_timestamp", "@timestamp is missing or not a string")
+    for key in value:
+        # checkpoint documents share the data stream: an event must never pass for one; "chain.seq" is a path
+        if key.split(".", 1)[0] in _RESERVED:
+            raise CanonicalError("reserved_field", f"the top-level field {key!r} is reserved for the audit chain")
     try:
-        when = dt.datetime.fromisoformat(stamp)
-    except ValueError:
-        raise CanonicalError("bad_timestamp", f"@timestamp {stamp[:40]!r} is not ISO 8601") from None
-    if when.tzinfo is None or not 1970 <= when.year < 2262:  # date_nanos range in Elasticsearch
-        raise CanonicalError("bad_timestamp", f"@timestamp {stamp[:40]!r} lacks a zone or is out of range")
+        esmapping.check_event(value)
+    except esmapping.Refused as exc:
+        raise CanonicalError(exc.reason, str(exc)) from None
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class Quarantine:
@@ -84,9 +86,20 @@ class Quarantine:
         log.warning("malformed input quarantined", extra={"file": line.file, "offset": line.offset,
                                                            "length": line.end - line.offset, "reason": reason,
                                                            "detail": detail[:200]})
-        record = {"@timestamp": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "file": line.file,
-                  "inode": line.ino, "offset": line.offset, "length": line.end - line.offset, "reason": reason,
-                  "detail": detail[:500], "line_base64": base64.b64encode(line.raw[:KEEP_BYTES]).decode()}
+        self._append({"@timestamp": _now(), "file": line.file, "inode": line.ino, "offset": line.offset,
+                      "length": line.end - line.offset, "reason": reason, "detail": detail[:500],
+                      "line_base64": base64.b64encode(line.raw[:KEEP_BYTES]).decode()})
+
+    def put_alert(self, event: dict[str, Any], reason: str, detail: str) -> None:
+        """An Alertmanager alert that cannot be chained: kept whole (it has no file to point back to)."""
+        self.count += 1
+        log.warning("alert quarantined", extra={"reason": reason, "detail": detail[:200]})
+        raw = json.dumps(event, ensure_ascii=True).encode()
+        self._append({"@timestamp": _now(), "file": "alertmanager", "inode": 0, "offset": 0, "length": len(raw),
+                      "reason": reason, "detail": detail[:500], "line_base64": base64.b64encode(raw).decode()})
+
+    def _append(self, record: dict[str, Any]) -> None:
+        self._known()  # notices a torn last entry
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             with open(self.dir / "quarantine.jsonl", "ab") as fh:

@@ -184,7 +184,7 @@ class Pipeline:
             event, fast = self._parse(line)
             if event is not None:
                 items.append((self._label(line.source), line, event, fast))
-        items += [("alertmanager", None, event, False) for _, event in alerts]
+        items += [("alertmanager", None, event, False) for _, event in alerts if self._alert_ok(event)]
         counts: dict[str, int] = {}
         stamp = time.time()
         for label, line, event, fast in items:
@@ -223,6 +223,16 @@ class Pipeline:
             self._reject(line, self._label(line.source), exc.reason, str(exc))
             return None, False
         return parsed.value, parsed.fast
+
+    def _alert_ok(self, event: dict[str, Any]) -> bool:
+        """An alert Elasticsearch would refuse (e.g. ``startsAt`` in year 9999) is quarantined, not chained."""
+        try:
+            check_event(event)
+        except CanonicalError as exc:
+            self.metrics.source_errors.labels("alertmanager", exc.reason).inc()
+            self.quarantine.put_alert(event, exc.reason, str(exc))
+            return False
+        return True
 
     def _reject(self, line: Line | None, label: str, reason: str, detail: str) -> None:
         self.metrics.source_errors.labels(label, reason).inc()

@@ -34,6 +34,7 @@ from elastic_transport import ApiError as TransportApiError
 from elastic_transport import TlsError, TransportError
 from elasticsearch import ApiError, Elasticsearch
 
+from audit import esmapping
 from audit.canonical import CanonicalError
 from audit.chain import doc_id, record_hash
 from audit.sinks import SinkConflict
@@ -120,7 +121,6 @@ def _brief(body: Any) -> str:
 
 
 def template(namespace: str, retention: str) -> dict[str, Any]:
-    keyword = {"type": "keyword"}
     return {
         "index_patterns": [data_stream_name(namespace)],
         "data_stream": {},
@@ -130,31 +130,8 @@ def template(namespace: str, retention: str) -> dict[str, Any]:
             "settings": {"index.mode": "standard", "index.auto_expand_replicas": "0-1",
                          "index.mapping.ignore_malformed": True},
             "lifecycle": {"data_retention": retention},
-            "mappings": {
-                "dynamic": False,
-                "properties": {
-                    "@timestamp": {"type": "date_nanos"},
-                    "message": {"type": "text"},
-                    "chain": {"properties": {"id": keyword, "seq": {"type": "long"}, "prev_hash": keyword,
-                                             "hash": keyword}},
-                    "checkpoint": {"properties": {"size": {"type": "long"}, "root": keyword,
-                                                  "note": {"type": "keyword", "index": False, "doc_values": False}}},
-                    "ecs": {"properties": {"version": keyword}},
-                    "event": {"properties": {k: keyword for k in (
-                        "id", "kind", "category", "type", "action", "outcome", "reason", "dataset", "module")}},
-                    "host": {"properties": {"name": keyword}},
-                    "rule": {"properties": {"name": keyword}},
-                    "labels": {"type": "object", "dynamic": True},
-                    "tee": {"properties": {
-                        "type": keyword,
-                        "vm": {"properties": {k: keyword for k in ("name", "uuid", "state", "sandbox_id")}},
-                        "measurement": keyword,
-                        "policy": {"properties": {"result": keyword, "violations": keyword}},
-                        "kbs": {"properties": {k: keyword for k in (
-                            "resource", "repository", "resource_type", "tag", "requester", "decision")}},
-                    }},
-                },
-            },
+            # what an event must be to be indexed under it is decided before chaining (audit/esmapping.py)
+            "mappings": {"dynamic": False, "properties": esmapping.PROPERTIES},
         },
     }
 
