@@ -75,6 +75,14 @@ def check_timestamp(stamp: Any) -> None:
     if match is None:
         raise BadTimestamp(f"@timestamp {stamp[:40]!r} is not in Elasticsearch's strict ISO 8601 form with a zone")
     year, month, day, hour, minute, second, fraction, zulu, sign, zh, zm = match.groups()
+    if not (zulu or zh < "18" and (zm is None or zm < "60")):
+        raise BadTimestamp(f"@timestamp {stamp[:40]!r} has a zone offset Elasticsearch does not take")
+    if "1970" < year < "2262":
+        try:  # well inside the range whatever the zone: only the calendar is left to check
+            dt.datetime(int(year), int(month), int(day), int(hour), int(minute), int(second))
+        except ValueError:
+            raise BadTimestamp(f"@timestamp {stamp[:40]!r} is not a valid date and time") from None
+        return
     try:
         offset = dt.timedelta(0) if zulu else (1 if sign == "+" else -1) * dt.timedelta(
             hours=int(zh), minutes=int(zm or 0))
@@ -88,17 +96,46 @@ def check_timestamp(stamp: Any) -> None:
 
 
 def check_event(event: dict[str, Any], properties: dict[str, Any] = PROPERTIES) -> None:
-    """Raise ``Refused`` when Elasticsearch would refuse ``event`` under the mapping ``properties``."""
+    """Raise ``Refused`` when Elasticsearch would refuse ``event`` under the mapping ``properties``.
+
+    On the shipper's hot path: the common shapes (a mapped object holding a dict, a keyword holding a short string)
+    are decided inline and known-good field names are remembered; anything else takes the general checks."""
     check_timestamp(event.get("@timestamp"))
     _check_object(event, properties, "")
 
 
+_GOOD_NAMES: set[str] = set()
+_SCALAR = frozenset((str, int, float, bool, type(None)))
+_SHORT = TERM_BYTES // 4  # characters: at most 4 UTF-8 bytes each, so never over the term limit
+
+
 def _check_object(obj: dict[str, Any], properties: dict[str, Any], prefix: str) -> None:
     for key, value in obj.items():
-        parts = key.split(".")
-        if any(not part.strip() for part in parts):
-            raise Refused(f"field name {prefix + key!r} has an empty or blank part")
-        _check_path(parts, value, properties, prefix)
+        mapping = properties.get(key)
+        if mapping is None:
+            if key not in _GOOD_NAMES:
+                _check_name(prefix, key)
+            if "." in key:  # a path: "host.name" is host -> name
+                _check_path(key.split("."), value, properties, prefix)
+            continue
+        kind = mapping.get("type", "object")
+        kind_of_value = type(value)
+        if kind == "object" and kind_of_value is dict:
+            _check_object(value, mapping["properties"], f"{prefix}{key}.")
+        elif kind == "keyword" and (kind_of_value is str and len(value) <= _SHORT or kind_of_value is list
+                                    and all(type(v) is str and len(v) <= _SHORT for v in value)):
+            continue
+        elif kind == "date_nanos" and not prefix:
+            continue  # @timestamp: checked by check_event
+        else:
+            _check_mapped(prefix + key, mapping, value)
+
+
+def _check_name(prefix: str, key: str) -> None:
+    if any(not part.strip() for part in key.split(".")):
+        raise Refused(f"field name {prefix + key!r} has an empty or blank part")
+    if len(_GOOD_NAMES) < 10_000:  # bounded: names come from input
+        _GOOD_NAMES.add(key)
 
 
 def _check_path(parts: list[str], value: Any, properties: dict[str, Any], prefix: str) -> None:
@@ -111,6 +148,10 @@ def _check_path(parts: list[str], value: Any, properties: dict[str, Any], prefix
             raise Refused(f"{name} is a {mapping.get('type')} field, not an object")
         _check_path(parts[1:], value, mapping["properties"], name + ".")
         return
+    _check_mapped(name, mapping, value)
+
+
+def _check_mapped(name: str, mapping: dict[str, Any], value: Any) -> None:
     kind = mapping.get("type", "object")
     if kind == "object":
         for item in value if isinstance(value, list) else [value]:
@@ -125,15 +166,14 @@ def _check_path(parts: list[str], value: Any, properties: dict[str, Any], prefix
                 raise Refused(f"{name} must be an object (flattened), not {type(item).__name__}")
             if item is not None:
                 _check_flattened(item, name, 1)
-    elif kind in ("keyword", "text", "date_nanos", "long"):
+    else:
         _check_leaf(value, name, kind, mapping)
-    # other types do not occur in our template
 
 
 def _check_leaf(value: Any, name: str, kind: str, mapping: dict[str, Any]) -> None:
     for item in _flat(value):
-        if isinstance(item, dict):
-            raise Refused(f"{name} is a {kind} field, not an object")
+        if type(item) not in _SCALAR:
+            raise Refused(f"{name} is a {kind} field, not {type(item).__name__}")
         if kind == "date_nanos" and item is not None:
             check_timestamp(item)
         if kind == "long" and item is not None and type(item) is not int:

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from audit import checkpoint as cp
-from audit.canonical import CanonicalError, canonicalize, loads
-from audit.chain import ChainError, Head, seal
+from audit import sealing
+from audit.canonical import CanonicalError
+from audit.chain import ChainError, Head
 from audit.config import ShipSettings
 from audit.ingest import Quarantine, check_event
 from audit.sinks import SinkConflict
@@ -189,10 +190,9 @@ class Pipeline:
         stamp = time.time()
         for label, line, event, fast in items:
             try:
-                doc, new_head = seal(event, head, fast)
                 # Stored in its RFC 8785 form: the line minus its "hash" member is then exactly the hashed bytes,
                 # which lets verify check a record without parsing it (audit/chain.py canonical_link).
-                data = canonicalize(doc, fast)
+                data, new_head = sealing.seal(event, head, fast)
             except (CanonicalError, ChainError) as exc:
                 self._reject(line, label, getattr(exc, "reason", "reserved_field"), str(exc))
                 continue
@@ -217,7 +217,7 @@ class Pipeline:
             self._reject(line, self._label(line.source), line.error, "")
             return None, False
         try:
-            parsed = loads(line.raw)
+            parsed = sealing.parse(line.raw)
             check_event(parsed.value)
         except CanonicalError as exc:
             self._reject(line, self._label(line.source), exc.reason, str(exc))
