@@ -95,33 +95,44 @@ def check_timestamp(stamp: Any) -> None:
         raise BadTimestamp(f"@timestamp {stamp[:40]!r} is outside 1970..2262 (date_nanos)")
 
 
-def check_event(event: dict[str, Any], properties: dict[str, Any] = PROPERTIES) -> None:
-    """Raise ``Refused`` when Elasticsearch would refuse ``event`` under the mapping ``properties``.
+def check_event(event: dict[str, Any]) -> None:
+    """Raise ``Refused`` when Elasticsearch would refuse ``event`` under ``PROPERTIES``.
 
-    On the shipper's hot path: the common shapes (a mapped object holding a dict, a keyword holding a short string)
-    are decided inline and known-good field names are remembered; anything else takes the general checks."""
+    On the shipper's hot path: the common shapes (a mapped object holding a dict, a keyword holding a short string
+    or a list of them) are decided inline and known-good field names are remembered; anything else takes the
+    general checks."""
     check_timestamp(event.get("@timestamp"))
-    _check_object(event, properties, "")
+    _check_object(event, _COMPILED, "")
 
 
+Spec = tuple[str, "dict[str, Spec] | None", dict[str, Any]]  # (type, compiled sub-properties, the mapping)
+
+
+def _compile(properties: dict[str, Any]) -> dict[str, Spec]:
+    return {key: (mapping.get("type", "object"),
+                  _compile(mapping["properties"]) if "properties" in mapping else None, mapping)
+            for key, mapping in properties.items()}
+
+
+_COMPILED = _compile(PROPERTIES)
 _GOOD_NAMES: set[str] = set()
 _SCALAR = frozenset((str, int, float, bool, type(None)))
 _SHORT = TERM_BYTES // 4  # characters: at most 4 UTF-8 bytes each, so never over the term limit
 
 
-def _check_object(obj: dict[str, Any], properties: dict[str, Any], prefix: str) -> None:
+def _check_object(obj: dict[str, Any], compiled: dict[str, Spec], prefix: str) -> None:
     for key, value in obj.items():
-        mapping = properties.get(key)
-        if mapping is None:
+        spec = compiled.get(key)
+        if spec is None:
             if key not in _GOOD_NAMES:
                 _check_name(prefix, key)
             if "." in key:  # a path: "host.name" is host -> name
-                _check_path(key.split("."), value, properties, prefix)
+                _check_path(key.split("."), value, compiled, prefix)
             continue
-        kind = mapping.get("type", "object")
+        kind, sub, mapping = spec
         kind_of_value = type(value)
-        if kind == "object" and kind_of_value is dict:
-            _check_object(value, mapping["properties"], f"{prefix}{key}.")
+        if sub is not None and kind_of_value is dict:
+            _check_object(value, sub, f"{prefix}{key}.")
         elif kind == "keyword" and (kind_of_value is str and len(value) <= _SHORT or kind_of_value is list
                                     and all(type(v) is str and len(v) <= _SHORT for v in value)):
             continue
@@ -138,15 +149,16 @@ def _check_name(prefix: str, key: str) -> None:
         _GOOD_NAMES.add(key)
 
 
-def _check_path(parts: list[str], value: Any, properties: dict[str, Any], prefix: str) -> None:
-    mapping = properties.get(parts[0])
-    if mapping is None:
+def _check_path(parts: list[str], value: Any, compiled: dict[str, Spec], prefix: str) -> None:
+    spec = compiled.get(parts[0])
+    if spec is None:
         return  # not mapped: kept in _source only (dynamic: false)
+    kind, sub, mapping = spec
     name = prefix + parts[0]
     if len(parts) > 1:
-        if "properties" not in mapping:
-            raise Refused(f"{name} is a {mapping.get('type')} field, not an object")
-        _check_path(parts[1:], value, mapping["properties"], name + ".")
+        if sub is None:
+            raise Refused(f"{name} is a {kind} field, not an object")
+        _check_path(parts[1:], value, sub, name + ".")
         return
     _check_mapped(name, mapping, value)
 
@@ -159,7 +171,7 @@ def _check_mapped(name: str, mapping: dict[str, Any], value: Any) -> None:
                 continue
             if not isinstance(item, dict):
                 raise Refused(f"{name} is an object in the mapping, not {type(item).__name__}")
-            _check_object(item, mapping["properties"], name + ".")
+            _check_object(item, _compile(mapping["properties"]), name + ".")
     elif kind == "flattened":
         for item in value if isinstance(value, list) else [value]:
             if item is not None and not isinstance(item, dict):

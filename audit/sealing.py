@@ -27,9 +27,23 @@ from audit.canonical import CanonicalError, Parsed, canonicalize, dumps, loads
 from audit.chain import FIELD, ChainError, Head
 from audit.chain import seal as seal_doc
 
-# In a line that is orjson's compact rendering, every number follows ':', '[' or ','. A float or a long integer
-# there (or, harmlessly, such text inside a string) leaves the fast path.
-_EXOTIC = re.compile(rb"[:\[,]-?\d+[.eE]|[:\[,]-?\d{16}")
+# In a line that is orjson's compact rendering, every number is a member value right after '":' or an array element
+# right after '[' or ','. A float or a long integer there (or, harmlessly, such text inside a string) leaves the
+# fast path. Candidates are found after any ':' (one fast scan) and kept only after '":', so that the times inside
+# an @timestamp string ("16:36:50.75") are not taken for numbers.
+_CANDIDATE = re.compile(rb"[\[,:]-?\d+(?:[.eE]|\d{15})")
+
+
+def _exotic(raw: bytes) -> bool:
+    at = 0
+    while (match := _CANDIDATE.search(raw, at)) is not None:
+        start = match.start()
+        if raw[start] != 0x3A or raw[start - 1] == 0x22:  # '[' or ',', or ':' closing a key ('":')
+            return True
+        at = start + 1
+    return False
+
+
 _NON_BMP = re.compile(rb"[\xf0-\xf4]")  # a 4-byte UTF-8 sequence: sorted differently by RFC 8785 (UTF-16)
 _SORTED = orjson.OPT_SORT_KEYS
 
@@ -42,7 +56,7 @@ def parse(raw: bytes) -> Parsed:
         return _strict(raw)
     if orjson.dumps(value) != raw:
         return _strict(raw)
-    return Parsed(value, _EXOTIC.search(raw) is None and (raw.isascii() or _NON_BMP.search(raw) is None))
+    return Parsed(value, not _exotic(raw) and (raw.isascii() or _NON_BMP.search(raw) is None))
 
 
 def _strict(raw: bytes) -> Parsed:

@@ -4,5 +4,6 @@ pytest_plugins = [
     "tests.fixtures.libvirtd",
     "tests.fixtures.elasticsearch",
     "tests.fixtures.elasticsearch8",
+    "tests.fixtures.elasticsearch_cluster",
     "tests.fixtures.prometheus",
 ]

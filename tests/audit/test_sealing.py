@@ -67,3 +67,12 @@ def test_a_lone_surrogate_is_refused_as_not_canonical() -> None:
     with pytest.raises(CanonicalError) as err:
         sealing.parse(b'{"m":"\\udc00"}')
     assert err.value.reason == "not_canonical"
+
+
+@pytest.mark.parametrize(("raw", "fast"), [
+    (b'{"@timestamp":"2026-11-28T16:36:50.758877Z","n":5}', True),  # times in strings are not numbers
+    (b'{"a":1.5}', False), (b'{"a":[1,2.5]}', False), (b'{"a":[-1e5]}', False),
+    (b'{"a":12345678901234567}', False), (b'{"\xf0\x9f\x98\x80":1}', False),
+])
+def test_floats_long_integers_and_non_bmp_text_leave_the_fast_path(raw: bytes, fast: bool) -> None:
+    assert sealing.parse(raw).fast is fast
