@@ -52,9 +52,9 @@ def parse(raw: bytes) -> Parsed:
     """The strict parse of ``raw`` (``canonical.loads``), faster for lines in compact form."""
     try:
         value = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return _strict(raw)
-    if orjson.dumps(value) != raw:
+        if orjson.dumps(value) != raw:
+            return _strict(raw)
+    except (orjson.JSONDecodeError, orjson.JSONEncodeError):  # incl. nesting beyond orjson's limits
         return _strict(raw)
     return Parsed(value, not _exotic(raw) and (raw.isascii() or _NON_BMP.search(raw) is None))
 

@@ -222,6 +222,9 @@ class Pipeline:
         except CanonicalError as exc:
             self._reject(line, self._label(line.source), exc.reason, str(exc))
             return None, False
+        except (ValueError, TypeError, RecursionError) as exc:  # whatever the input: quarantined, never a crash
+            self._reject(line, self._label(line.source), "not_canonical", f"{type(exc).__name__}: {exc}")
+            return None, False
         return parsed.value, parsed.fast
 
     def _alert_ok(self, event: dict[str, Any]) -> bool:

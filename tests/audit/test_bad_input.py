@@ -74,3 +74,14 @@ def test_a_line_read_again_after_kill_9_is_quarantined_once(tmp_path: Path) -> N
     assert ship_once([journal], key, spool, store=tmp_path / "store") == 0
     entries = (spool / "quarantine" / "quarantine.jsonl").read_text().splitlines()
     assert [json.loads(e)["reason"] for e in entries] == ["not_json"]
+
+
+def test_a_deeply_nested_list_in_a_mapped_field_is_quarantined_not_a_crash(tmp_path: Path) -> None:
+    key, _ = keys(tmp_path / "keys")
+    journal = tmp_path / "journal.jsonl"
+    deep = b"[" * 900 + b'"x"' + b"]" * 900
+    journal.write_bytes(b'{"@timestamp":"2026-01-01T00:00:00Z","host":{"name":' + deep + b"}}\n")
+    write_journal(journal, 1)
+    assert ship_once([journal], key, tmp_path / "spool", store=tmp_path / "store") == 0
+    (entry,) = [json.loads(line) for line in (tmp_path / "spool/quarantine/quarantine.jsonl").read_text().splitlines()]
+    assert (entry["offset"], entry["reason"]) == (0, "not_canonical")

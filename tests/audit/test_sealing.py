@@ -76,3 +76,11 @@ def test_a_lone_surrogate_is_refused_as_not_canonical() -> None:
 ])
 def test_floats_long_integers_and_non_bmp_text_leave_the_fast_path(raw: bytes, fast: bool) -> None:
     assert sealing.parse(raw).fast is fast
+
+
+def test_nesting_beyond_orjsons_limits_takes_the_strict_road() -> None:
+    raw = b'{"a":' + b"[" * 300 + b"1" + b"]" * 300 + b"}"
+    parsed = sealing.parse(raw)
+    assert parsed.value == loads(raw).value
+    data, _ = sealing.seal(parsed.value, Head("h1"), parsed.fast)
+    assert data == rfc8785.dumps(seal_doc(parsed.value, Head("h1"))[0])
