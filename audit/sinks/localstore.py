@@ -179,24 +179,25 @@ class LocalStore:
         """``next_seq`` from the last stored record (a line torn by a crash is cut off first)."""
         self.next_seq, self._unreadable = 0, ""
         segs = segments(self.dir)
-        if not segs:
-            return
-        _cut_torn_tail(segs[-1])
-        try:
-            last = _last_seq(segs[-1])
-            if last is None and len(segs) > 1:
-                segs[-1].unlink()
-                last = _last_seq(segs[-2])
-        except (ValueError, KeyError, TypeError, IndexError):
-            self._unreadable = f"{segs[-1]}: the last line is not a record"  # not ours: never append after it
-            return
-        self.next_seq = 0 if last is None else last + 1
+        if segs:
+            _cut_torn_tail(segs[-1])
+            try:
+                last = _last_seq(segs[-1])
+                if last is None and len(segs) > 1:
+                    segs[-1].unlink()
+                    last = _last_seq(segs[-2])
+                self.next_seq = 0 if last is None else last + 1
+            except (ValueError, KeyError, TypeError, IndexError):
+                self._unreadable = f"{segs[-1]}: the last line is not a record"  # not ours: never append after it
+        self._listing = os.stat(self.dir).st_mtime_ns  # changes when a segment file appears or goes
 
     def write(self, records: list[tuple[int, bytes]], checkpoints: list[dict[str, Any]]) -> None:
         """Append ``(seq, document bytes)`` not yet stored, then the checkpoints; durable when this returns. A
         failed write (disk full) is cut back off, so the file never holds a torn line in its middle."""
-        if self._fh is not None and os.fstat(self._fh.fileno()).st_size != self._fh.tell():
-            # someone else appended to our segment: read the tail again, so what they wrote is compared below
+        if (self._fh is not None and os.fstat(self._fh.fileno()).st_size != self._fh.tell()
+                or os.stat(self.dir).st_mtime_ns != self._listing):
+            # someone else appended to our segment or added one: read the tail again, so that what they wrote is
+            # compared below instead of being written after
             self.close()
             self._load_tail()
         if self._unreadable:
@@ -292,6 +293,7 @@ class LocalStore:
             path = self.dir / f"records-{seq:020d}.jsonl"
         self._fh = open(path, "ab")  # noqa: SIM115 - kept open across writes, closed in close()
         _fsync_dir(self.dir)
+        self._listing = os.stat(self.dir).st_mtime_ns  # our own new segment
         return self._fh
 
     def flush(self) -> None:

@@ -4,6 +4,7 @@ tamper finding that stops the sink, never a record silently skipped."""
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -76,6 +77,21 @@ def test_a_replay_of_what_the_store_holds_is_delivered_and_a_different_one_is_no
         LocalStore(tmp_path, "h1").write([records[2], other], [])
     assert err.value.slots == ["seq 3"]
     assert _stored_lines(tmp_path) == [doc for _, doc in records]
+
+
+def test_a_segment_added_under_a_running_store_is_read_and_compared(tmp_path: Path) -> None:
+    records, head = [], Head("h1")
+    for i in range(8):
+        doc, head = seal({"@timestamp": "2026-11-01T00:00:00Z", "n": i}, head)
+        records.append((i, canonicalize(doc)))
+    store = LocalStore(tmp_path, "h1")
+    store.write(records[:4], [])
+    forged = forged_records(json.loads(records[3][1]), 4)
+    (tmp_path / "h1" / f"records-{4:020d}.jsonl").write_bytes(b"".join(doc + b"\n" for _, doc in forged))
+    with pytest.raises(SinkConflict) as err:
+        store.write(records[4:], [])
+    assert err.value.slots == [f"seq {i}" for i in range(4, 8)]
+    assert _stored_lines(tmp_path) == [doc for _, doc in records[:4] + forged]
 
 
 def test_a_store_ending_in_a_line_that_is_not_a_record_is_a_conflict_not_a_crash(tmp_path: Path) -> None:
