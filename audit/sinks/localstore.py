@@ -13,8 +13,10 @@ else, are found here) and an existing checkpoint note must be ours, else ``SinkC
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -34,6 +36,24 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def open_regular(path: Path, mode: str = "rb") -> BinaryIO:
+    """``open(path, mode)`` for a store file (segment or note), refusing anything but a regular file: a FIFO
+    would block the shipper forever on open or read, a symlink may lead to ``/dev/zero`` or outside the store.
+    ``FileNotFoundError`` passes through; any other file type is a ``SinkConflict`` (someone put it there)."""
+    access = {"rb": os.O_RDONLY, "rb+": os.O_RDWR, "ab": os.O_WRONLY | os.O_APPEND | os.O_CREAT}[mode]
+    try:
+        fd = os.open(path, access | os.O_NONBLOCK | os.O_NOFOLLOW, 0o644)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        raise SinkConflict("localstore", [str(path)], "a symlink where a store file belongs") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise SinkConflict("localstore", [str(path)], "not a regular file where a store file belongs")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, mode)
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -112,7 +132,7 @@ def read_checkpoints(chain_dir: Path) -> list[str]:
 
 
 def _cut_torn_tail(seg: Path) -> None:
-    with open(seg, "rb+") as fh:
+    with open_regular(seg, "rb+") as fh:
         size = fh.seek(0, os.SEEK_END)
         if size == 0:
             return
@@ -134,7 +154,7 @@ def _cut_torn_tail(seg: Path) -> None:
 
 
 def _last_seq(seg: Path) -> int | None:
-    with open(seg, "rb") as fh:
+    with open_regular(seg) as fh:
         size = fh.seek(0, os.SEEK_END)
         fh.seek(max(0, size - 4 * 1024 * 1024))
         lines = fh.read().rstrip(b"\n").split(b"\n")
@@ -180,8 +200,8 @@ class LocalStore:
         self.next_seq, self._unreadable = 0, ""
         segs = segments(self.dir)
         if segs:
-            _cut_torn_tail(segs[-1])
             try:
+                _cut_torn_tail(segs[-1])
                 last = _last_seq(segs[-1])
                 if last is None and len(segs) > 1:
                     segs[-1].unlink()
@@ -189,6 +209,8 @@ class LocalStore:
                 self.next_seq = 0 if last is None else last + 1
             except (ValueError, KeyError, TypeError, IndexError):
                 self._unreadable = f"{segs[-1]}: the last line is not a record"  # not ours: never append after it
+            except SinkConflict as exc:
+                self._unreadable = str(exc)
         self._listing = os.stat(self.dir).st_mtime_ns  # changes when a segment file appears or goes
 
     def write(self, records: list[tuple[int, bytes]], checkpoints: list[dict[str, Any]]) -> None:
@@ -225,7 +247,7 @@ class LocalStore:
             self.next_seq = fresh[-1][0] + 1
         for cp in checkpoints:
             path = self._note_path(cp["size"])
-            if not path.exists():
+            if not os.path.lexists(path):
                 write_atomic(path, cp["note"].encode())
 
     def _note_path(self, size: int) -> Path:
@@ -236,8 +258,12 @@ class LocalStore:
         bad = []
         for cp in checkpoints:
             path = self._note_path(cp["size"])
-            if path.exists() and path.read_bytes() != cp["note"].encode():
-                bad.append(str(path))
+            try:
+                with open_regular(path) as fh:
+                    if fh.read(len(cp["note"].encode()) + 1) != cp["note"].encode():
+                        bad.append(str(path))
+            except FileNotFoundError:
+                continue
         if bad:
             raise SinkConflict(self.name, bad, "a checkpoint note with this size exists and is not the one we signed")
 
@@ -263,7 +289,7 @@ class LocalStore:
             if first.isdigit() and int(first) <= seq:
                 start = i
         for seg in segs[start:]:
-            with open(seg, "rb") as fh:
+            with open_regular(seg) as fh:
                 for raw in fh:
                     if not raw.endswith(b"\n"):
                         return
@@ -291,7 +317,7 @@ class LocalStore:
             path = segs[-1]
         else:
             path = self.dir / f"records-{seq:020d}.jsonl"
-        self._fh = open(path, "ab")  # noqa: SIM115 - kept open across writes, closed in close()
+        self._fh = open_regular(path, "ab")  # kept open across writes, closed in close()
         _fsync_dir(self.dir)
         self._listing = os.stat(self.dir).st_mtime_ns  # our own new segment
         return self._fh

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -102,6 +104,63 @@ def test_a_store_ending_in_a_line_that_is_not_a_record_is_a_conflict_not_a_crash
     store = LocalStore(tmp_path, "h1")
     with pytest.raises(SinkConflict, match="not a record"):
         store.write([(1, b"{}")], [])
+
+
+def _sealed(count: int) -> list[tuple[int, bytes]]:
+    records, head = [], Head("h1")
+    for i in range(count):
+        doc, head = seal({"@timestamp": "2026-11-01T00:00:00Z", "n": i}, head)
+        records.append((i, canonicalize(doc)))
+    return records
+
+
+def _write_within(store: LocalStore, records: list[tuple[int, bytes]], checkpoints: list[dict]) -> BaseException:
+    """What ``store.write`` raises, or a ``TimeoutError`` if it is still blocked after 10 s (a stalled shipper)."""
+    outcome: list[BaseException] = [TimeoutError("store.write still blocked after 10 s")]
+
+    def run() -> None:
+        try:
+            store.write(records, checkpoints)
+            outcome[0] = AssertionError("store.write returned")
+        except Exception as exc:  # noqa: BLE001 - the test inspects whatever it is
+            outcome[0] = exc
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(10)
+    return outcome[0]
+
+
+def test_a_fifo_in_the_slot_of_a_checkpoint_note_is_a_conflict_not_a_stall(tmp_path: Path) -> None:
+    records = _sealed(2)
+    store = LocalStore(tmp_path, "h1")
+    store.write(records, [])
+    os.mkfifo(tmp_path / "h1" / "checkpoints" / f"{2:020d}.note")  # opening it for reading blocks forever
+    note = {"size": 2, "hash": json.loads(records[1][1])["chain"]["hash"], "note": "a note\n", "t": 0.0}
+    outcome = _write_within(store, [], [note])
+    assert isinstance(outcome, SinkConflict), outcome
+    assert outcome.slots == [str(tmp_path / "h1" / "checkpoints" / f"{2:020d}.note")]
+
+
+def test_a_note_symlinked_to_an_endless_device_is_a_conflict_not_a_memory_blowup(tmp_path: Path) -> None:
+    records = _sealed(2)
+    store = LocalStore(tmp_path, "h1")
+    store.write(records, [])
+    (tmp_path / "h1" / "checkpoints" / f"{2:020d}.note").symlink_to("/dev/zero")
+    note = {"size": 2, "hash": json.loads(records[1][1])["chain"]["hash"], "note": "a note\n", "t": 0.0}
+    outcome = _write_within(store, [], [note])
+    assert isinstance(outcome, SinkConflict), outcome
+    assert "symlink" in str(outcome)
+
+
+def test_a_fifo_segment_among_the_stored_ones_is_a_conflict_on_replay_not_a_stall(tmp_path: Path) -> None:
+    records = _sealed(6)
+    LocalStore(tmp_path, "h1", segment_bytes=1).write(records[:3], [])  # one segment per record batch
+    LocalStore(tmp_path, "h1", segment_bytes=1).write(records[3:], [])
+    os.mkfifo(tmp_path / "h1" / f"records-{2:020d}.jsonl")  # sorts between the two real segments
+    outcome = _write_within(LocalStore(tmp_path, "h1"), records[2:], [])  # a replay reads the store back
+    assert isinstance(outcome, SinkConflict), outcome
+    assert "not a regular file" in str(outcome)
 
 
 # -- Elasticsearch --------------------------------------------------------------------------------------------------
