@@ -174,18 +174,18 @@ class ElasticsearchSink:
 
     def _bulk(self, records: list[tuple[int, bytes]], checkpoints: list[dict[str, Any]]) -> None:
         lines: list[bytes] = []
-        for seq, doc in records:
-            lines.append(b'{"create":{"_id":%s}}' % json.dumps(doc_id(self.chain_id, seq)).encode())
+        ids = [doc_id(self.chain_id, seq) for seq, _ in records]
+        ids += [checkpoint_id(self.chain_id, cp["size"]) for cp in checkpoints]
+        docs = [doc for _, doc in records] + [self._checkpoint_doc(cp) for cp in checkpoints]
+        for ident, doc in zip(ids, docs, strict=True):
+            lines.append(b'{"create":{"_id":%s}}' % json.dumps(ident).encode())
             lines.append(doc)
-        for cp in checkpoints:
-            lines.append(b'{"create":{"_id":%s}}' % json.dumps(checkpoint_id(self.chain_id, cp["size"])).encode())
-            lines.append(self._checkpoint_doc(cp))
         if not lines:
             return
         body = b"\n".join(lines) + b"\n"
         result = request(self.client, "POST", f"/{self.stream}/_bulk?refresh=false", body, ndjson=True)
         # every item, even without "errors": a document redirected to the failure store answers 201
-        present = _check_items(result["items"])
+        present = _check_items(result["items"], ids, self.stream)
         if present:
             self._confirm_present(present, records, checkpoints)
 
@@ -353,11 +353,17 @@ def record_digest(doc: bytes) -> str:
 _MAX_WINDOW = 10_000  # index.max_result_window
 
 
-def _check_items(items: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    """Raise for failed items; return ``(backing index, _id)`` of every 409 (the caller reads those back)."""
+def _check_items(items: list[dict[str, Any]], ids: list[str], stream: str) -> list[tuple[str, str]]:
+    """Raise for failed items; return ``(backing index, _id)`` of every 409 (the caller reads those back).
+
+    Success is only "created, under our ``_id``, in a backing index of our data stream": an ingest pipeline set on
+    the stream by someone with cluster rights can drop a document (200 ``noop``), give it another ``_id`` or
+    reroute it to another index, and each of those answers looks like success."""
+    if len(items) != len(ids):
+        raise EsError("bulk_answer", f"{len(items)} answers for {len(ids)} documents", False)
     retry: EsError | None = None
     present: list[tuple[str, str]] = []
-    for item in items:
+    for item, ident in zip(items, ids, strict=True):
         res = item.get("create") or next(iter(item.values()))
         status = res.get("status", 0)
         if res.get("failure_store") == "used":
@@ -365,9 +371,13 @@ def _check_items(items: list[dict[str, Any]]) -> list[tuple[str, str]]:
             raise EsError("failure_store", f"_id {res.get('_id')}: redirected to the failure store "
                           f"{res.get('_index')}; fix the cause, then it is written again", False)
         if status == 409:
-            present.append((res.get("_index", ""), res.get("_id", "")))
+            present.append((res.get("_index", ""), ident))
             continue
         if status in (200, 201):
+            if not _created_as_sent(res, ident, stream):
+                raise EsError("not_stored", f"_id {ident}: answered {status} {res.get('result')!r} as _id "
+                              f"{res.get('_id')!r} in {res.get('_index')!r}: not created as sent (an ingest "
+                              "pipeline dropping, renaming or rerouting documents?)", False)
             continue
         detail = f"_id {res.get('_id')}: HTTP {status}: {_brief({'error': res.get('error')})}"
         if status == 429 or status >= 500:
@@ -377,6 +387,12 @@ def _check_items(items: list[dict[str, Any]]) -> list[tuple[str, str]]:
     if retry is not None:
         raise retry
     return present
+
+
+def _created_as_sent(res: dict[str, Any], ident: str, stream: str) -> bool:
+    index = str(res.get("_index", ""))
+    return (res.get("status") == 201 and res.get("result") == "created" and res.get("_id") == ident
+            and index.startswith(f".ds-{stream}-"))
 
 
 # -- reading -------------------------------------------------------------------------------------------------

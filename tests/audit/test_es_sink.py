@@ -17,20 +17,26 @@ from audit.spool import Spool, record_entry
 from audit.telemetry import Telemetry
 from tests.audit.kit import TEE_AUDIT, keys, ship_once, write_journal
 
+_STREAM = "logs-tee.audit-default"
+_BACKING = f".ds-{_STREAM}-2026.11.28-000001"
 
-def _item(status: int, error_type: str = "") -> dict:
-    return {"create": {"_id": "h1:1", "status": status, "error": {"type": error_type, "reason": "x"}}}
+
+def _item(status: int, error_type: str = "", ident: str = "h1:1") -> dict:
+    if status == 201:
+        return {"create": {"_index": _BACKING, "_id": ident, "result": "created", "status": 201}}
+    return {"create": {"_index": _BACKING, "_id": ident, "status": status, "error": {"type": error_type,
+                                                                                       "reason": "x"}}}
 
 
 def test_created_items_pass_and_already_present_ones_are_handed_back_to_be_read() -> None:
-    conflict = {"create": {"_index": ".ds-x-000001", "_id": "h1:2", "status": 409, "error": {"type": "v"}}}
-    assert _check_items([_item(201), conflict]) == [(".ds-x-000001", "h1:2")]
+    conflict = _item(409, "version_conflict_engine_exception", "h1:2")
+    assert _check_items([_item(201), conflict], ["h1:1", "h1:2"], _STREAM) == [(_BACKING, "h1:2")]
 
 
 def test_rejected_or_failing_items_are_retryable() -> None:
     for status, reason in ((429, "rejected"), (503, "server")):
         with pytest.raises(EsError) as err:
-            _check_items([_item(201), _item(status, "x")])
+            _check_items([_item(201), _item(status, "x", "h1:2")], ["h1:1", "h1:2"], _STREAM)
         assert (err.value.reason, err.value.retryable) == (reason, True)
 
 
@@ -41,14 +47,15 @@ def test_a_201_into_the_failure_store_is_a_failed_write_not_a_shipped_record() -
     item = {"create": {"_index": ".fs-logs-tee.audit-default-2026.11.28-000002", "_id": "h1:7", "_version": 1,
                        "result": "created", "status": 201, "failure_store": "used"}}
     with pytest.raises(EsError) as err:
-        _check_items([_item(201), item])
+        _check_items([_item(201), item], ["h1:1", "h1:7"], _STREAM)
     assert (err.value.reason, err.value.retryable) == ("failure_store", False)
     assert ".fs-logs-tee.audit-default" in str(err.value)
 
 
 def test_mapping_error_stops_the_line_instead_of_skipping_a_record() -> None:
     with pytest.raises(EsError) as err:
-        _check_items([_item(429, "es_rejected_execution_exception"), _item(400, "mapper_parsing_exception")])
+        _check_items([_item(429, "es_rejected_execution_exception"), _item(400, "mapper_parsing_exception", "h1:2")],
+                     ["h1:1", "h1:2"], _STREAM)
     assert (err.value.reason, err.value.retryable) == ("mapping", False)
 
 

@@ -17,7 +17,7 @@ from elasticsearch import Elasticsearch
 from audit.canonical import canonicalize
 from audit.chain import Head, seal
 from audit.sinks import SinkConflict
-from audit.sinks.elasticsearch import ElasticsearchSink, data_stream_name
+from audit.sinks.elasticsearch import ElasticsearchSink, EsError, _check_items, data_stream_name
 from audit.sinks.localstore import LocalStore
 from tests.audit.forge import foreign_note, forged_records, last_stored
 from tests.audit.kit import keys, ship_once, write_journal
@@ -230,3 +230,45 @@ def test_a_409_is_read_back_equal_is_delivered_other_content_is_a_conflict(
     with pytest.raises(SinkConflict) as err:
         sink.write(records[5:], [])
     assert err.value.slots == ["h1:5", "h1:6"]
+
+
+def _sealed_messages(count: int) -> list[tuple[int, bytes]]:
+    records, head = [], Head("h1")
+    for i in range(count):
+        doc, head = seal({"@timestamp": "2026-11-01T00:00:00Z", "message": f"m{i}"}, head)
+        records.append((i, canonicalize(doc)))
+    return records
+
+
+
+@pytest.mark.elasticsearch
+def test_records_created_through_an_alias_squatting_the_stream_name_are_not_delivered(
+        elasticsearch: str, es_namespace: str) -> None:
+    """Before the first write, someone with cluster rights makes the stream's name an alias of a plain index whose
+    ``_source`` leaves out ``message``: the creates answer 201 "created", but nothing stored there is our record."""
+    es, stream = Elasticsearch(elasticsearch), data_stream_name(es_namespace)
+    es.indices.create(index=f"squat-{es_namespace}", mappings={"_source": {"excludes": ["message"]}},
+                      aliases={stream: {"is_write_index": True}})
+    sink = ElasticsearchSink(Elasticsearch(elasticsearch), "h1", es_namespace)
+    with pytest.raises(EsError) as err:
+        sink.write(_sealed_messages(2), [])
+    assert err.value.reason == "not_stored"
+
+
+def test_a_create_answered_200_noop_is_not_delivered() -> None:
+    """What Elasticsearch answers for a create an ingest pipeline ``drop``s (the test distribution has no
+    ingest-common module, so the answer is built here): success-looking, nothing stored."""
+    ident = "h1:0"
+    items = [{"create": {"_index": ".ds-logs-tee.audit-x-2026.11.28-000001", "_id": ident, "_version": -3,
+                         "result": "noop", "status": 200}}]
+    with pytest.raises(EsError) as err:
+        _check_items(items, [ident], "logs-tee.audit-x")
+    assert err.value.reason == "not_stored"
+
+
+def test_a_bulk_answer_missing_an_item_is_not_delivered() -> None:
+    items = [{"create": {"_index": ".ds-logs-tee.audit-x-2026.11.28-000001", "_id": "h1:0", "result": "created",
+                         "status": 201}}]
+    with pytest.raises(EsError) as err:
+        _check_items(items, ["h1:0", "h1:1"], "logs-tee.audit-x")
+    assert err.value.reason == "bulk_answer"
