@@ -35,7 +35,7 @@ from elastic_transport import TlsError, TransportError
 from elasticsearch import ApiError, Elasticsearch
 
 from audit import esmapping
-from audit.canonical import CanonicalError
+from audit.canonical import CanonicalError, canonicalize
 from audit.chain import doc_id, record_hash
 from audit.sinks import SinkConflict
 from audit.verify import Finding, Rec, parse_record
@@ -173,19 +173,19 @@ class ElasticsearchSink:
             raise
 
     def _bulk(self, records: list[tuple[int, bytes]], checkpoints: list[dict[str, Any]]) -> None:
-        lines: list[bytes] = []
         ids = [doc_id(self.chain_id, seq) for seq, _ in records]
         ids += [checkpoint_id(self.chain_id, cp["size"]) for cp in checkpoints]
         docs = [doc for _, doc in records] + [self._checkpoint_doc(cp) for cp in checkpoints]
-        for ident, doc in zip(ids, docs, strict=True):
-            lines.append(b'{"create":{"_id":%s}}' % json.dumps(ident).encode())
-            lines.append(doc)
-        if not lines:
-            return
-        body = b"\n".join(lines) + b"\n"
-        result = request(self.client, "POST", f"/{self.stream}/_bulk?refresh=false", body, ndjson=True)
-        # every item, even without "errors": a document redirected to the failure store answers 201
-        present = _check_items(result["items"], ids, self.stream)
+        present: list[tuple[str, str]] = []
+        for chunk in _chunks(list(zip(ids, docs, strict=True))):
+            lines: list[bytes] = []
+            for ident, doc in chunk:
+                lines.append(b'{"create":{"_id":%s}}' % json.dumps(ident).encode())
+                lines.append(doc)
+            body = b"\n".join(lines) + b"\n"
+            result = request(self.client, "POST", f"/{self.stream}/_bulk?refresh=false", body, ndjson=True)
+            # every item, even without "errors": a document redirected to the failure store answers 201
+            present += _check_items(result["items"], [ident for ident, _ in chunk], self.stream)
         if present:
             self._confirm_present(present, records, checkpoints)
 
@@ -196,7 +196,8 @@ class ElasticsearchSink:
     # -- "already there" is checked, never trusted ----------------------------------------------------------------
     def _expected(self, records: list[tuple[int, bytes]], checkpoints: list[dict[str, Any]]) -> dict[str, Slot]:
         slots = {doc_id(self.chain_id, seq): Slot("r", seq, record_digest(doc)) for seq, doc in records}
-        slots.update({checkpoint_id(self.chain_id, cp["size"]): Slot("c", cp["size"], cp["hash"], cp["note"])
+        slots.update({checkpoint_id(self.chain_id, cp["size"]): Slot("c", cp["size"], cp["hash"],
+                                                                           self._checkpoint_doc(cp))
                       for cp in checkpoints})
         return slots
 
@@ -312,27 +313,25 @@ class ElasticsearchSink:
 
 @dataclass(frozen=True)
 class Slot:
-    """What we are about to store under one ``_id``: a record (``seq``, hash) or a checkpoint (size, root, note)."""
+    """What we are about to store under one ``_id``: a record (``seq``, hash) or a checkpoint (size, root, and the
+    document we write for it)."""
 
     kind: str
     number: int
     digest: str
-    note: str = ""
+    checkpoint_doc: bytes = b""
 
     def holds(self, source: Any, chain_id: str) -> bool:
         """True when ``source`` (a stored document) is exactly our record or checkpoint, judged by content."""
         if not isinstance(source, dict):
             return False
-        if self.kind == "c":
-            cp = source.get("checkpoint")
+        try:
+            if self.kind == "c":  # the whole document: a field added next to a genuine note is not ours either
+                return canonicalize(source) == canonicalize(json.loads(self.checkpoint_doc))
             chain = source.get("chain")
-            return (isinstance(cp, dict) and isinstance(chain, dict) and chain.get("id") == chain_id
-                    and cp.get("size") == self.number and cp.get("root") == self.digest
-                    and cp.get("note") == self.note)
-        chain = source.get("chain")
-        if not isinstance(chain, dict) or chain.get("hash") != self.digest:
-            return False
-        try:  # the stored hash field is only a claim: recompute it over the stored content
+            if not isinstance(chain, dict) or chain.get("hash") != self.digest:
+                return False
+            # the stored hash field is only a claim: recompute it over the stored content
             return record_hash(source) == self.digest
         except (CanonicalError, TypeError, ValueError, KeyError):
             return False
@@ -351,6 +350,23 @@ def record_digest(doc: bytes) -> str:
 
 
 _MAX_WINDOW = 10_000  # index.max_result_window
+# Bytes of documents per bulk request. Elasticsearch refuses a request over http.max_content_length (100 MB by
+# default) with 413, for good: journal lines of up to 1 MiB times es.batch-size would otherwise stall the sink.
+BULK_BYTES = 8 * 1024 * 1024
+
+
+def _chunks(items: list[tuple[str, bytes]]) -> Iterator[list[tuple[str, bytes]]]:
+    """``items`` cut into runs of at most ``BULK_BYTES`` of documents (a larger document goes alone)."""
+    chunk: list[tuple[str, bytes]] = []
+    size = 0
+    for item in items:
+        if chunk and size + len(item[1]) > BULK_BYTES:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(item)
+        size += len(item[1])
+    if chunk:
+        yield chunk
 
 
 def _check_items(items: list[dict[str, Any]], ids: list[str], stream: str) -> list[tuple[str, str]]:
@@ -371,7 +387,10 @@ def _check_items(items: list[dict[str, Any]], ids: list[str], stream: str) -> li
             raise EsError("failure_store", f"_id {res.get('_id')}: redirected to the failure store "
                           f"{res.get('_index')}; fix the cause, then it is written again", False)
         if status == 409:
-            present.append((res.get("_index", ""), ident))
+            if res.get("_id") != ident or not str(res.get("_index", "")).startswith(f".ds-{stream}-"):
+                raise EsError("not_stored", f"_id {ident}: 409 for _id {res.get('_id')!r} in "
+                              f"{res.get('_index')!r}, not in a backing index of {stream}", False)
+            present.append((res["_index"], ident))
             continue
         if status in (200, 201):
             if not _created_as_sent(res, ident, stream):

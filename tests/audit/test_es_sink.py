@@ -123,3 +123,17 @@ def test_a_bulk_refused_part_way_never_moves_the_cursor_past_the_refused_record(
     assert metrics.registry.get_sample_value("tee_audit_records_shipped_total", {"sink": "elasticsearch"}) == 0
     assert metrics.registry.get_sample_value("tee_audit_sink_errors_total",
                                              {"sink": "elasticsearch", "reason": "mapping"}) == 2
+
+
+@pytest.mark.elasticsearch
+def test_a_batch_larger_than_one_request_may_be_is_delivered(elasticsearch: str, es_namespace: str) -> None:
+    """A hostile journal writer's lines of ~1 MiB (the journal's line limit) in one batch: together over
+    Elasticsearch's http.max_content_length (100 MB), which refuses such a request with 413 for good."""
+    records, head = [], Head("h1")
+    for i in range(105):
+        doc, head = seal({"@timestamp": "2026-11-01T00:00:00Z", "blob": f"{i:04d}" + "x" * 1_000_000}, head)
+        records.append((i, canonicalize(doc)))
+    ElasticsearchSink(Elasticsearch(elasticsearch), "h1", es_namespace).write(records, [])
+    es, stream = Elasticsearch(elasticsearch), data_stream_name(es_namespace)
+    es.indices.refresh(index=stream)
+    assert es.count(index=stream)["count"] == 105

@@ -272,3 +272,31 @@ def test_a_bulk_answer_missing_an_item_is_not_delivered() -> None:
     with pytest.raises(EsError) as err:
         _check_items(items, ["h1:0", "h1:1"], "logs-tee.audit-x")
     assert err.value.reason == "bulk_answer"
+
+
+@pytest.mark.elasticsearch
+def test_our_checkpoint_note_in_a_document_with_an_added_field_is_a_conflict_on_replay(
+        elasticsearch: str, es_namespace: str) -> None:
+    """Size, root and genuine note all equal, one field added: a replay meeting it must not take it as ours."""
+    es, stream = Elasticsearch(elasticsearch), data_stream_name(es_namespace)
+    records = _sealed_messages(2)
+    root = json.loads(records[1][1])["chain"]["hash"]
+    cp = {"size": 2, "hash": root, "note": "h1\n2\nsigned\n", "t": 1_790_000_000.0}
+    ElasticsearchSink(Elasticsearch(elasticsearch), "h1", es_namespace).write(records, [cp])
+    es.indices.refresh(index=stream)
+    hit = es.search(index=stream, query={"ids": {"values": ["h1:checkpoint:2"]}},
+                    seq_no_primary_term=True)["hits"]["hits"][0]
+    es.index(index=hit["_index"], id=hit["_id"], document={**hit["_source"], "message": "approved by audit"},
+             if_seq_no=hit["_seq_no"], if_primary_term=hit["_primary_term"], refresh=True)
+    with pytest.raises(SinkConflict) as err:  # a restart replaying the same batch
+        ElasticsearchSink(Elasticsearch(elasticsearch), "h1", es_namespace).write(records, [cp])
+    assert err.value.slots == ["h1:checkpoint:2"]
+
+
+def test_a_409_answered_from_an_index_outside_the_stream_is_not_delivered() -> None:
+    """A 409 names where the ``_id`` exists; outside the stream's backing indices it is not our slot."""
+    items = [{"create": {"_index": "squat-x", "_id": "h1:0", "status": 409,
+                         "error": {"type": "version_conflict_engine_exception"}}}]
+    with pytest.raises(EsError) as err:
+        _check_items(items, ["h1:0"], "logs-tee.audit-x")
+    assert err.value.reason == "not_stored"
