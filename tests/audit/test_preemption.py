@@ -163,6 +163,18 @@ def test_a_fifo_segment_among_the_stored_ones_is_a_conflict_on_replay_not_a_stal
     assert "not a regular file" in str(outcome)
 
 
+def test_a_symlink_planted_at_a_notes_temporary_name_does_not_redirect_the_write(tmp_path: Path) -> None:
+    records = _sealed(2)
+    store = LocalStore(tmp_path / "store", "h1")
+    store.write(records, [])
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious\n")
+    (tmp_path / "store" / "h1" / "checkpoints" / f"{2:020d}.note.tmp").symlink_to(victim)
+    note = {"size": 2, "hash": json.loads(records[1][1])["chain"]["hash"], "note": "a note\n", "t": 0.0}
+    store.write([], [note])
+    assert victim.read_bytes() == b"precious\n"
+
+
 # -- Elasticsearch --------------------------------------------------------------------------------------------------
 def _create(es: Elasticsearch, stream: str, docs: list[tuple[str, bytes]]) -> None:
     body = b"".join(b'{"create":{"_id":"%s"}}\n%s\n' % (ident.encode(), doc) for ident, doc in docs)
