@@ -194,6 +194,7 @@ class LocalStore:
         (self.dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         self.segment_bytes = segment_bytes
         self._fh: BinaryIO | None = None
+        self._path: Path | None = None  # the segment self._fh appends to
         self.next_seq = 0
         self._stored: Iterator[tuple[int | None, bytes]] | None = None  # lines read back for a replay
         self._load_tail()
@@ -299,8 +300,8 @@ class LocalStore:
                     yield _seq_of(raw[:-1]), raw[:-1]
 
     def _cut_back(self, size: int) -> None:
-        assert self._fh is not None
-        name = self._fh.name
+        assert self._fh is not None and self._path is not None
+        name = self._path  # not self._fh.name: a file opened by descriptor is named by its (soon closed) number
         try:
             self._fh.close()
         except OSError:
@@ -321,6 +322,7 @@ class LocalStore:
         else:
             path = self.dir / f"records-{seq:020d}.jsonl"
         self._fh = open_regular(path, "ab")  # kept open across writes, closed in close()
+        self._path = path
         _fsync_dir(self.dir)
         self._listing = os.stat(self.dir).st_mtime_ns  # our own new segment
         return self._fh
