@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 from elastic_transport import ApiError as TransportApiError
 from elastic_transport import TlsError, TransportError
 from elasticsearch import ApiError, Elasticsearch
@@ -342,11 +343,10 @@ def checkpoint_id(chain_id: str, size: int) -> str:
 
 
 def record_digest(doc: bytes) -> str:
-    """``chain.hash`` of a sealed record as the shipper wrote it (hash first in the chain object)."""
-    at = doc.find(b'"chain":{"hash":"')
-    if at >= 0:
-        return doc[at + 17:at + 81].decode()
-    return str(json.loads(doc)["chain"]["hash"])
+    """``chain.hash`` of a sealed record. Parsed, not searched for: an event may nest its own ``chain.hash``
+    (``agent.chain.hash`` sorts before the top-level ``chain``), which would then be taken for the record's. Only
+    replays, retries and 409s come here, never the normal path."""
+    return str(orjson.loads(doc)["chain"]["hash"])
 
 
 _MAX_WINDOW = 10_000  # index.max_result_window

@@ -312,3 +312,23 @@ def test_a_409_answered_from_an_index_outside_the_stream_is_not_delivered() -> N
     with pytest.raises(EsError) as err:
         _check_items(items, ["h1:0"], "logs-tee.audit-x")
     assert err.value.reason == "not_stored"
+
+
+@pytest.mark.elasticsearch
+def test_a_chain_hash_nested_in_an_event_is_not_taken_for_the_records_own(
+        elasticsearch: str, es_namespace: str) -> None:
+    """An event may carry ``agent.chain.hash`` (sorted before the top-level ``chain`` in RFC 8785 bytes). Naming
+    there the hash of a forged record pre-created in the slot must not make the forgery pass for ours."""
+    es, stream = Elasticsearch(elasticsearch), data_stream_name(es_namespace)
+    records = _sealed_messages(2)
+    sink = ElasticsearchSink(Elasticsearch(elasticsearch), "h1", es_namespace)
+    sink.write(records, [])
+    forged = forged_records(json.loads(records[1][1]), 1)
+    _create(es, stream, [("h1:2", forged[0][1])])
+    last = json.loads(records[1][1])["chain"]
+    event = {"@timestamp": "2026-11-01T00:00:00Z", "agent": {"chain": {"hash": json.loads(forged[0][1])["chain"]
+                                                                       ["hash"]}}}
+    ours = canonicalize(seal(event, Head("h1", 2, last["hash"]))[0])
+    with pytest.raises(SinkConflict) as err:
+        sink.write([(2, ours)], [])
+    assert err.value.slots == ["h1:2"]
