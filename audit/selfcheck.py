@@ -1,7 +1,9 @@
 """Periodic self-verification: re-read what each sink holds and publish ``tee_audit_chain_intact{chain,sink}``.
 
 Runs in its own thread with its own connections (the ship loop is never blocked by it); a verification that
-cannot run leaves the gauge unchanged and logs why.
+cannot run, for whatever reason, leaves the gauge unchanged, logs why and counts ``tee_audit_selfcheck_errors_total``
+(the thread itself never dies); ``tee_audit_selfcheck_last_run_timestamp_seconds`` says when a verdict was last
+reached, so an alert sees a self-check that has stopped reaching verdicts.
 """
 
 from __future__ import annotations
@@ -48,8 +50,16 @@ class SelfCheck:
             try:
                 report = verify_sink(self.s, sink, self.key)
             except (VerifyError, OSError) as exc:
+                self.metrics.selfcheck_errors.labels(sink).inc()
                 log.warning("self-verification could not run", extra={"sink": sink, "error": str(exc)})
                 continue
+            except Exception as exc:  # noqa: BLE001 - whatever the stored data does, the thread must live on
+                # and say so: a frozen tee_audit_chain_intact would hide tampering. TEEAuditSelfCheckFailing.
+                self.metrics.selfcheck_errors.labels(sink).inc()
+                log.error("self-verification failed unexpectedly; tee_audit_chain_intact is not current",
+                          extra={"sink": sink, "error": f"{type(exc).__name__}: {exc}"[:500]})
+                continue
+            self.metrics.selfcheck_last_run.labels(sink).set_to_current_time()
             self.metrics.intact.labels(self.s.chain, sink).set(1 if report.intact else 0)
             if not report.intact:
                 first = report.findings[0]

@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from audit import checkpoint as cp
-from audit.canonical import CanonicalError, canonicalize, loads
-from audit.chain import ChainError, Head, seal
+from audit import sealing
+from audit.canonical import CanonicalError
+from audit.chain import ChainError, Head
 from audit.config import ShipSettings
 from audit.ingest import Quarantine, check_event
+from audit.sinks import SinkConflict
 from audit.sources.journal import JournalSource, Line
 from audit.spool import Cursor, Entry, Spool, SpoolError, record_entry
 from audit.telemetry import Telemetry, setup_tracing
@@ -114,7 +116,14 @@ class SinkRunner:
         self.failures += 1
         delay = min(BACKOFF_MAX, 0.2 * 2 ** min(self.failures, 8)) if retryable else 60.0
         self.retry_at = now + delay
-        if not retryable:
+        if isinstance(exc, SinkConflict):
+            self.fatal = str(exc)
+            self.metrics.sink_conflicts.labels(self.sink.name).inc(len(exc.slots))
+            log.error("TAMPER: the sink already holds other content in the slots of our records; shipping to it "
+                      "is stopped (checked again every 60 s), no record is skipped",
+                      extra={"sink": self.sink.name, "slots": len(exc.slots), "first": exc.slots[0],
+                             "error": str(exc)})
+        elif not retryable:
             self.fatal = str(exc)
             log.error("sink refused a record; shipping to it is stopped until that is fixed (no record is ever "
                       "skipped)", extra={"sink": self.sink.name, "reason": reason, "error": str(exc)})
@@ -176,17 +185,20 @@ class Pipeline:
             event, fast = self._parse(line)
             if event is not None:
                 items.append((self._label(line.source), line, event, fast))
-        items += [("alertmanager", None, event, False) for _, event in alerts]
+        items += [("alertmanager", None, event, False) for _, event in alerts if self._alert_ok(event)]
         counts: dict[str, int] = {}
         stamp = time.time()
         for label, line, event, fast in items:
             try:
-                doc, new_head = seal(event, head, fast)
                 # Stored in its RFC 8785 form: the line minus its "hash" member is then exactly the hashed bytes,
                 # which lets verify check a record without parsing it (audit/chain.py canonical_link).
-                data = canonicalize(doc, fast)
+                data, new_head = sealing.seal(event, head, fast)
             except (CanonicalError, ChainError) as exc:
                 self._reject(line, label, getattr(exc, "reason", "reserved_field"), str(exc))
+                continue
+            except (ValueError, TypeError, RecursionError) as exc:
+                # e.g. a lone surrogate escape ("\udc00") parses as JSON but has no UTF-8 form to hash: never a crash
+                self._reject(line, label, "not_canonical", f"{type(exc).__name__}: {exc}")
                 continue
             head = new_head
             src = [line.source, line.ino, line.end] if line else None
@@ -205,12 +217,25 @@ class Pipeline:
             self._reject(line, self._label(line.source), line.error, "")
             return None, False
         try:
-            parsed = loads(line.raw)
+            parsed = sealing.parse(line.raw)
             check_event(parsed.value)
         except CanonicalError as exc:
             self._reject(line, self._label(line.source), exc.reason, str(exc))
             return None, False
+        except (ValueError, TypeError, RecursionError) as exc:  # whatever the input: quarantined, never a crash
+            self._reject(line, self._label(line.source), "not_canonical", f"{type(exc).__name__}: {exc}")
+            return None, False
         return parsed.value, parsed.fast
+
+    def _alert_ok(self, event: dict[str, Any]) -> bool:
+        """An alert Elasticsearch would refuse (e.g. ``startsAt`` in year 9999) is quarantined, not chained."""
+        try:
+            check_event(event)
+        except CanonicalError as exc:
+            self.metrics.source_errors.labels("alertmanager", exc.reason).inc()
+            self.quarantine.put_alert(event, exc.reason, str(exc))
+            return False
+        return True
 
     def _reject(self, line: Line | None, label: str, reason: str, detail: str) -> None:
         self.metrics.source_errors.labels(label, reason).inc()

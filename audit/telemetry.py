@@ -11,7 +11,11 @@ Metrics (served on ``--web.listen-address``, default :9941):
   tee_audit_lag_seconds{source}                   age of the oldest spooled record not yet acknowledged by every
                                                   sink (0 when caught up); the spool is shared, so every source
                                                   reports the same value
+  tee_audit_sink_conflicts_total{sink}           slots a sink already held with other content than ours (a record
+                                                  or checkpoint pre-created or rewritten: tamper); the sink stops
   tee_audit_chain_intact{chain,sink}              1/0 from the periodic self-verification of what a sink holds
+  tee_audit_selfcheck_errors_total{sink}          self-verifications that could not run or failed unexpectedly
+  tee_audit_selfcheck_last_run_timestamp_seconds{sink}  Unix time of the last self-verification that ran to a verdict
   tee_audit_spool_write_errors_total              extra: spool appends that failed (disk full); reading pauses
   tee_audit_backpressure                          extra: 1 while reading is paused because the spool is full
 
@@ -50,6 +54,13 @@ class Telemetry:
                          ["source"], registry=r)
         self.intact = Gauge("tee_audit_chain_intact", "1 when the last self-verification of a sink found the "
                             "chain intact, 0 when not.", ["chain", "sink"], registry=r)
+        self.sink_conflicts = Counter("tee_audit_sink_conflicts", "Slots a sink already held with other content "
+                                      "than the record or checkpoint sealed for them (tamper).", ["sink"], registry=r)
+        self.selfcheck_errors = Counter("tee_audit_selfcheck_errors", "Self-verifications that could not run.",
+                                        ["sink"], registry=r)
+        self.selfcheck_last_run = Gauge("tee_audit_selfcheck_last_run_timestamp_seconds",
+                                        "Unix time of the last self-verification that reached a verdict.", ["sink"],
+                                        registry=r)
         self.spool_write_errors = Counter("tee_audit_spool_write_errors",
                                           "Spool appends that failed (disk full, read-only).", registry=r)
         self.backpressure = Gauge("tee_audit_backpressure", "1 while reading is paused because the spool is full.",
@@ -59,6 +70,8 @@ class Telemetry:
             self.lag.labels(source).set(0)
         for sink in sinks:
             self.shipped.labels(sink)
+            self.sink_conflicts.labels(sink)
+            self.selfcheck_errors.labels(sink)
         self.sources = sources
 
     def set_lag(self, seconds: float) -> None:

@@ -5,5 +5,6 @@ pytest_plugins = [
     "tests.fixtures.elasticsearch",
     "tests.fixtures.elasticsearch8",
     "tests.fixtures.elasticsearch_secure",
+    "tests.fixtures.elasticsearch_cluster",
     "tests.fixtures.prometheus",
 ]

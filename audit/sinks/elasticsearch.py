@@ -1,11 +1,16 @@
 """The Elasticsearch sink and reader: a ``logs-tee.audit-<namespace>`` data stream, exactly-once by ``_id``.
 
 - Exactly once: every record is a bulk ``create`` with ``_id = <chain>:<seq>`` (checkpoints:
-  ``<chain>:checkpoint:<size>``), so a replay after a crash or a retry after a timeout can only meet a 409
-  (already there), never write a second copy.
-- Every bulk item is inspected (HTTP 200 can hide per-item failures): 201/409 are success; 429, 5xx and
-  connection errors are retried by the caller with capped backoff; anything else (a mapping error, 400) stops
-  this sink loudly: a chain with a hole is worse than a stalled chain.
+  ``<chain>:checkpoint:<size>``). ``_id`` is only unique per backing index, so the first batch after a start (a
+  possible replay) and every batch after a failure (a possible retry) is first looked up across the whole data
+  stream (one search), and what it already holds is left out: a rollover between two attempts cannot duplicate.
+  The normal path (no replay, no retry) sends the bulk alone.
+- "Already there" is never trusted: a 409 is read back (real-time ``_mget`` on the backing index that answered),
+  and a stored document that is not our record or checkpoint, by content, raises ``SinkConflict`` (pre-emption by
+  someone with write access): the sink stops instead of skipping a slot.
+- Every bulk item is inspected (HTTP 200 can hide per-item failures): 201 is success, 409 see above; a 201 that
+  went to the failure store, and 400s, stop this sink loudly (a chain with a hole is worse than a stalled chain);
+  429, 5xx and connection errors are retried by the caller with capped backoff.
 - Versions: requests go through ``perform_request`` with explicit ``compatible-with=8`` media types, which 8.x
   servers accept natively and 9.x servers through REST API compatibility, so one client (elasticsearch-py 8.13+
   or 9.x) talks to both.
@@ -21,14 +26,20 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 from elastic_transport import ApiError as TransportApiError
 from elastic_transport import TlsError, TransportError
 from elasticsearch import ApiError, Elasticsearch
 
-from audit.chain import doc_id
+from audit import esmapping
+from audit.canonical import CanonicalError, canonicalize
+from audit.chain import doc_id, record_hash
+from audit.sinks import SinkConflict
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +95,18 @@ def read_secret(path: Path) -> str:
     return Path(path).read_text().strip()
 
 
+def _request_log_is_debug(record: logging.LogRecord) -> bool:
+    """elastic_transport logs every request at INFO; one line per bulk is noise at our default level. Demote
+    those lines to DEBUG (shown with ``--log.level debug``); its warnings and errors pass unchanged."""
+    if record.levelno == logging.INFO:
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger().isEnabledFor(logging.DEBUG)
+    return True
+
+
+logging.getLogger("elastic_transport.transport").addFilter(_request_log_is_debug)
+
+
 def connect(url: str, ca_file: Path | None = None, api_key_file: Path | None = None, username: str | None = None,
             password_file: Path | None = None, timeout: float = 30.0, **kwargs: Any) -> Elasticsearch:
     """A client; ``kwargs`` go to ``Elasticsearch`` (the verify reader passes its own ``serializers``)."""
@@ -125,7 +148,6 @@ def _brief(body: Any) -> str:
 
 
 def template(namespace: str, retention: str) -> dict[str, Any]:
-    keyword = {"type": "keyword"}
     return {
         "index_patterns": [data_stream_name(namespace)],
         "data_stream": {},
@@ -135,31 +157,8 @@ def template(namespace: str, retention: str) -> dict[str, Any]:
             "settings": {"index.mode": "standard", "index.auto_expand_replicas": "0-1",
                          "index.mapping.ignore_malformed": True},
             "lifecycle": {"data_retention": retention},
-            "mappings": {
-                "dynamic": False,
-                "properties": {
-                    "@timestamp": {"type": "date_nanos"},
-                    "message": {"type": "text"},
-                    "chain": {"properties": {"id": keyword, "seq": {"type": "long"}, "prev_hash": keyword,
-                                             "hash": keyword}},
-                    "checkpoint": {"properties": {"size": {"type": "long"}, "root": keyword,
-                                                  "note": {"type": "keyword", "index": False, "doc_values": False}}},
-                    "ecs": {"properties": {"version": keyword}},
-                    "event": {"properties": {k: keyword for k in (
-                        "id", "kind", "category", "type", "action", "outcome", "reason", "dataset", "module")}},
-                    "host": {"properties": {"name": keyword}},
-                    "rule": {"properties": {"name": keyword}},
-                    "labels": {"type": "object", "dynamic": True},
-                    "tee": {"properties": {
-                        "type": keyword,
-                        "vm": {"properties": {k: keyword for k in ("name", "uuid", "state", "sandbox_id")}},
-                        "measurement": keyword,
-                        "policy": {"properties": {"result": keyword, "violations": keyword}},
-                        "kbs": {"properties": {k: keyword for k in (
-                            "resource", "repository", "resource_type", "tag", "requester", "decision")}},
-                    }},
-                },
-            },
+            # what an event must be to be indexed under it is decided before chaining (audit/esmapping.py)
+            "mappings": {"dynamic": False, "properties": esmapping.PROPERTIES},
         },
     }
 
@@ -174,7 +173,15 @@ class ElasticsearchSink:
         self.client, self.chain_id = client, chain_id
         self.namespace, self.retention = namespace, retention
         self.stream = data_stream_name(namespace)
+        self.checkpoint_stream = checkpoint_stream_name(self.stream)
+        # both streams, for the searches that look for what is already stored (either may not exist yet)
+        self._both = f"{self.stream},{self.checkpoint_stream}"
         self._template_ready = False
+        # The highest seq / checkpoint size that may already be stored (None: not known yet). Batches at or below
+        # it may be a replay (a crash between a bulk and the cursor write) or a retry (a failed or timed-out bulk
+        # that got partly through), so they may already sit in an older backing index after a rollover. Above it
+        # nothing of ours can be stored: the normal path sends the bulk alone.
+        self._ceiling: tuple[int, int] | None = None
 
     def ensure_template(self) -> None:
         if not self._template_ready:
@@ -184,41 +191,256 @@ class ElasticsearchSink:
             self._template_ready = True
 
     def write(self, records: list[tuple[int, bytes]], checkpoints: list[dict[str, Any]]) -> None:
-        """Durable in Elasticsearch when this returns; raises ``EsError`` otherwise (see module doc)."""
+        """Durable in Elasticsearch when this returns; raises ``EsError`` or ``SinkConflict`` otherwise."""
         self.ensure_template()
-        lines: list[bytes] = []
-        for seq, doc in records:
-            lines.append(b'{"create":{"_id":%s}}' % json.dumps(doc_id(self.chain_id, seq)).encode())
-            lines.append(doc)
-        for cp in checkpoints:
-            lines.append(b'{"create":{"_index":%s,"_id":%s}}' % (
-                json.dumps(checkpoint_stream_name(self.stream)).encode(),
-                json.dumps(f"{self.chain_id}:checkpoint:{cp['size']}").encode()))
-            lines.append(json.dumps({"@timestamp": utc(cp["t"]), "chain": {"id": self.chain_id},
-                                     "checkpoint": {"size": cp["size"], "root": cp["hash"],
-                                                    "note": cp["note"]}}).encode())
-        if not lines:
-            return
-        body = b"\n".join(lines) + b"\n"
-        result = request(self.client, "POST", f"/{self.stream}/_bulk?refresh=false", body, ndjson=True)
-        if result.get("errors"):
-            _check_items(result["items"])
+        try:
+            if self._may_be_stored(records, checkpoints):
+                records, checkpoints = self._not_yet_stored(records, checkpoints)
+            self._bulk(records, checkpoints)
+        except Exception:
+            if self._ceiling is not None:  # else still unknown: asked again on the retry
+                seqs, sizes = self._ceiling
+                self._ceiling = (max([seqs, *(seq for seq, _ in records)]),
+                                 max([sizes, *(cp["size"] for cp in checkpoints)]))
+            raise
+
+    def _bulk(self, records: list[tuple[int, bytes]], checkpoints: list[dict[str, Any]]) -> None:
+        items = [Item(doc_id(self.chain_id, seq), self.stream, doc) for seq, doc in records]
+        items += [Item(checkpoint_id(self.chain_id, cp["size"]), self.checkpoint_stream, self._checkpoint_doc(cp))
+                  for cp in checkpoints]
+        present: list[tuple[str, str]] = []
+        for chunk in _chunks(items):
+            lines: list[bytes] = []
+            for item in chunk:
+                lines.append(b'{"create":{"_index":%s,"_id":%s}}' % (json.dumps(item.stream).encode(),
+                                                                    json.dumps(item.ident).encode()))
+                lines.append(item.doc)
+            body = b"\n".join(lines) + b"\n"
+            result = request(self.client, "POST", f"/{self.stream}/_bulk?refresh=false", body, ndjson=True)
+            # every item, even without "errors": a document redirected to the failure store answers 201
+            present += _check_items(result["items"], chunk)
+        if present:
+            self._confirm_present(present, records, checkpoints)
+
+    def _checkpoint_doc(self, cp: dict[str, Any]) -> bytes:
+        return json.dumps({"@timestamp": utc(cp["t"]), "chain": {"id": self.chain_id},
+                           "checkpoint": {"size": cp["size"], "root": cp["hash"], "note": cp["note"]}}).encode()
+
+    # -- "already there" is checked, never trusted ----------------------------------------------------------------
+    def _expected(self, records: list[tuple[int, bytes]], checkpoints: list[dict[str, Any]]) -> dict[str, Slot]:
+        slots = {doc_id(self.chain_id, seq): Slot("r", seq, record_digest(doc)) for seq, doc in records}
+        slots.update({checkpoint_id(self.chain_id, cp["size"]): Slot("c", cp["size"], cp["hash"],
+                                                                           self._checkpoint_doc(cp))
+                      for cp in checkpoints})
+        return slots
+
+    def _confirm_present(self, present: list[tuple[str, str]], records: list[tuple[int, bytes]],
+                         checkpoints: list[dict[str, Any]]) -> None:
+        """Bulk answered 409 for these ``(backing index, _id)``: read them back (real-time get, so an unrefreshed
+        earlier attempt counts) and accept only what is byte-for-byte ours in content."""
+        expected = self._expected(records, checkpoints)
+        by_index: dict[str, list[str]] = {}
+        for index, ident in present:
+            by_index.setdefault(index, []).append(ident)
+        bad: list[str] = []
+        for index, ids in by_index.items():
+            docs = request(self.client, "POST", f"/{index}/_mget", {"ids": ids})["docs"]
+            for doc in docs:
+                if not doc.get("found"):
+                    raise EsError("conflict_unreadable", f"{index}/{doc.get('_id')}: 409 on create, but not found "
+                                  "when read back", True)
+                if not expected[doc["_id"]].holds(doc["_source"], self.chain_id):
+                    bad.append(doc["_id"])
+        if bad:
+            raise SinkConflict(self.name, bad, "a document with this _id exists and is not the record we sealed")
+
+    def _may_be_stored(self, records: list[tuple[int, bytes]], checkpoints: list[dict[str, Any]]) -> bool:
+        if self._ceiling is None:
+            self._ceiling = self._stored_ceiling()
+        seqs, sizes = self._ceiling
+        return (bool(records) and records[0][0] <= seqs) or any(cp["size"] <= sizes for cp in checkpoints)
+
+    def _stored_ceiling(self) -> tuple[int, int]:
+        """The highest ``chain.seq`` and checkpoint size of this chain in the data stream (all backing indices)."""
+        body = {"size": 0, "track_total_hits": False, "query": {"term": {"chain.id": self.chain_id}},
+                "aggs": {"seq": {"max": {"field": "chain.seq"}}, "size": {"max": {"field": "checkpoint.size"}}}}
+        try:
+            refresh(self.client, self._both)
+            aggs = request(self.client, "POST", f"/{self._both}/_search?ignore_unavailable=true",
+                           body)["aggregations"]
+        except EsError as exc:
+            if exc.reason != "http_404":
+                raise
+            return -1, -1  # no data stream yet
+        return (int(aggs["seq"]["value"]) if aggs["seq"]["value"] is not None else -1,
+                int(aggs["size"]["value"]) if aggs["size"]["value"] is not None else -1)
+
+    def _not_yet_stored(self, records: list[tuple[int, bytes]], checkpoints: list[dict[str, Any]]
+                        ) -> tuple[list[tuple[int, bytes]], list[dict[str, Any]]]:
+        """Drop what the data stream already holds, in any backing index (``_id`` is only unique per backing
+        index, so after a rollover a replayed create would not meet a 409 but write a second copy). One search over
+        the batch's ids, ``chain.seq`` range and checkpoint sizes; a holder with other content is a conflict."""
+        if not records and not checkpoints:
+            return records, checkpoints
+        expected = self._expected(records, checkpoints)
+        try:
+            refresh(self.client, self._both)  # the search must see every acknowledged write
+            found = self._holders(expected)
+        except EsError as exc:
+            if exc.reason != "http_404":
+                raise
+            return records, checkpoints  # no data stream yet: nothing is stored
+        bad = sorted({ident for ident, ok in found if not ok})
+        if bad:
+            raise SinkConflict(self.name, bad, "the data stream already holds other content for these slots")
+        stored = {ident for ident, _ in found}
+        if stored:
+            log.info("replay: skipping records the data stream already holds", extra={
+                "sink": self.name, "stored": len(stored), "batch": len(expected)})
+        return ([(seq, doc) for seq, doc in records if doc_id(self.chain_id, seq) not in stored],
+                [cp for cp in checkpoints if checkpoint_id(self.chain_id, cp["size"]) not in stored])
+
+    def _holders(self, expected: dict[str, Slot]) -> list[tuple[str, bool]]:
+        """``(slot _id, holds our content)`` for every stored document claiming a slot of ``expected``."""
+        seqs = [s.number for s in expected.values() if s.kind == "r"]
+        sizes = [s.number for s in expected.values() if s.kind == "c"]
+        mine = {"term": {"chain.id": self.chain_id}}
+        should: list[dict[str, Any]] = [{"ids": {"values": list(expected)}}]
+        if seqs:
+            should.append({"bool": {"filter": [mine, {"range": {"chain.seq": {"gte": min(seqs),
+                                                                                "lte": max(seqs)}}}]}})
+        if sizes:
+            should.append({"bool": {"filter": [mine, {"terms": {"checkpoint.size": sizes}}]}})
+        size = min(_MAX_WINDOW, 2 * len(expected) + 100)
+        body = {"size": size, "track_total_hits": True,
+                "query": {"bool": {"should": should, "minimum_should_match": 1}}}
+        hits = request(self.client, "POST", f"/{self._both}/_search?ignore_unavailable=true", body)["hits"]
+        if hits["total"]["value"] > len(hits["hits"]):
+            raise SinkConflict(self.name, list(expected)[:1], f"{hits['total']['value']} documents claim "
+                               f"{len(expected)} slots")
+        found: list[tuple[str, bool]] = []
+        for hit in hits["hits"]:
+            for ident in self._claims(hit, expected, set(seqs), set(sizes)):
+                found.append((ident, expected[ident].holds(hit["_source"], self.chain_id)))
+        return found
+
+    def _claims(self, hit: dict[str, Any], expected: dict[str, Slot], seqs: set[int], sizes: set[int]) -> set[str]:
+        """The slots a stored document occupies: by its ``_id``, and by the seq or size its content names."""
+        claims = {hit["_id"]} if hit["_id"] in expected else set()
+        src = hit["_source"]
+        chain = src.get("chain") if isinstance(src, dict) else None
+        if isinstance(chain, dict) and chain.get("id") == self.chain_id:
+            if type(chain.get("seq")) is int and chain["seq"] in seqs:
+                claims.add(doc_id(self.chain_id, chain["seq"]))
+            cp = src.get("checkpoint")
+            if isinstance(cp, dict) and type(cp.get("size")) is int and cp["size"] in sizes:
+                claims.add(checkpoint_id(self.chain_id, cp["size"]))
+        return claims
 
     def flush(self) -> None:
         """Make everything written visible to searches (``verify`` right after ``ship --once``)."""
-        refresh(self.client, self.stream)
+        refresh(self.client, self._both)
 
     def close(self) -> None:
         self.client.close()
 
 
-def _check_items(items: list[dict[str, Any]]) -> None:
-    retry: EsError | None = None
+@dataclass(frozen=True)
+class Slot:
+    """What we are about to store under one ``_id``: a record (``seq``, hash) or a checkpoint (size, root, and the
+    document we write for it)."""
+
+    kind: str
+    number: int
+    digest: str
+    checkpoint_doc: bytes = b""
+
+    def holds(self, source: Any, chain_id: str) -> bool:
+        """True when ``source`` (a stored document) is exactly our record or checkpoint, judged by content."""
+        if not isinstance(source, dict):
+            return False
+        try:
+            if self.kind == "c":  # the whole document: a field added next to a genuine note is not ours either
+                return canonicalize(source) == canonicalize(json.loads(self.checkpoint_doc))
+            chain = source.get("chain")
+            if not isinstance(chain, dict) or chain.get("hash") != self.digest:
+                return False
+            # the stored hash field is only a claim: recompute it over the stored content
+            return record_hash(source) == self.digest
+        except (CanonicalError, TypeError, ValueError, KeyError):
+            return False
+
+
+def checkpoint_id(chain_id: str, size: int) -> str:
+    return f"{chain_id}:checkpoint:{size}"
+
+
+def record_digest(doc: bytes) -> str:
+    """``chain.hash`` of a sealed record. Parsed, not searched for: an event may nest its own ``chain.hash``
+    (``agent.chain.hash`` sorts before the top-level ``chain``), which would then be taken for the record's. Only
+    replays, retries and 409s come here, never the normal path."""
+    return str(orjson.loads(doc)["chain"]["hash"])
+
+
+_MAX_WINDOW = 10_000  # index.max_result_window
+# Bytes of documents per bulk request. Elasticsearch refuses a request over http.max_content_length (100 MB by
+# default) with 413, for good: journal lines of up to 1 MiB times es.batch-size would otherwise stall the sink.
+BULK_BYTES = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Item:
+    """One document of a bulk request: its ``_id``, the data stream it goes to, its bytes."""
+
+    ident: str
+    stream: str
+    doc: bytes
+
+
+def _chunks(items: list[Item]) -> Iterator[list[Item]]:
+    """``items`` cut into runs of at most ``BULK_BYTES`` of documents (a larger document goes alone)."""
+    chunk: list[Item] = []
+    size = 0
     for item in items:
+        if chunk and size + len(item.doc) > BULK_BYTES:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(item)
+        size += len(item.doc)
+    if chunk:
+        yield chunk
+
+
+def _check_items(items: list[dict[str, Any]], sent: list[Item]) -> list[tuple[str, str]]:
+    """Raise for failed items; return ``(backing index, _id)`` of every 409 (the caller reads those back).
+
+    Success is only "created, under our ``_id``, in a backing index of our data stream": an ingest pipeline set on
+    the stream by someone with cluster rights can drop a document (200 ``noop``), give it another ``_id`` or
+    reroute it to another index, and each of those answers looks like success."""
+    if len(items) != len(sent):
+        raise EsError("bulk_answer", f"{len(items)} answers for {len(sent)} documents", False)
+    retry: EsError | None = None
+    present: list[tuple[str, str]] = []
+    for item, doc in zip(items, sent, strict=True):
+        ident, stream = doc.ident, doc.stream
         res = item.get("create") or next(iter(item.values()))
         status = res.get("status", 0)
-        if status in (200, 201, 409):
-            continue  # 409 on create: the document is already there (an earlier attempt got through)
+        if res.get("failure_store") == "used":
+            # Elasticsearch took the document into the failure store (a .fs- index): not a record of the chain.
+            raise EsError("failure_store", f"_id {res.get('_id')}: redirected to the failure store "
+                          f"{res.get('_index')}; fix the cause, then it is written again", False)
+        if status == 409:
+            if res.get("_id") != ident or not str(res.get("_index", "")).startswith(f".ds-{stream}-"):
+                raise EsError("not_stored", f"_id {ident}: 409 for _id {res.get('_id')!r} in "
+                              f"{res.get('_index')!r}, not in a backing index of {stream}", False)
+            present.append((res["_index"], ident))
+            continue
+        if status in (200, 201):
+            if not _created_as_sent(res, ident, stream):
+                raise EsError("not_stored", f"_id {ident}: answered {status} {res.get('result')!r} as _id "
+                              f"{res.get('_id')!r} in {res.get('_index')!r}: not created as sent (an ingest "
+                              "pipeline dropping, renaming or rerouting documents?)", False)
+            continue
         detail = f"_id {res.get('_id')}: HTTP {status}: {_brief({'error': res.get('error')})}"
         if status == 429 or status >= 500:
             retry = retry or EsError("rejected" if status == 429 else "server", detail, True)
@@ -226,7 +448,15 @@ def _check_items(items: list[dict[str, Any]]) -> None:
             raise EsError("mapping" if status == 400 else f"http_{status}", detail, False)
     if retry is not None:
         raise retry
+    return present
+
+
+def _created_as_sent(res: dict[str, Any], ident: str, stream: str) -> bool:
+    index = str(res.get("_index", ""))
+    return (res.get("status") == 201 and res.get("result") == "created" and res.get("_id") == ident
+            and index.startswith(f".ds-{stream}-"))
 
 
 def refresh(client: Elasticsearch, stream: str) -> None:
-    request(client, "POST", f"/{stream}/_refresh")
+    """Refresh ``stream`` (a comma-separated list may name streams that do not exist yet)."""
+    request(client, "POST", f"/{stream}/_refresh?ignore_unavailable=true")

@@ -5,17 +5,27 @@ Layout (readable with ``jq``)::
     <store>/<chain>/records-<first seq, 20 digits>.jsonl   one record per line, exactly the Elasticsearch document
     <store>/<chain>/checkpoints/<size, 20 digits>.note     C2SP signed notes
 
-Writes are idempotent by ``seq``: on start the store reads its own last record (cutting off a line torn by a crash)
-and skips anything older, so replaying the spool after a crash never duplicates a record.
+Writes are idempotent by ``seq``: on start the store reads its own last record (cutting off a line torn by a crash),
+so replaying the spool after a crash never duplicates a record. What it already holds is compared, not trusted: a
+replayed record must match the stored line of its seq (lines past what this shipper wrote, appended by someone
+else, are found here) and an existing checkpoint note must be ours, else ``SinkConflict`` stops the sink.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
+
+import orjson
+
+from audit.canonical import CanonicalError, loads
+from audit.chain import record_hash
+from audit.sinks import SinkConflict
 
 SEGMENT_BYTES = 64 * 1024 * 1024
 
@@ -28,10 +38,31 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def open_regular(path: Path, mode: str = "rb") -> BinaryIO:
+    """``open(path, mode)`` for a store file (segment or note), refusing anything but a regular file: a FIFO
+    would block the shipper forever on open or read, a symlink may lead to ``/dev/zero`` or outside the store.
+    ``FileNotFoundError`` passes through; any other file type is a ``SinkConflict`` (someone put it there)."""
+    access = {"rb": os.O_RDONLY, "rb+": os.O_RDWR, "ab": os.O_WRONLY | os.O_APPEND | os.O_CREAT}[mode]
+    try:
+        fd = os.open(path, access | os.O_NONBLOCK | os.O_NOFOLLOW, 0o644)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        raise SinkConflict("localstore", [str(path)], "a symlink where a store file belongs") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise SinkConflict("localstore", [str(path)], "not a regular file where a store file belongs")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, mode)
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` so that a crash leaves the old or the new content, never a mix."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
+    # created afresh, never followed: a symlink planted at the temporary name would make us overwrite its target
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "wb") as fh:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
@@ -65,7 +96,7 @@ def read_checkpoints(chain_dir: Path) -> list[str]:
 
 
 def _cut_torn_tail(seg: Path) -> None:
-    with open(seg, "rb+") as fh:
+    with open_regular(seg, "rb+") as fh:
         size = fh.seek(0, os.SEEK_END)
         if size == 0:
             return
@@ -87,11 +118,31 @@ def _cut_torn_tail(seg: Path) -> None:
 
 
 def _last_seq(seg: Path) -> int | None:
-    with open(seg, "rb") as fh:
+    with open_regular(seg) as fh:
         size = fh.seek(0, os.SEEK_END)
         fh.seek(max(0, size - 4 * 1024 * 1024))
         lines = fh.read().rstrip(b"\n").split(b"\n")
     return int(json.loads(lines[-1])["chain"]["seq"]) if lines and lines[-1] else None
+
+
+def _seq_of(line: bytes) -> int | None:
+    try:
+        seq = orjson.loads(line)["chain"]["seq"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+    return seq if type(seq) is int else None
+
+
+def _same_record(stored: bytes, ours: bytes) -> bool:
+    """The stored line is our record: the same bytes, or (rewritten in another shape) the same content and hash."""
+    if stored == ours:
+        return True
+    try:
+        value = loads(stored).value
+        digest = value["chain"]["hash"]
+        return digest == loads(ours).value["chain"]["hash"] and record_hash(value) == digest
+    except (CanonicalError, KeyError, TypeError, AttributeError):
+        return False
 
 
 class LocalStore:
@@ -104,21 +155,51 @@ class LocalStore:
         (self.dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         self.segment_bytes = segment_bytes
         self._fh: BinaryIO | None = None
+        self._path: Path | None = None  # the segment self._fh appends to
         self.next_seq = 0
+        self._stored: Iterator[tuple[int | None, bytes]] | None = None  # lines read back for a replay
+        self._load_tail()
+
+    def _load_tail(self) -> None:
+        """``next_seq`` from the last stored record (a line torn by a crash is cut off first)."""
+        self.next_seq, self._unreadable = 0, ""
         segs = segments(self.dir)
         if segs:
-            _cut_torn_tail(segs[-1])
-            last = _last_seq(segs[-1])
-            if last is None and len(segs) > 1:
-                segs[-1].unlink()
-                last = _last_seq(segs[-2])
-            self.next_seq = 0 if last is None else last + 1
+            try:
+                _cut_torn_tail(segs[-1])
+                last = _last_seq(segs[-1])
+                if last is None and len(segs) > 1:
+                    segs[-1].unlink()
+                    last = _last_seq(segs[-2])
+                self.next_seq = 0 if last is None else last + 1
+            except (ValueError, KeyError, TypeError, IndexError):
+                self._unreadable = f"{segs[-1]}: the last line is not a record"  # not ours: never append after it
+            except SinkConflict as exc:
+                self._unreadable = str(exc)
+        self._listing = os.stat(self.dir).st_mtime_ns  # changes when a segment file appears or goes
 
     def write(self, records: list[tuple[int, bytes]], checkpoints: list[dict[str, Any]]) -> None:
         """Append ``(seq, document bytes)`` not yet stored, then the checkpoints; durable when this returns. A
         failed write (disk full) is cut back off, so the file never holds a torn line in its middle."""
+        if (self._fh is not None and os.fstat(self._fh.fileno()).st_size != self._fh.tell()
+                or os.stat(self.dir).st_mtime_ns != self._listing):
+            # someone else appended to our segment or added one: read the tail again, so that what they wrote is
+            # compared below instead of being written after
+            self.close()
+            self._load_tail()
+        if self._unreadable:
+            self._load_tail()
+            if self._unreadable:
+                raise SinkConflict(self.name, [self._unreadable], "the store ends in a line this shipper did not write")
+        try:
+            self._confirm_stored([(seq, doc) for seq, doc in records if seq < self.next_seq])
+            self._confirm_notes(checkpoints)
+        except SinkConflict:
+            self._stored = None  # a retry reads the store again
+            raise
         fresh = [(seq, doc) for seq, doc in records if seq >= self.next_seq]  # a replay must not duplicate
         if fresh:
+            self._stored = None
             fh = self._segment(fresh[0][0])
             committed = fh.tell()
             try:
@@ -130,13 +211,58 @@ class LocalStore:
                 raise
             self.next_seq = fresh[-1][0] + 1
         for cp in checkpoints:
-            path = self.dir / "checkpoints" / f"{cp['size']:020d}.note"
-            if not path.exists():
+            path = self._note_path(cp["size"])
+            if not os.path.lexists(path):
                 write_atomic(path, cp["note"].encode())
 
+    def _note_path(self, size: int) -> Path:
+        return self.dir / "checkpoints" / f"{size:020d}.note"
+
+    def _confirm_notes(self, checkpoints: list[dict[str, Any]]) -> None:
+        """A note already there must be ours: a copied or forged note is not "already signed"."""
+        bad = []
+        for cp in checkpoints:
+            path = self._note_path(cp["size"])
+            try:
+                with open_regular(path) as fh:
+                    if fh.read(len(cp["note"].encode()) + 1) != cp["note"].encode():
+                        bad.append(str(path))
+            except FileNotFoundError:
+                continue
+        if bad:
+            raise SinkConflict(self.name, bad, "a checkpoint note with this size exists and is not the one we signed")
+
+    def _confirm_stored(self, replayed: list[tuple[int, bytes]]) -> None:
+        """Replayed records the store claims to hold: each must be the stored line of its seq, by content. Read
+        in one forward pass over the store (replays come in seq order), so memory stays flat."""
+        bad = []
+        for seq, doc in replayed:
+            if self._stored is None:
+                self._stored = self._read_from(seq)
+            line = next((line for at, line in self._stored if at is None or at >= seq), None)
+            if line is None or not _same_record(line, doc):
+                bad.append(f"seq {seq}")
+        if bad:
+            raise SinkConflict(self.name, bad, "the store holds another record at this seq")
+
+    def _read_from(self, seq: int) -> Iterator[tuple[int | None, bytes]]:
+        """``(seq or None when unreadable, line)`` of the stored lines, from the segment that should hold ``seq``."""
+        segs = segments(self.dir)
+        start = 0
+        for i, seg in enumerate(segs):
+            first = seg.stem.removeprefix("records-")
+            if first.isdigit() and int(first) <= seq:
+                start = i
+        for seg in segs[start:]:
+            with open_regular(seg) as fh:
+                for raw in fh:
+                    if not raw.endswith(b"\n"):
+                        return
+                    yield _seq_of(raw[:-1]), raw[:-1]
+
     def _cut_back(self, size: int) -> None:
-        assert self._fh is not None
-        name = self._fh.name
+        assert self._fh is not None and self._path is not None
+        name = self._path  # not self._fh.name: a file opened by descriptor is named by its (soon closed) number
         try:
             self._fh.close()
         except OSError:
@@ -156,8 +282,10 @@ class LocalStore:
             path = segs[-1]
         else:
             path = self.dir / f"records-{seq:020d}.jsonl"
-        self._fh = open(path, "ab")  # noqa: SIM115 - kept open across writes, closed in close()
+        self._fh = open_regular(path, "ab")  # kept open across writes, closed in close()
+        self._path = path
         _fsync_dir(self.dir)
+        self._listing = os.stat(self.dir).st_mtime_ns  # our own new segment
         return self._fh
 
     def flush(self) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.audit.forge import forged_records, last_stored
 from tests.audit.kit import TEE_AUDIT, keys, verify_json, write_journal
 from tests.fixtures.prometheus import free_port
 from tests.jsonl import complete_json_lines
@@ -128,3 +129,44 @@ def test_alertmanager_fired_and_resolved_alerts_become_verified_records(
     assert shipper.proc.wait(timeout=30) == 0
     code, report = verify_json("--store", str(shipper.store), "--public-key", str(shipper.public))
     assert (code, report["findings"]) == (0, [])
+
+
+def test_records_forged_into_the_store_under_the_running_shipper_stop_it_and_are_counted(shipper: Shipper) -> None:
+    _wait(lambda: shipper.sample("tee_audit_records_shipped_total", sink="localstore") == EVENTS, "shipping")
+    assert shipper.sample("tee_audit_sink_conflicts_total", sink="localstore") == 0
+    assert shipper.sample("tee_audit_selfcheck_errors_total", sink="localstore") == 0
+    _wait(lambda: shipper.sample("tee_audit_selfcheck_last_run_timestamp_seconds", sink="localstore"), "a verdict")
+    forged = forged_records(last_stored(shipper.store), 5)
+    with open(max((shipper.store / "h1").glob("records-*.jsonl")), "ab") as fh:
+        fh.write(b"".join(doc + b"\n" for _, doc in forged))
+    write_journal(shipper.journal, 5, start=EVENTS)
+    _wait(lambda: (shipper.sample("tee_audit_sink_conflicts_total", sink="localstore") or 0) >= 5, "the conflict")
+    assert shipper.sample("tee_audit_records_shipped_total", sink="localstore") == EVENTS
+    assert len(shipper.records()) == EVENTS + 5  # nothing appended after the forged lines
+
+
+def test_an_alert_elasticsearch_would_refuse_is_quarantined_and_its_neighbour_chained(
+        shipper: Shipper, tmp_path: Path) -> None:
+    """startsAt in year 9999 (Alertmanager sends what it is given) cannot be a date_nanos @timestamp."""
+    alert = {"status": "firing", "labels": {"alertname": "Far"}, "annotations": {}, "fingerprint": "f1",
+             "startsAt": "9999-01-01T00:00:00Z", "endsAt": "0001-01-01T00:00:00Z"}
+    payload = {"version": "4", "status": "firing", "receiver": "audit",
+               "alerts": [alert, {**alert, "fingerprint": "f2", "labels": {"alertname": "Near"},
+                                  "startsAt": "2026-11-01T00:00:00Z"}]}
+    req = urllib.request.Request(f"http://127.0.0.1:{shipper.webhook_port}/alerts", method="POST",
+                                 data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"})
+    _wait(lambda: _post_ok(req), "the webhook")
+    quarantine = tmp_path / "spool" / "quarantine" / "quarantine.jsonl"
+    _wait(lambda: quarantine.exists() and quarantine.read_text().strip(), "the quarantine entry")
+    (entry,) = [json.loads(line) for line in quarantine.read_text().splitlines()]
+    assert (entry["file"], entry["reason"]) == ("alertmanager", "bad_timestamp")
+    _wait(lambda: any(r.get("rule", {}).get("name") == "Near" for r in shipper.records()), "the good alert")
+    assert not any(r.get("rule", {}).get("name") == "Far" for r in shipper.records())
+
+
+def _post_ok(req: urllib.request.Request) -> bool:
+    try:
+        with urllib.request.urlopen(req, timeout=15) as resp:
+            return resp.status == 200
+    except OSError:
+        return False

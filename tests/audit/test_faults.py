@@ -12,7 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from audit.canonical import canonicalize
+from audit.chain import Head, seal
 from audit.sinks.elasticsearch import data_stream_name
+from audit.sinks.localstore import LocalStore
 from tests.audit.kit import TEE_AUDIT, keys, ship_once, verify_json, write_journal
 from tests.fixtures.elasticsearch import EsControl
 from tests.fixtures.tmpfs import mounted_tmpfs
@@ -129,3 +132,14 @@ def test_rotation_and_truncation_between_runs_lose_and_repeat_nothing(tmp_path: 
     assert full[500:] == expected[500:] and len(full) == 850
     code, report = verify_json("--store", str(store), "--public-key", str(public))
     assert (code, report["records"], report["findings"]) == (0, 850, [])
+
+
+def test_a_store_append_failing_on_a_full_disk_is_cut_back_to_whole_lines(small_disk: Path) -> None:
+    store, head, seq = LocalStore(small_disk / "store", "h1"), Head("h1"), 0
+    with pytest.raises(OSError):
+        while True:  # about 40 records of 100 KB fit on the 4 MiB disk
+            doc, head = seal({"@timestamp": "2026-11-01T00:00:00Z", "blob": "x" * 100_000}, head)
+            store.write([(seq, canonicalize(doc))], [])
+            seq += 1
+    segment = max((small_disk / "store" / "h1").glob("records-*.jsonl"))
+    assert segment.read_bytes().count(b"\n") == seq and segment.read_bytes().endswith(b"\n")

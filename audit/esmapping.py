@@ -1,0 +1,213 @@
+"""What Elasticsearch would refuse, decided before a record is chained.
+
+A record Elasticsearch refuses can never be delivered: the sink would stall on it for good. So an event that our
+index template (``audit.sinks.elasticsearch.template``) cannot index is quarantined instead of chained. The rules
+below were established against a real Elasticsearch 9.2.4 with that template (``tests/audit/test_es_mapping.py``
+sends every case to it); where Elasticsearch's own rule is intricate we refuse a little more, never less:
+
+- ``@timestamp`` (``date_nanos``, format ``strict_date_optional_time_nanos``): ``YYYY-MM-DDTHH:MM:SS``, an optional
+  fraction of 1-9 digits after ``.`` or ``,``, and a zone ``Z``, ``±HH``, ``±HHMM`` or ``±HH:MM``; between
+  1970-01-01T00:00:00Z and 2262-04-11T23:47:16.854775807Z. Python's ``fromisoformat`` accepts much more (a space
+  for ``T``, basic and week formats, lower case) that Elasticsearch refuses.
+- Field names at the top level and inside mapped objects: not empty, and no dot-separated part empty or blank
+  (``""``, ``" "``, ``".a"``, ``"a..b"``; ``"a."`` too, to be safe). Dotted names are paths (``"host.name"``).
+- A mapped object (``event``, ``host``, ``tee.vm``...) takes an object, a list of objects, or null; a keyword or
+  text field takes scalars or lists of them, not objects; a keyword is at most 32766 bytes of UTF-8 (Lucene's
+  term limit).
+- ``labels`` is ``flattened``: an object (or a list of objects), keys nested at most 20 deep, each value at most
+  32766 bytes together with its key path. Unmapped fields are kept in ``_source`` and not parsed for a mapping.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any
+
+TERM_BYTES = 32766
+FLATTENED_DEPTH = 20
+_STAMP = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:[.,](\d{1,9}))?"
+                    r"(?:(Z)|([+-])(\d{2})(?::?(\d{2}))?)")
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_NANOS_END = dt.datetime(2262, 4, 11, 23, 47, 16, tzinfo=dt.UTC)  # date_nanos ends .854775807 later
+
+_KEYWORD = {"type": "keyword"}
+# The index template's mapping (audit.sinks.elasticsearch.template): defined here, beside the rules it implies.
+PROPERTIES: dict[str, Any] = {
+    "@timestamp": {"type": "date_nanos"},
+    "message": {"type": "text"},
+    "chain": {"properties": {"id": _KEYWORD, "seq": {"type": "long"}, "prev_hash": _KEYWORD, "hash": _KEYWORD}},
+    "checkpoint": {"properties": {"size": {"type": "long"}, "root": _KEYWORD,
+                                  "note": {"type": "keyword", "index": False, "doc_values": False}}},
+    "ecs": {"properties": {"version": _KEYWORD}},
+    "event": {"properties": {k: _KEYWORD for k in (
+        "id", "kind", "category", "type", "action", "outcome", "reason", "dataset", "module")}},
+    "host": {"properties": {"name": _KEYWORD}},
+    "rule": {"properties": {"name": _KEYWORD}},
+    # flattened: any labels, never a mapping conflict between two events (a dynamic object would map labels.a
+    # from the first event and refuse a later event whose labels.a has another shape)
+    "labels": {"type": "flattened"},
+    "tee": {"properties": {
+        "type": _KEYWORD,
+        "vm": {"properties": {k: _KEYWORD for k in ("name", "uuid", "state", "sandbox_id")}},
+        "measurement": _KEYWORD,
+        "policy": {"properties": {"result": _KEYWORD, "violations": _KEYWORD}},
+        "kbs": {"properties": {k: _KEYWORD for k in (
+            "resource", "repository", "resource_type", "tag", "requester", "decision")}},
+    }},
+}
+
+
+class Refused(ValueError):
+    """Elasticsearch would refuse the event; the message names the field and why."""
+
+    reason = "refused_by_mapping"
+
+
+class BadTimestamp(Refused):
+    reason = "bad_timestamp"
+
+
+def check_timestamp(stamp: Any) -> None:
+    if not isinstance(stamp, str):
+        raise BadTimestamp("@timestamp is missing or not a string")
+    match = _STAMP.fullmatch(stamp)
+    if match is None:
+        raise BadTimestamp(f"@timestamp {stamp[:40]!r} is not in Elasticsearch's strict ISO 8601 form with a zone")
+    year, month, day, hour, minute, second, fraction, zulu, sign, zh, zm = match.groups()
+    if not (zulu or zh < "18" and (zm is None or zm < "60")):
+        raise BadTimestamp(f"@timestamp {stamp[:40]!r} has a zone offset Elasticsearch does not take")
+    if "1970" < year < "2262":
+        try:  # well inside the range whatever the zone: only the calendar is left to check
+            dt.datetime(int(year), int(month), int(day), int(hour), int(minute), int(second))
+        except ValueError:
+            raise BadTimestamp(f"@timestamp {stamp[:40]!r} is not a valid date and time") from None
+        return
+    try:
+        offset = dt.timedelta(0) if zulu else (1 if sign == "+" else -1) * dt.timedelta(
+            hours=int(zh), minutes=int(zm or 0))
+        when = dt.datetime(int(year), int(month), int(day), int(hour), int(minute), int(second),
+                           tzinfo=dt.timezone(offset))
+    except ValueError:
+        raise BadTimestamp(f"@timestamp {stamp[:40]!r} is not a valid date and time") from None
+    micros = int((fraction or "0").ljust(9, "0")[:6])
+    if not _EPOCH <= when + dt.timedelta(microseconds=micros) <= _NANOS_END:
+        raise BadTimestamp(f"@timestamp {stamp[:40]!r} is outside 1970..2262 (date_nanos)")
+
+
+def check_event(event: dict[str, Any]) -> None:
+    """Raise ``Refused`` when Elasticsearch would refuse ``event`` under ``PROPERTIES``.
+
+    On the shipper's hot path: the common shapes (a mapped object holding a dict, a keyword holding a short string
+    or a list of them) are decided inline and known-good field names are remembered; anything else takes the
+    general checks."""
+    check_timestamp(event.get("@timestamp"))
+    _check_object(event, _COMPILED, "")
+
+
+Spec = tuple[str, "dict[str, Spec] | None", dict[str, Any]]  # (type, compiled sub-properties, the mapping)
+
+
+def _compile(properties: dict[str, Any]) -> dict[str, Spec]:
+    return {key: (mapping.get("type", "object"),
+                  _compile(mapping["properties"]) if "properties" in mapping else None, mapping)
+            for key, mapping in properties.items()}
+
+
+_COMPILED = _compile(PROPERTIES)
+_GOOD_NAMES: set[str] = set()
+_SCALAR = frozenset((str, int, float, bool, type(None)))
+_SHORT = TERM_BYTES // 4  # characters: at most 4 UTF-8 bytes each, so never over the term limit
+
+
+def _check_object(obj: dict[str, Any], compiled: dict[str, Spec], prefix: str) -> None:
+    for key, value in obj.items():
+        spec = compiled.get(key)
+        if spec is None:
+            if key not in _GOOD_NAMES:
+                _check_name(prefix, key)
+            if "." in key:  # a path: "host.name" is host -> name
+                _check_path(key.split("."), value, compiled, prefix)
+            continue
+        kind, sub, mapping = spec
+        kind_of_value = type(value)
+        if sub is not None and kind_of_value is dict:
+            _check_object(value, sub, f"{prefix}{key}.")
+        elif kind == "keyword" and (kind_of_value is str and len(value) <= _SHORT or kind_of_value is list
+                                    and all(type(v) is str and len(v) <= _SHORT for v in value)):
+            continue
+        elif kind == "date_nanos" and not prefix:
+            continue  # @timestamp: checked by check_event
+        else:
+            _check_mapped(prefix + key, mapping, value)
+
+
+def _check_name(prefix: str, key: str) -> None:
+    if any(not part.strip() for part in key.split(".")):
+        raise Refused(f"field name {prefix + key!r} has an empty or blank part")
+    if len(_GOOD_NAMES) < 10_000:  # bounded: names come from input
+        _GOOD_NAMES.add(key)
+
+
+def _check_path(parts: list[str], value: Any, compiled: dict[str, Spec], prefix: str) -> None:
+    spec = compiled.get(parts[0])
+    if spec is None:
+        return  # not mapped: kept in _source only (dynamic: false)
+    kind, sub, mapping = spec
+    name = prefix + parts[0]
+    if len(parts) > 1:
+        if sub is None:
+            raise Refused(f"{name} is a {kind} field, not an object")
+        _check_path(parts[1:], value, sub, name + ".")
+        return
+    _check_mapped(name, mapping, value)
+
+
+def _check_mapped(name: str, mapping: dict[str, Any], value: Any) -> None:
+    kind = mapping.get("type", "object")
+    if kind == "object":
+        for item in value if isinstance(value, list) else [value]:
+            if item is None:
+                continue
+            if not isinstance(item, dict):
+                raise Refused(f"{name} is an object in the mapping, not {type(item).__name__}")
+            _check_object(item, _compile(mapping["properties"]), name + ".")
+    elif kind == "flattened":
+        for item in value if isinstance(value, list) else [value]:
+            if item is not None and not isinstance(item, dict):
+                raise Refused(f"{name} must be an object (flattened), not {type(item).__name__}")
+            if item is not None:
+                _check_flattened(item, name, 1)
+    else:
+        _check_leaf(value, name, kind, mapping)
+
+
+def _check_leaf(value: Any, name: str, kind: str, mapping: dict[str, Any]) -> None:
+    for item in _flat(value):
+        if type(item) not in _SCALAR:
+            raise Refused(f"{name} is a {kind} field, not {type(item).__name__}")
+        if kind == "date_nanos" and item is not None:
+            check_timestamp(item)
+        if kind == "long" and item is not None and type(item) is not int:
+            raise Refused(f"{name} is a long field")
+        if kind == "keyword" and mapping.get("index", True) and isinstance(item, str) \
+                and len(item.encode()) > TERM_BYTES:
+            raise Refused(f"{name} is longer than {TERM_BYTES} bytes (a keyword term)")
+
+
+def _flat(value: Any) -> list[Any]:
+    if not isinstance(value, list):
+        return [value]
+    return [leaf for item in value for leaf in _flat(item)]
+
+
+def _check_flattened(obj: dict[str, Any], path: str, depth: int) -> None:
+    if depth > FLATTENED_DEPTH:
+        raise Refused(f"{path} nests deeper than {FLATTENED_DEPTH} (flattened depth limit)")
+    for key, value in obj.items():
+        inner = f"{path}.{key}"
+        for item in _flat(value):
+            if isinstance(item, dict):
+                _check_flattened(item, inner, depth + 1)
+            elif isinstance(item, str) and len(inner.encode()) + len(item.encode()) > TERM_BYTES - 64:
+                raise Refused(f"{inner} is longer than a flattened term may be")

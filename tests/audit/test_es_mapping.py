@@ -1,0 +1,113 @@
+"""Events Elasticsearch would refuse are quarantined before chaining (issue 10 item 6). Every case is first sent to
+a real Elasticsearch under our template, so the rules are checked against what it actually refuses and accepts."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from elasticsearch import Elasticsearch
+
+from audit import esmapping
+from audit.sinks.elasticsearch import data_stream_name, request, template
+from tests.audit.kit import keys, ship_once, verify_json, write_journal
+
+T = "2026-11-01T00:00:00Z"
+
+
+def _deep(levels: int) -> dict[str, Any]:
+    value: dict[str, Any] = {"leaf": "x"}
+    for i in range(levels - 1):
+        value = {f"k{i}": value}
+    return value
+
+
+REFUSED: dict[str, dict[str, Any]] = {
+    "space_for_T": {"@timestamp": "2026-11-01 00:00:09Z"},
+    "basic_format": {"@timestamp": "20261101T000009Z"},
+    "week_date": {"@timestamp": "2026-W44-1T00:00:00Z"},
+    "ordinal_date": {"@timestamp": "2026-305T00:00:00Z"},
+    "lower_case": {"@timestamp": "2026-11-01t00:00:00z"},
+    "no_seconds": {"@timestamp": "2026-11-01T00:00Z"},
+    "year_9999": {"@timestamp": "9999-01-01T00:00:00Z"},
+    "before_1970": {"@timestamp": "1960-01-01T00:00:00Z"},
+    "event_is_a_string": {"@timestamp": T, "event": "x"},
+    "object_in_host_name": {"@timestamp": T, "host": {"name": {"a": 1}}},
+    "objects_in_a_keyword_list": {"@timestamp": T, "host": {"name": [{"a": 1}]}},
+    "dotted_object_in_keyword": {"@timestamp": T, "event.kind": {"a": 1}},
+    "object_in_message": {"@timestamp": T, "message": {"a": 1}},
+    "string_for_tee_vm": {"@timestamp": T, "tee": {"vm": "x"}},
+    "immense_keyword": {"@timestamp": T, "event": {"reason": "x" * 40_000}},
+    "labels_not_an_object": {"@timestamp": T, "labels": "x"},
+    "labels_too_deep": {"@timestamp": T, "labels": _deep(21)},
+    "empty_field_name": {"@timestamp": T, "": 1},
+    "blank_field_name": {"@timestamp": T, " ": 1},
+    "double_dot_name": {"@timestamp": T, "a..b": 1},
+    "leading_dot_name": {"@timestamp": T, ".a": 1},
+}
+ACCEPTED: dict[str, dict[str, Any]] = {
+    "plain": {"@timestamp": T},
+    "nanos_and_offset": {"@timestamp": "2026-11-01T00:00:00.123456789+01:00"},
+    "comma_fraction": {"@timestamp": "2026-11-01T00:00:00,5Z"},
+    "short_offset": {"@timestamp": "2026-11-01T00:00:00+01"},
+    "offset_without_colon": {"@timestamp": "2026-11-01T00:00:00-0330"},
+    "number_in_keyword": {"@timestamp": T, "host": {"name": 5}},
+    "nested_keyword_lists": {"@timestamp": T, "host": {"name": [["a"], "b"]}},
+    "list_of_objects": {"@timestamp": T, "host": [{"name": "a"}]},
+    "null_object": {"@timestamp": T, "host": None},
+    "unmapped_anything": {"@timestamp": T, "zz": {"": {"a..b": [1, {"x": None}]}}},
+    "labels_any_shape": {"@timestamp": T, "labels": {"a": {"b": 1}, "c": [True, "x"], "": "y"}},
+    "labels_20_deep": {"@timestamp": T, "labels": _deep(20)},
+}
+
+
+def _bulk(es: Elasticsearch, stream: str, docs: dict[str, dict[str, Any]]) -> dict[str, int]:
+    body = "".join(json.dumps({"create": {"_id": k}}) + "\n" + json.dumps(v) + "\n" for k, v in docs.items())
+    items = request(es, "POST", f"/{stream}/_bulk", body.encode(), ndjson=True)["items"]
+    return {item["create"]["_id"]: item["create"]["status"] for item in items}
+
+
+@pytest.mark.elasticsearch
+def test_the_rules_match_what_elasticsearch_refuses_and_accepts(elasticsearch: str, es_namespace: str) -> None:
+    es = Elasticsearch(elasticsearch)
+    request(es, "PUT", f"/_index_template/{data_stream_name(es_namespace)}", template(es_namespace, "7d"))
+    statuses = _bulk(es, data_stream_name(es_namespace), {**REFUSED, **ACCEPTED})
+    assert {k: statuses[k] for k in REFUSED} == dict.fromkeys(REFUSED, 400)
+    assert {k: statuses[k] for k in ACCEPTED} == dict.fromkeys(ACCEPTED, 201)
+    for name, event in REFUSED.items():
+        with pytest.raises(esmapping.Refused):
+            esmapping.check_event(event)
+            pytest.fail(name)
+    for event in ACCEPTED.values():
+        esmapping.check_event(event)
+
+
+@pytest.mark.elasticsearch
+def test_refused_events_are_quarantined_and_the_rest_ships_with_no_hole(
+        tmp_path: Path, elasticsearch: str, es_namespace: str) -> None:
+    key, public = keys(tmp_path / "keys")
+    journal, spool = tmp_path / "journal.jsonl", tmp_path / "spool"
+    write_journal(journal, 2)
+    offsets = {}
+    for i, (name, event) in enumerate(REFUSED.items()):
+        offsets[name] = journal.stat().st_size
+        with open(journal, "ab") as fh:
+            fh.write(json.dumps(event).encode() + b"\n")
+        write_journal(journal, 1, start=10 + i)
+    # two events whose labels a dynamic mapping would map differently: both index under flattened labels
+    with open(journal, "ab") as fh:
+        fh.writelines(json.dumps({"@timestamp": T, "labels": labels}).encode() + b"\n" for labels in ({"a": "x"}, {"a": {"b": 1}}))
+    good = 2 + len(REFUSED) + 2
+
+    assert ship_once([journal], key, spool, es=elasticsearch, namespace=es_namespace) == 0
+    quarantined = [json.loads(line) for line in (spool / "quarantine/quarantine.jsonl").read_text().splitlines()]
+    assert {q["offset"] for q in quarantined} == set(offsets.values())
+    by_offset = {q["offset"]: q for q in quarantined}
+    for name, offset in offsets.items():
+        assert json.loads(base64.b64decode(by_offset[offset]["line_base64"])) == REFUSED[name]
+    code, report = verify_json("--es", elasticsearch, "--data-stream", data_stream_name(es_namespace),
+                               "--public-key", str(public))
+    assert (code, report["records"], report["findings"]) == (0, good, [])
