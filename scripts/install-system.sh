@@ -7,7 +7,7 @@ BACKPORTS=/etc/apt/sources.list.d/bookworm-backports.sources
 # libvirt 11.x and QEMU 10.x: bookworm's own libvirt 9.0 cannot parse <launchSecurity type='sev-snp'>.
 BACKPORTS_PKGS=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-daemon-system libvirt-clients libvirt-dev
                 qemu-system-x86)
-STABLE_PKGS=(pkg-config gcc iproute2 conntrack curl openjdk-17-jre-headless prometheus prometheus-alertmanager prometheus-libvirt-exporter nginx jq unzip
+STABLE_PKGS=(pkg-config gcc iproute2 conntrack iptables curl openjdk-17-jre-headless prometheus prometheus-alertmanager prometheus-libvirt-exporter nginx jq unzip
              maven)
 
 have_all() {

@@ -267,11 +267,13 @@ class ElasticsearchSink:
         try:
             refresh(self.client, self._both)
             aggs = request(self.client, "POST", f"/{self._both}/_search?ignore_unavailable=true",
-                           body)["aggregations"]
+                           body).get("aggregations")
         except EsError as exc:
             if exc.reason != "http_404":
                 raise
             return -1, -1  # no data stream yet
+        if aggs is None:  # neither stream exists yet: there are no indices to aggregate over
+            return -1, -1
         return (int(aggs["seq"]["value"]) if aggs["seq"]["value"] is not None else -1,
                 int(aggs["size"]["value"]) if aggs["size"]["value"] is not None else -1)
 

@@ -51,3 +51,11 @@ def verify_json(*args: str) -> tuple[int, dict[str, Any]]:
 
 def kinds(report: dict[str, Any]) -> list[tuple[str, int | None]]:
     return sorted((f["kind"], f["seq"]) for f in report["findings"])
+
+
+def shipped_seq(spool: Path) -> int:
+    """How far the Elasticsearch sink's cursor in ``spool`` has come (0 before its first write)."""
+    try:
+        return json.loads((spool / "cursor-elasticsearch.json").read_text())["next_seq"]
+    except (OSError, ValueError):
+        return 0

@@ -4,7 +4,6 @@ chain intact."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -16,15 +15,8 @@ import pytest
 from elasticsearch import Elasticsearch
 
 from audit.sinks.elasticsearch import data_stream_name
-from tests.audit.kit import TEE_AUDIT, keys, verify_json, write_journal
+from tests.audit.kit import TEE_AUDIT, keys, shipped_seq, verify_json, write_journal
 from tests.fixtures.elasticsearch_cluster import EsCluster
-
-
-def _progress(spool: Path) -> int:
-    try:
-        return json.loads((spool / "cursor-elasticsearch.json").read_text())["next_seq"]
-    except (OSError, ValueError):
-        return 0
 
 
 @pytest.mark.elasticsearch
@@ -42,7 +34,7 @@ def test_a_data_node_stopped_and_kill_9_during_shipping_lose_and_duplicate_nothi
            "--checkpoint.every-records", "1000", "--es.batch-size", "300", "--log.level", "error"]
 
     def stop_a_data_node() -> None:  # while a shipper is writing, not between runs
-        while _progress(spool) < events // 4:
+        while shipped_seq(spool) < events // 4:
             time.sleep(0.01)
         elasticsearch_cluster.stop(2)
 
@@ -51,7 +43,7 @@ def test_a_data_node_stopped_and_kill_9_during_shipping_lose_and_duplicate_nothi
     for i in range(kills):
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         mark = (i + 1) * events // (kills + 2)
-        while proc.poll() is None and _progress(spool) < mark:
+        while proc.poll() is None and shipped_seq(spool) < mark:
             time.sleep(0.01)
         time.sleep(0.013 * i)
         if proc.poll() is None:

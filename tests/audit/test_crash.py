@@ -14,17 +14,10 @@ import pytest
 from elasticsearch import Elasticsearch
 
 from audit.sinks.elasticsearch import data_stream_name
-from tests.audit.kit import TEE_AUDIT, keys, verify_json, write_journal
+from tests.audit.kit import TEE_AUDIT, keys, shipped_seq, verify_json, write_journal
 
 EVENTS = 20_000
 KILLS = 6
-
-
-def _progress(spool: Path) -> int:
-    try:
-        return json.loads((spool / "cursor-elasticsearch.json").read_text())["next_seq"]
-    except (OSError, ValueError):
-        return 0
 
 
 @pytest.mark.elasticsearch
@@ -43,12 +36,12 @@ def test_kill_9_at_many_points_then_rerun_ships_everything_exactly_once(
         # Kill points spread over start-up, reading and shipping: after the sink passed a moving mark, plus a
         # varying delay so the signal lands in different instructions each time.
         mark = (i * EVENTS) // (KILLS + 1)
-        while proc.poll() is None and _progress(spool) < mark:
+        while proc.poll() is None and shipped_seq(spool) < mark:
             time.sleep(0.01)
         time.sleep(0.013 * i)
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
-            killed_at.append(_progress(spool))
+            killed_at.append(shipped_seq(spool))
         proc.wait()
     assert len(killed_at) >= KILLS - 1, "the kills must land while the run is still going"
 

@@ -148,10 +148,10 @@ def test_records_forged_into_the_store_under_the_running_shipper_stop_it_and_are
 def test_an_alert_elasticsearch_would_refuse_is_quarantined_and_its_neighbour_chained(
         shipper: Shipper, tmp_path: Path) -> None:
     """startsAt in year 9999 (Alertmanager sends what it is given) cannot be a date_nanos @timestamp."""
-    alert = {"status": "firing", "labels": {"alertname": "Far"}, "annotations": {}, "fingerprint": "f1",
+    alert = {"status": "firing", "labels": {"alertname": "Far"}, "annotations": {}, "fingerprint": "00000000000000f1",
              "startsAt": "9999-01-01T00:00:00Z", "endsAt": "0001-01-01T00:00:00Z"}
-    payload = {"version": "4", "status": "firing", "receiver": "audit",
-               "alerts": [alert, {**alert, "fingerprint": "f2", "labels": {"alertname": "Near"},
+    payload = {"version": "4", "status": "firing", "receiver": "audit", "groupKey": "{}:{}",
+               "alerts": [alert, {**alert, "fingerprint": "00000000000000f2", "labels": {"alertname": "Near"},
                                   "startsAt": "2026-11-01T00:00:00Z"}]}
     req = urllib.request.Request(f"http://127.0.0.1:{shipper.webhook_port}/alerts", method="POST",
                                  data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"})

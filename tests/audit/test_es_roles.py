@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from audit.sinks.elasticsearch import EsError, connect, data_stream_name, request, template
+from audit.sinks.elasticsearch import (
+    EsError,
+    checkpoint_stream_name,
+    checkpoint_template,
+    connect,
+    data_stream_name,
+    request,
+    template,
+)
 from tests.fixtures.elasticsearch_secure import SecureEs
 
 
@@ -36,6 +44,8 @@ def stream(elasticsearch_secure: SecureEs) -> str:
     namespace = "r" + uuid.uuid4().hex[:10]
     name = data_stream_name(namespace)
     assert _status(elasticsearch_secure, "setup", "PUT", f"/_index_template/{name}", template(namespace, "90d")) == 200
+    assert _status(elasticsearch_secure, "setup", "PUT", f"/_index_template/{checkpoint_stream_name(name)}",
+                   checkpoint_template(namespace)) == 200
     assert _status(elasticsearch_secure, "shipper", "PUT", f"/{name}/_create/host-a:0?refresh=true", _record(0)) == 200
     return name
 
@@ -47,6 +57,10 @@ def _backing_index(es: SecureEs, stream: str) -> str:
 
 def test_shipper_appends_and_reads_back(elasticsearch_secure: SecureEs, stream: str) -> None:
     assert _status(elasticsearch_secure, "shipper", "PUT", f"/{stream}/_create/host-a:1", _record(1)) == 200
+    checkpoint = {"@timestamp": "2026-11-28T10:00:00Z", "chain": {"id": "host-a"},
+                  "checkpoint": {"size": 2, "root": "0" * 64, "note": "x"}}
+    assert _status(elasticsearch_secure, "shipper", "PUT",
+                   f"/{checkpoint_stream_name(stream)}/_create/host-a:checkpoint:2", checkpoint) == 200
     assert _status(elasticsearch_secure, "shipper", "POST", f"/{stream}/_search",
                    {"query": {"term": {"chain.id": "host-a"}}}) == 200
 

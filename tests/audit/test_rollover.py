@@ -4,7 +4,6 @@ retry that straddles a rollover must find what the stream already holds before i
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -16,7 +15,7 @@ import pytest
 from elasticsearch import Elasticsearch
 
 from audit.sinks.elasticsearch import data_stream_name
-from tests.audit.kit import TEE_AUDIT, keys, ship_once, verify_json, write_journal
+from tests.audit.kit import TEE_AUDIT, keys, ship_once, shipped_seq, verify_json, write_journal
 
 
 def _count(es: Elasticsearch, stream: str) -> int:
@@ -47,13 +46,6 @@ def test_a_replay_after_a_rollover_writes_nothing_twice(tmp_path: Path, elastics
     assert (code, report["records"], report["findings"]) == (0, 200, [])
 
 
-def _progress(spool: Path) -> int:
-    try:
-        return json.loads((spool / "cursor-elasticsearch.json").read_text())["next_seq"]
-    except (OSError, ValueError):
-        return 0
-
-
 @pytest.mark.elasticsearch
 @pytest.mark.slow
 def test_kill_9_while_rollovers_are_forced_ships_everything_exactly_once(
@@ -79,7 +71,7 @@ def test_kill_9_while_rollovers_are_forced_ships_everything_exactly_once(
         for i in range(kills):
             proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             mark = (i + 1) * events // (kills + 2)
-            while proc.poll() is None and _progress(spool) < mark:
+            while proc.poll() is None and shipped_seq(spool) < mark:
                 time.sleep(0.01)
             time.sleep(0.011 * i)
             if proc.poll() is None:
