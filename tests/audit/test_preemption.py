@@ -17,7 +17,14 @@ from elasticsearch import Elasticsearch
 from audit.canonical import canonicalize
 from audit.chain import Head, seal
 from audit.sinks import SinkConflict
-from audit.sinks.elasticsearch import ElasticsearchSink, EsError, Item, _check_items, data_stream_name
+from audit.sinks.elasticsearch import (
+    ElasticsearchSink,
+    EsError,
+    Item,
+    _check_items,
+    checkpoint_stream_name,
+    data_stream_name,
+)
 from audit.sinks.localstore import LocalStore
 from tests.audit.forge import foreign_note, forged_records, last_stored
 from tests.audit.kit import keys, ship_once, write_journal
@@ -295,8 +302,9 @@ def test_our_checkpoint_note_in_a_document_with_an_added_field_is_a_conflict_on_
     root = json.loads(records[1][1])["chain"]["hash"]
     cp = {"size": 2, "hash": root, "note": "h1\n2\nsigned\n", "t": 1_790_000_000.0}
     ElasticsearchSink(Elasticsearch(elasticsearch), "h1", es_namespace).write(records, [cp])
-    es.indices.refresh(index=stream)
-    hit = es.search(index=stream, query={"ids": {"values": ["h1:checkpoint:2"]}},
+    checkpoints = checkpoint_stream_name(stream)  # checkpoints live in their own stream (docs/audit.md)
+    es.indices.refresh(index=checkpoints)
+    hit = es.search(index=checkpoints, query={"ids": {"values": ["h1:checkpoint:2"]}},
                     seq_no_primary_term=True)["hits"]["hits"][0]
     es.index(index=hit["_index"], id=hit["_id"], document={**hit["_source"], "message": "approved by audit"},
              if_seq_no=hit["_seq_no"], if_primary_term=hit["_primary_term"], refresh=True)

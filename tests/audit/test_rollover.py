@@ -94,8 +94,8 @@ def test_kill_9_while_rollovers_are_forced_ships_everything_exactly_once(
 @pytest.mark.elasticsearch
 def test_normal_shipping_sends_bare_bulks_after_one_ceiling_query(tmp_path: Path, elasticsearch: str,
                                                                  es_namespace: str) -> None:
-    """The exactly-once look-up stays off the normal path: at most one aggregation at start (none while the
-    stream does not exist yet), then only bulks (the shipper's own request log, at debug)."""
+    """The exactly-once look-up stays off the normal path: at most one aggregation at start, then only bulks
+    (the shipper's own request log, at debug)."""
     key, _ = keys(tmp_path / "keys")
     journal = tmp_path / "journal.jsonl"
     write_journal(journal, 1000)
@@ -104,7 +104,7 @@ def test_normal_shipping_sends_bare_bulks_after_one_ceiling_query(tmp_path: Path
             "debug", "--spool.dir", str(tmp_path / "spool")]
     log = subprocess.run(base, capture_output=True, text=True, timeout=300, check=True).stderr
     requests = [line for line in log.splitlines() if "logger=elastic_transport.transport" in line]
-    assert sum("/_search" in line for line in requests) == 0
+    assert sum("/_search" in line for line in requests) <= 1
     assert sum("/_bulk" in line for line in requests) >= 10
     # a restart with new records: the ceiling query once, then bulks without look-ups
     write_journal(journal, 100, start=1000)
