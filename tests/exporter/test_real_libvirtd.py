@@ -160,7 +160,10 @@ def test_locked_domain_does_not_block_scrape(tmp_path, libvirtd, tiny_domain):
         # as a lifecycle event would (e.g. "suspended: migrated", sent while the job is held): the scrape must
         # not fetch the locked domain's XML, which waits for the job
         collector.cache.invalidate(tiny_domain.UUIDString())
-        assert wait_for(lambda: skipped() > before)
+        # Under a loaded full test run one scrape here has missed its deadline (reported as a failed collector,
+        # the counter absent from that scrape; see the stop-8 note); what must hold is that scrapes go on and
+        # count the locked domain as skipped instead of waiting for its job.
+        assert wait_for(lambda: (skipped() or 0) > before)
         text = exposition(scrape)
         assert value(text, "tee_exporter_collector_success", collector="libvirt") == 1
         assert value(text, "tee_domain_state", domain=name) == 1  # still listed, with its job-free stats
