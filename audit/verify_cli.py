@@ -82,11 +82,7 @@ def verify_es(conn: EsOptions, chain: str | None, key: Ed25519PublicKey, trusted
     client = reader.connect(conn)
     stream = conn.data_stream or es.data_stream_name("default")
     try:
-        try:
-            es.refresh(client, stream)  # see writes of the last second too; an auditor may lack the privilege
-            es.refresh(client, es.checkpoint_stream_name(stream))
-        except es.EsError:
-            pass
+        _refresh_quietly(client, stream)
         chain = chain or (trusted.chain_id if trusted else None) or _only_chain(reader.chains(client, stream), stream)
         return _verify_es_chain(client, stream, chain, key, trusted, progress, promise, now)
     except es.EsError as exc:
@@ -95,6 +91,17 @@ def verify_es(conn: EsOptions, chain: str | None, key: Ed25519PublicKey, trusted
         raise VerifyError(f"{stream}: unexpected answer from Elasticsearch ({type(exc).__name__}: {exc})") from None
     finally:
         client.close()
+
+
+def _refresh_quietly(client: Any, stream: str) -> None:
+    """Refresh the records and checkpoint streams, to see writes of the last second too; an auditor may lack the
+    privilege, and then reads what is already searchable."""
+    from audit.sinks import elasticsearch as es
+
+    try:
+        es.refresh(client, f"{stream},{es.checkpoint_stream_name(stream)}")
+    except es.EsError:
+        pass
 
 
 def _only_chain(names: list[str], stream: str) -> str:
@@ -162,11 +169,7 @@ def verify_all_es(conn: EsOptions, key: Ed25519PublicKey, promise: Promise | Non
     stream = conn.data_stream or es.data_stream_name("default")
     client = reader.connect(conn)
     try:
-        try:
-            es.refresh(client, stream)
-            es.refresh(client, es.checkpoint_stream_name(stream))
-        except es.EsError:
-            pass
+        _refresh_quietly(client, stream)
         names = reader.chains(client, stream)
     except es.EsError as exc:
         raise VerifyError(str(exc)) from None
