@@ -121,8 +121,7 @@ def test_stopped_libvirtd_fails_fast_and_recovers(tmp_path, private_libvirtd):
     scrape = ScrapeCollector(collectors, timeout=10)
     try:
         assert value(exposition(scrape), "tee_libvirt_up") == 1
-        private_libvirtd.proc.terminate()
-        private_libvirtd.proc.wait(15)
+        private_libvirtd.halt()
         text = exposition(scrape)
         assert value(text, "tee_libvirt_up") == 0
         assert value(text, "tee_exporter_collector_success", collector="libvirt") == 0
