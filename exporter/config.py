@@ -32,7 +32,7 @@ COLLECTORS: tuple[CollectorSpec, ...] = (
     CollectorSpec("libvirt", "exporter.collectors.libvirt", True,
                   "per-domain state, CPU, memory, I/O, TEE type and VM exits from one bulk libvirt call"),
     CollectorSpec("host", "exporter.collectors.host", True,
-                  "host TEE capability and capacity (SEV ASIDs, TDX) from libvirt, kvm parameters, misc cgroup"),
+                  "host TEE platform: capability and capacity, misc cgroup, SNP status, TDX module, PSP firmware, QGS"),
     CollectorSpec("lifecycle", "exporter.collectors.lifecycle", True,
                   "libvirt domain lifecycle events: transition counters, creation time, journal events"),
     CollectorSpec("qemu", "exporter.collectors.qemu_procs", True,
@@ -65,6 +65,10 @@ class Settings:
     proc_root: Path = Path("/proc")
     sys_root: Path = Path("/sys")
     cgroup_root: Path = Path("/sys/fs/cgroup")
+    dev_root: Path = Path("/dev")
+    host_misc_cgroups: tuple[Path, ...] = (Path("machine.slice"), Path("kubepods.slice"), Path("kubepods"))
+    host_qgs_socket: Path = Path("/var/run/tdx-qgs/qgs.socket")
+    host_snp_status_interval: float = 600.0
     attestation_evidence_dir: Path | None = None
     attestation_quarantine_dir: Path | None = None
     attestation_policy_file: Path | None = None
@@ -100,6 +104,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("path.procfs", "proc_root", "procfs mount point."),
     Option("path.sysfs", "sys_root", "sysfs mount point."),
     Option("path.cgroupfs", "cgroup_root", "cgroup v2 mount point."),
+    Option("path.devfs", "dev_root", "devfs mount point (the host collector opens <devfs>/sev)."),
+    Option("host.misc-cgroup", "host_misc_cgroups",
+           "cgroup (relative to path.cgroupfs) whose misc.current, misc.max and misc.events the host collector "
+           "reports; absent ones are skipped. Repeatable.", default_help="machine.slice, kubepods.slice, kubepods"),
+    Option("host.qgs-socket", "host_qgs_socket", "TDX quote-generation service (QGS) Unix socket to probe."),
+    Option("host.snp-status-interval", "host_snp_status_interval",
+           "Seconds between SNP_PLATFORM_STATUS reads through <devfs>/sev (a PSP round trip); cached in between.",
+           bound="positive"),
     Option("attestation.evidence-dir", "attestation_evidence_dir",
            "Watched directory of evidence files (SNP reports, TDX quotes, with their certificates)."),
     Option("attestation.quarantine-dir", "attestation_quarantine_dir", "Where unparseable evidence is moved.",
