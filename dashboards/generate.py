@@ -235,7 +235,7 @@ def encryption_overhead() -> dash.Dashboard:
 
 
 def capacity() -> dash.Dashboard:
-    return (_dashboard("tee-capacity", "Resources and TEE capacity",
+    board = (_dashboard("tee-capacity", "Resources and TEE capacity",
                        "Confidential guest slots (SEV ASIDs, TDX key IDs), encrypted memory and guest counts.",
                        "tee_exporter_build_info", with_domain=False)
             .with_panel(ts("TEE capacity used", "Confidential guests running over the host's slots; "
@@ -260,7 +260,57 @@ def capacity() -> dash.Dashboard:
                              "{{instance}} {{tee_type}} managed={{managed}}")))
             .with_panel(ts("Lifecycle events", "Guest lifecycle transitions per second.", "ops",
                            Q(f'sum by (tee_type, event) (rate(tee_domain_lifecycle_events_total{{{TEE}}}'
-                             '[$__rate_interval]))', "{{tee_type}} {{event}}"), stack=True)))
+                             '[$__rate_interval]))', "{{tee_type}} {{event}}"), stack=True))
+            .with_panel(ts("Unmanaged guest size", "Memory of Kata / Confidential Containers guests, from their "
+                           "QEMU command lines.", "bytes",
+                           Q(f'sum by (instance, tee_type) (tee_qemu_guest_memory_bytes{{{TEE}}})',
+                             "{{instance}} {{tee_type}}"), stack=True))
+            .with_panel(ts("Unmanaged guest vCPUs", "Boot vCPUs of Kata / Confidential Containers guests.",
+                           "short", Q(f'sum by (instance, tee_type) (tee_qemu_guest_vcpus{{{TEE}}})',
+                                      "{{instance}} {{tee_type}}"), stack=True)))
+    for panel in platform_panels():
+        board = board.with_panel(panel)
+    return board
+
+
+def platform_panels() -> list:
+    """The host's TEE platform: what KVM enabled, firmware versions and TCB, key limits, the TDX QGS."""
+    return [
+        grid("KVM TEE enabled", "kvm_amd / kvm_intel module parameters: what KVM enabled after asking the "
+             "firmware. SEV-ES off while SNP is on and the command line asks for it raises an alert.", "none",
+             Q(f'tee_host_kvm_tee_enabled{{{TEE}}}'), width=12, mappings={"0": "off", "1": "on"}),
+        grid("TEE requested on the kernel command line", "1 unless the kernel command line turns the type off "
+             "(module defaults: on for SEV types, off for TDX).", "none",
+             Q(f'tee_host_kvm_tee_requested{{{TEE}}}'), width=12, mappings={"0": "off", "1": "on"}),
+        ts("Key limits per cgroup", "Keys in use over misc.max of each watched cgroup; the alert fires above 90%.",
+           "percentunit", Q(f'tee_host_misc_cgroup_current_guests{{{TEE}}} / on (instance, job, cgroup, tee_type) '
+                            f'tee_host_misc_cgroup_max_guests{{{TEE}}}', "{{instance}} {{cgroup}} {{tee_type}}"),
+           max_val=1),
+        ts("Key allocations refused", "Guest key allocations the kernel refused at misc.max (misc.events).", "ops",
+           Q(f'sum by (instance, cgroup, tee_type) (rate(tee_host_misc_cgroup_max_events_total{{{TEE}}}'
+             '[$__rate_interval]))', "{{instance}} {{cgroup}} {{tee_type}}")),
+        ts("SEV-SNP TCB", "Host firmware TCB (current: installed; reported: what new guest reports carry) next to "
+           "the TCB in the latest verified guest evidence; guests below the host's reported TCB raise an alert.",
+           "short", Q(f'tee_host_snp_tcb_svn{{{HOST}}}', "{{instance}} host {{tcb}} {{component}}"),
+           Q(f'tee_attestation_reported_tcb{{{HOST}, tee_type="sev-snp"}}', "{{instance}} guests {{component}}")),
+        grid("SEV-SNP firmware", "SNP_PLATFORM_STATUS: firmware API version and build, read rarely and cached.",
+             "none", Q(f'tee_host_snp_firmware_info{{{HOST}}}'), width=12),
+        grid("PSP firmware", "AMD PSP TEE and bootloader firmware versions from the ccp driver.", "none",
+             Q(f'tee_host_psp_firmware_info{{{HOST}}}'), width=12),
+        grid("TDX module", "Loaded TDX module and P-SEAMLDR versions.", "none",
+             Q(f'tee_host_tdx_module_info{{{HOST}}}'), width=12),
+        ts("TDX runtime updates left", "Runtime TDX module updates the CPU still accepts; at 0 the next update "
+           "needs a reboot (alert).", "short",
+           Q(f'tee_host_tdx_module_remaining_updates{{{HOST}}}', "{{instance}}"), width=12),
+        ts("TDX quote-generation service", "1 when the QGS socket accepts connections; down while TDs run is an "
+           "alert.", "none", Q(f'tee_host_qgs_up{{{HOST}}}', "{{instance}} up"), width=12, max_val=1),
+        ts("QGS connect time", "Time to connect to the QGS socket.", "s",
+           Q(f'tee_host_qgs_connect_seconds{{{HOST}}}', "{{instance}}"), width=12),
+        ts("Platform files malformed", "Host platform files (sysfs, procfs, /dev/sev) present but unparseable, "
+           "per source; the exporter logs each file once.", "ops",
+           Q(f'sum by (instance, source) (rate(tee_host_platform_malformed_total{{{HOST}}}[$__rate_interval]))',
+             "{{instance}} {{source}}"), width=24),
+    ]
 
 
 def key_access() -> dash.Dashboard:

@@ -19,12 +19,20 @@ GENERATOR = ROOT / "dashboards" / "generate.py"
 EXPECTED = {"tee-vm-performance", "tee-attestation", "tee-encryption-overhead", "tee-capacity",
             "tee-key-access", "tee-audit-pipeline"}
 
-# What the demo host (libvirt's test driver, a misc cgroup with SEV ASIDs, one Kata SNP process) must feed.
+# What the demo host (libvirt's test driver, a misc cgroup with SEV ASIDs, one Kata SNP process, the host platform
+# files of tests/fixtures/prometheus.py) must feed. Not fed there: the SEV-SNP status panels (no /dev/sev on a
+# test machine; the decoder is tested in tests/exporter/test_platform.py) and the QGS connect time (its socket is
+# a stale one, probed as down).
 DEMO_HOST_PANELS = {"tee-vm-performance/Guests", "tee-vm-performance/vCPUs", "tee-vm-performance/Memory used",
                     "tee-vm-performance/Memory", "tee-capacity/Guests by TEE type", "tee-capacity/Encrypted memory",
                     "tee-capacity/TEE capacity used", "tee-capacity/Guests running and capacity",
                     "tee-capacity/TEE support", "tee-capacity/Unmanaged confidential guests",
-                    "tee-audit-pipeline/Exporter journal"}
+                    "tee-audit-pipeline/Exporter journal", "tee-capacity/Unmanaged guest size",
+                    "tee-capacity/Unmanaged guest vCPUs", "tee-capacity/KVM TEE enabled",
+                    "tee-capacity/TEE requested on the kernel command line", "tee-capacity/Key limits per cgroup",
+                    "tee-capacity/Key allocations refused", "tee-capacity/PSP firmware", "tee-capacity/TDX module",
+                    "tee-capacity/TDX runtime updates left", "tee-capacity/TDX quote-generation service",
+                    "tee-capacity/Platform files malformed"}
 DEMO_HOST_RECORDS = {"tee:domain_memory_used:ratio", "tee:host_memory_encrypted_bytes:sum", "tee:host_domains:count",
                      "tee:host_tee_capacity_used:ratio"}
 
