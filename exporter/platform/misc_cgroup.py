@@ -59,8 +59,7 @@ class MiscUsage:
 
 def read(cgroup: Path, problems: Problems) -> MiscUsage:
     usage = MiscUsage()
-    for name, suffix, target in (("misc.capacity", "", usage.capacity), ("misc.current", "", usage.current),
-                                 ("misc.max", "", usage.max), ("misc.events", ".max", usage.events_max)):
+    for name, suffix in (("misc.capacity", ""), ("misc.current", ""), ("misc.max", ""), ("misc.events", ".max")):
         path = cgroup / name
         text = read_text(path, problems, "misc_cgroup")
         if text is None:
@@ -71,5 +70,10 @@ def read(cgroup: Path, problems: Problems) -> MiscUsage:
             problems.malformed("misc_cgroup", path, str(exc))
             continue
         problems.ok(path)
-        target.update(values)  # type: ignore[arg-type]  # None only where allow_max
+        if name == "misc.max":
+            usage.max.update(values)
+        else:  # without allow_max every value is a count
+            target = {"misc.capacity": usage.capacity, "misc.current": usage.current,
+                      "misc.events": usage.events_max}[name]
+            target.update({tee: v for tee, v in values.items() if v is not None})
     return usage

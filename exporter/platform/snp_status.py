@@ -22,6 +22,7 @@ import ctypes
 import fcntl
 import os
 import struct
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -106,15 +107,16 @@ class SnpStatusReader:
         self._issue, self._clock = issue, clock
         self._status: SnpPlatformStatus | None = None
         self._read_at: float | None = None
+        self._lock = threading.Lock()  # concurrent scrapes must not multiply the PSP calls
         self.last_success_wall: float | None = None
 
     def get(self) -> SnpPlatformStatus | None:
-        now = self._clock()
-        if self._read_at is not None and now - self._read_at < self.interval:
+        with self._lock:
+            now = self._clock()
+            if self._read_at is None or now - self._read_at >= self.interval:
+                self._read_at = now
+                self._status = self._read()
             return self._status
-        self._read_at = now
-        self._status = self._read()
-        return self._status
 
     def _read(self) -> SnpPlatformStatus | None:
         if not self.device.exists():

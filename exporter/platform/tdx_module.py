@@ -10,12 +10,15 @@ exist only on kernels with runtime-update support, and reading them can fail wit
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from exporter.platform.problems import Problems, read_text
 
 DEVICE = Path("devices") / "faux" / "tdx_host"
+T = TypeVar("T")
 _VERSION = re.compile(r"^\d{1,3}\.\d{1,3}\.\d{1,3}$")
 
 
@@ -36,23 +39,24 @@ def parse_count(text: str) -> int | None:
     return int(value) if value.isdigit() else None
 
 
+def _field(device: Path, name: str, parse: Callable[[str], T | None], problems: Problems) -> T | None:
+    path = device / name
+    text = read_text(path, problems, "tdx_module")
+    if text is None:
+        return None
+    value = parse(text)
+    if value is None:
+        problems.malformed("tdx_module", path, f"unexpected value {text.strip()[:40]!r}")
+        return None
+    problems.ok(path)
+    return value
+
+
 def read(sys_root: Path, problems: Problems) -> TdxModule | None:
     """None when the device is absent (no TDX host driver, or not an Intel host)."""
     device = sys_root / DEVICE
     if not device.is_dir():
         return None
-    values: dict[str, object] = {}
-    for name, parse in (("version", parse_version), ("seamldr_version", parse_version),
-                        ("num_remaining_updates", parse_count)):
-        path = device / name
-        text = read_text(path, problems, "tdx_module")
-        if text is None:
-            continue
-        value = parse(text)
-        if value is None:
-            problems.malformed("tdx_module", path, f"unexpected value {text.strip()[:40]!r}")
-            continue
-        problems.ok(path)
-        values[name] = value
-    return TdxModule(values.get("version"), values.get("seamldr_version"),  # type: ignore[arg-type]
-                     values.get("num_remaining_updates"))  # type: ignore[arg-type]
+    return TdxModule(_field(device, "version", parse_version, problems),
+                     _field(device, "seamldr_version", parse_version, problems),
+                     _field(device, "num_remaining_updates", parse_count, problems))

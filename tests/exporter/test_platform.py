@@ -260,3 +260,19 @@ def test_tdx_host_tree_matches_golden(tmp_path):
 def test_empty_roots_give_only_the_error_counter(tmp_path):
     text = exposition(collector(tmp_path))
     assert {k[0] for k in samples(text)} == {"tee_host_platform_malformed_total"}
+
+
+# --- settings ------------------------------------------------------------------------------------------------
+def test_platform_settings_from_the_config_file_and_flags(tmp_path):
+    from exporter.config import ConfigError, load
+
+    config = tmp_path / "exporter.yml"
+    config.write_text("path.devfs: /host/dev\nhost.misc-cgroup: [machine.slice, kata.slice]\n"
+                      "host.qgs-socket: /run/qgs/qgs.socket\n")
+    settings = load(config, {"host.snp-status-interval": 60})
+    assert settings.dev_root == Path("/host/dev")
+    assert settings.host_misc_cgroups == (Path("machine.slice"), Path("kata.slice"))
+    assert (settings.host_qgs_socket, settings.host_snp_status_interval) == (Path("/run/qgs/qgs.socket"), 60)
+    config.write_text("host.snp-status-interval: 0\n")
+    with pytest.raises(ConfigError, match="host.snp-status-interval"):
+        load(config, {})
