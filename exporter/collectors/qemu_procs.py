@@ -190,8 +190,11 @@ def scan(proc_root: Path) -> list[QemuGuest]:
         except OSError:  # the process exited while we looked
             continue
         if b"qemu" not in data.split(b"\0", 1)[0]:
-            continue  # cheap pre-check: only QEMU processes need their parent read
-        guest = parse_cmdline(int(entry.name), data, _parent_cmdline(proc_root, entry))
+            continue
+        guest = parse_cmdline(int(entry.name), data)
+        if guest is None and (b"sandbox-" in data or b"/run/vc/vm/" in data):
+            # Only a Kata sandbox without a TEE object needs its parent (the shim) read for the runtime class.
+            guest = parse_cmdline(int(entry.name), data, _parent_cmdline(proc_root, entry))
         if guest is not None:
             guests.append(guest)
     return guests
