@@ -23,6 +23,13 @@ def test_kata_guest_without_a_tee_object_is_typed_by_the_parent_shims_runtime_cl
                                                                                    4096 << 20, 4)
 
 
+def test_the_command_lines_own_tee_object_wins_over_the_runtime_class():
+    # An SEV-ES guest (policy bit 2) under a shim named for SNP is what its command line says it is.
+    sev_es = [*trees.KATA_TDX_NO_OBJECT, "-object", "sev-guest,id=sev0,cbitpos=51,reduced-phys-bits=1,policy=0x5"]
+    guest = parse_cmdline(trees.KATA_TDX_PID, trees.argv(sev_es), trees.argv(trees.SHIM_SNP))
+    assert guest.tee_type == "sev-es"
+
+
 def test_without_its_shim_the_same_kata_guest_is_not_confidential():
     assert parse_cmdline(trees.KATA_TDX_PID, trees.argv(trees.KATA_TDX_NO_OBJECT)) is None
 

@@ -169,6 +169,28 @@ def test_tdx_module_malformed_version_is_counted(tmp_path):
     assert {s.labels["source"]: s.value for s in problems.family().samples}["tdx_module"] == 1
 
 
+@pytest.mark.parametrize(("name", "text"), [("version", "1.5.08 (debug)\n"), ("seamldr_version", "1.5.x\n"),
+                                            ("num_remaining_updates", "-1\n")])
+def test_tdx_module_values_a_lax_parser_would_take_are_counted(tmp_path, name, text):
+    # int("-1") and a prefix match of "1.5.08 (debug)" would both pass a weaker check.
+    tree = platform_trees.tdx_host(tmp_path)
+    (tree / "sys/devices/faux/tdx_host" / name).write_text(text)
+    problems = Problems()
+    module = tdx_module.read(tree / "sys", problems)
+    assert getattr(module, {"num_remaining_updates": "remaining_updates"}.get(name, name)) is None
+    assert {s.labels["source"]: s.value for s in problems.family().samples}["tdx_module"] == 1
+
+
+def test_an_unreadable_present_file_is_counted_not_taken_for_absent(tmp_path):
+    tree = platform_trees.tdx_host(tmp_path)
+    path = tree / "sys/devices/faux/tdx_host/num_remaining_updates"
+    path.unlink()
+    path.mkdir()  # EISDIR stands in for the EIO a failed SEAMCALL gives: present, but no value
+    problems = Problems()
+    assert tdx_module.read(tree / "sys", problems).remaining_updates is None
+    assert {s.labels["source"]: s.value for s in problems.family().samples}["tdx_module"] == 1
+
+
 def test_psp_versions_and_a_malformed_one(tmp_path):
     tree = platform_trees.snp_host(tmp_path)
     problems = Problems()
