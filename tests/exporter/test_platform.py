@@ -298,3 +298,14 @@ def test_platform_settings_from_the_config_file_and_flags(tmp_path):
     config.write_text("host.snp-status-interval: 0\n")
     with pytest.raises(ConfigError, match="host.snp-status-interval"):
         load(config, {})
+
+
+def test_this_real_hosts_kernel_files_read_without_a_malformed_count():
+    # The real /sys, /proc, /dev and cgroup2 of the test machine: whatever of the platform it has (a kvm module,
+    # PCI devices, a cmdline, a cpuinfo) must parse; what it lacks (no SEV/TDX here) must simply be absent.
+    host = HostCollector(None, None, Roots(Path("/sys"), Path("/proc"), Path("/dev"), Path("/sys/fs/cgroup")),
+                         misc_cgroups=(Path("machine.slice"), Path("kubepods.slice")),
+                         qgs_socket=Path("/var/run/tdx-qgs/qgs.socket"))
+    text = exposition(host)
+    assert promtool_check(text) == ""
+    assert not [k for k, v in samples(text).items() if k[0] == "tee_host_platform_malformed_total" and v]
