@@ -78,10 +78,20 @@ def test_audit_chain_verifies_intact_with_the_alert_records(stack: Stack) -> Non
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+# Panels this machine cannot feed, each with why and where its series is tested instead. The test fails when one of
+# them gets data (remove it here) as well as when any other panel has none.
+UNFED_PANELS = {
+    "tee-capacity/SEV-SNP TCB": "needs /dev/sev (SNP_PLATFORM_STATUS); decoder tested in tests/exporter/test_platform.py",
+    "tee-capacity/SEV-SNP firmware": "needs /dev/sev (SNP_PLATFORM_STATUS); decoder tested in test_platform.py",
+    "tee-capacity/QGS connect time": "no TDX quote-generation service here; probe tested in test_platform.py",
+}
+
+
 def test_every_dashboard_panel_query_returns_data(stack: Stack) -> None:
     _wait_for_history(stack)
-    empty = [f"{q.id}: {q.expr}" for q in queries.panel_queries() if not stack.prometheus.query(q.expr)]
-    assert not empty, "panel queries without data:\n" + "\n".join(empty)
+    empty = {q.id: q.expr for q in queries.panel_queries() if not stack.prometheus.query(q.expr)}
+    assert set(empty) == set(UNFED_PANELS), "panel queries without data:\n" + "\n".join(
+        f"{panel}: {expr}" for panel, expr in empty.items() if panel not in UNFED_PANELS)
 
 
 def test_every_dashboard_variable_has_values(stack: Stack) -> None:
