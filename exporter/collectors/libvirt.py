@@ -122,6 +122,11 @@ class LibvirtCollector(Collector):
 
     def _job(self, dom: libvirt.virDomain, info: DomainInfo) -> JobRecord | None:
         try:
+            # virDomainGetJobStats waits for the job lock while a synchronous job holds it (a stuck monitor
+            # command): ask only when the control interface says an asynchronous job runs, which
+            # virDomainGetControlInfo reads without any job.
+            if dom.controlInfo()[0] != libvirt.VIR_DOMAIN_CONTROL_JOB:
+                return None
             params = dom.jobStats()
         except libvirt.libvirtError as exc:
             if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
