@@ -22,6 +22,7 @@ from exporter import config
 from exporter.collectors.base import Collector, CollectorContext, CollectorError
 from exporter.collectors.libvirt_jobs import JobRecord, job_families
 from exporter.collectors.libvirt_vcpu import OtherExits, vcpu_families
+from exporter.collectors.samples import add_sample
 from exporter.virt.cache import DomainCache, shared_cache
 from exporter.virt.connection import LibvirtConnection, LibvirtUnavailable, shared_connection
 from exporter.virt.domain_xml import DomainInfo
@@ -175,19 +176,19 @@ def domain_families(records: list[DomainRecord]) -> Iterator[Metric]:
     records = sorted(records, key=lambda r: r.info.name)  # libvirt's order varies; stable output diffs cleanly
     for rec in records:
         i, s = rec.info, rec.stats
-        name = i.name
+        dom = {"domain": i.name}  # shared by this domain's samples
         debug = "" if i.debug_allowed is None else str(i.debug_allowed).lower()
-        info.add_metric([name, i.uuid, i.tee_type, debug], 1)
+        info.add_metric([i.name, i.uuid, i.tee_type, debug], 1)
         code = int(s.get("state.state", STATE_SHUTOFF))
-        state.add_metric([name], code)
-        vcpus.add_metric([name], s.get("vcpu.current", i.vcpus))
+        add_sample(state, dom, code)
+        add_sample(vcpus, dom, s.get("vcpu.current", i.vcpus))
         if "cpu.time" in s:
-            cpu.add_metric([name], s["cpu.time"] / 1e9)
+            add_sample(cpu, dom, s["cpu.time"] / 1e9)
         maximum = s["balloon.maximum"] * 1024 if "balloon.maximum" in s else i.memory_bytes
-        mem_max.add_metric([name], maximum)
-        mem.add_metric([name], s["balloon.current"] * 1024 if "balloon.current" in s else i.current_memory_bytes)
+        add_sample(mem_max, dom, maximum)
+        add_sample(mem, dom, s["balloon.current"] * 1024 if "balloon.current" in s else i.current_memory_bytes)
         if i.confidential and code != STATE_SHUTOFF:
-            enc.add_metric([name], maximum)
+            add_sample(enc, dom, maximum)
     yield from (info, state, vcpus, cpu, mem_max, mem, enc)
     yield from _balloon_families(records)
     yield from _device_families(records)
@@ -214,7 +215,7 @@ def _balloon_families(records: list[DomainRecord]) -> Iterator[Metric]:
         for rec in records:
             value = rec.stats.get(f"balloon.{key}")
             if value is not None:
-                family.add_metric([rec.info.name], value * scale)  # type: ignore[attr-defined]
+                add_sample(family, {"domain": rec.info.name}, value * scale)
         yield family
 
 
@@ -251,10 +252,11 @@ def _device_families(records: list[DomainRecord]) -> Iterator[Metric]:
                 dev = rec.stats.get(f"{prefix}.{index}.name")
                 if dev is None:  # e.g. user-mode networking: no host-side device, no counters
                     continue
+                labels = {"domain": rec.info.name, label: dev}  # shared by the device's samples
                 for key, family in families.items():
                     value = rec.stats.get(f"{prefix}.{index}.{key}")
                     if value is not None:
-                        family.add_metric([rec.info.name, dev], value * scales[key])
+                        add_sample(family, labels, value * scales[key])
         yield from families.values()
 
 

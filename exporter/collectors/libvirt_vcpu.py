@@ -14,6 +14,7 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.metrics_core import Metric
 
+from exporter.collectors.samples import add_sample
 from exporter.virt.domain_xml import DomainInfo
 from exporter.virt.vcpu_stats import OTHER_REASON, USERSPACE_EXITS, exit_reasons, vcpus
 
@@ -24,7 +25,7 @@ NS = 1e9
 class _Source:
     """What one series set is built from: a domain (per-vCPU off) or one of its vCPUs."""
 
-    labels: tuple[str, ...]
+    labels: dict[str, str]  # {"domain": ...} or {"domain": ..., "vcpu": ...}, shared by its samples
     key: tuple[str, int | None]  # (uuid, vCPU index or None) for the ``other`` reason's state
     times: Mapping[str, int]
     kvm: Mapping[str, int]
@@ -66,9 +67,10 @@ def _sources(info: DomainInfo, stats: Mapping[str, Any], per_vcpu: bool) -> Iter
         return
     if per_vcpu:
         for v in found:
-            yield _Source((info.name, str(v.index)), (info.uuid, v.index), v.times, v.kvm)
+            yield _Source({"domain": info.name, "vcpu": str(v.index)}, (info.uuid, v.index), v.times, v.kvm)
     else:
-        yield _Source((info.name,), (info.uuid, None), _sum(v.times for v in found), _sum(v.kvm for v in found))
+        yield _Source({"domain": info.name}, (info.uuid, None), _sum(v.times for v in found),
+                      _sum(v.kvm for v in found))
 
 
 def _counter(name: str, doc: str, labels: list[str]) -> CounterMetricFamily:
@@ -102,31 +104,30 @@ def vcpu_families(records: Iterable[tuple[DomainInfo, Mapping[str, Any]]], per_v
                     "halt_poll_invalid": poll_invalid, "halt_wakeup": wakeups}
     for info, stats in records:
         for src in _sources(info, stats, per_vcpu):
-            labels = list(src.labels)
+            labels = src.labels
             for name, family in times.items():
                 if name in src.times:
-                    family.add_metric(labels, src.times[name] / NS)
-            _add_exits(exits, labels, src, other)
+                    add_sample(family, labels, src.times[name] / NS)
+            _add_exits(exits, src, other)
             for name, reason in USERSPACE_EXITS.items():
                 if name in src.kvm:
-                    userspace.add_metric([*labels, reason], src.kvm[name])
+                    add_sample(userspace, {**labels, "reason": reason}, src.kvm[name])
             for name, family in kvm_counters.items():
                 if name in src.kvm:
-                    family.add_metric(labels, src.kvm[name])
+                    add_sample(family, labels, src.kvm[name])
             for name, result in (("halt_poll_success_ns", "success"), ("halt_poll_fail_ns", "fail")):
                 if name in src.kvm:
-                    poll_time.add_metric([*labels, result], src.kvm[name] / NS)
+                    add_sample(poll_time, {**labels, "result": result}, src.kvm[name] / NS)
             if "halt_wait_ns" in src.kvm:
-                halt_wait.add_metric(labels, src.kvm["halt_wait_ns"] / NS)
+                add_sample(halt_wait, labels, src.kvm["halt_wait_ns"] / NS)
     yield from (exits, userspace, emulated, *times.values(), polls, poll_ok, poll_invalid, wakeups, poll_time,
                 halt_wait)
 
 
-def _add_exits(family: CounterMetricFamily, labels: list[str], src: _Source, other: OtherExits) -> None:
+def _add_exits(family: CounterMetricFamily, src: _Source, other: OtherExits) -> None:
     reasons = exit_reasons(src.kvm)
     if reasons is None:
         return
     reasons[OTHER_REASON] = other.value(src.key, src.kvm["exits"], reasons[OTHER_REASON])
     for reason, count in reasons.items():
-        family.add_metric([*labels, reason], count)
-
+        add_sample(family, {**src.labels, "reason": reason}, count)
