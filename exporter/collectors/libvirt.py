@@ -5,6 +5,10 @@ shutdown) is not waited for; libvirt then returns only the statistics that need 
 in ``tee_exporter_libvirt_domains_skipped_total`` (detected as an active domain with ``balloon.current`` but no
 ``balloon.rss``: the latter is only read under the job). Definitions (TEE type, debug policy, size, devices) come
 from the domain XML cache, so the XML is fetched and parsed once per domain and change, not per scrape.
+
+Besides the bulk call, a scrape asks libvirt for its versions and, only for domains whose statistics say a job may
+be running (``exporter.virt.jobs``), for that job's statistics. The vCPU and job families are built in
+``libvirt_vcpu`` and ``libvirt_jobs``.
 """
 
 from __future__ import annotations
