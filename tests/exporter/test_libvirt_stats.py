@@ -197,3 +197,20 @@ def test_options_reach_the_settings():
     settings = config.load(None, {"collector.libvirt.per-vcpu": True, "collector.libvirt.metadata-labels": "nova"})
     assert settings.libvirt_per_vcpu is True and settings.libvirt_metadata_labels == "nova"
     assert config.Settings().libvirt_per_vcpu is False  # off by default: one series per vCPU is cardinality
+
+
+def test_job_stats_are_asked_only_for_domains_that_may_run_a_job(tmp_path):
+    collector = libvirt_collector.build(make_ctx(tmp_path))
+    try:
+        conn = collector.connection.get()
+        raw = conn.getAllDomainStats(libvirt_collector.STATS_GROUPS, 0)
+        dom, stats = next((d, s) for d, s in raw if d.name() == "plain-web")
+        # the demo host: running and user-paused domains, no job anywhere
+        assert not any(collector._job_possible(d.UUIDString(), s) for d, s in raw)
+        # a live migration leaves the domain running: its iteration events make it a candidate until it completes
+        collector.migrations.on_iteration(conn, dom, 1, None)
+        assert collector._job_possible(dom.UUIDString(), stats)
+        collector.migrations.on_completed(conn, dom, {}, None)
+        assert not collector._job_possible(dom.UUIDString(), stats)
+    finally:
+        collector.stop()
