@@ -75,16 +75,12 @@ def flatten(metadata: ET.Element | None) -> tuple[tuple[str, str], ...]:
     if metadata is None:
         return ()
     pairs: list[tuple[str, str]] = []
-
-    def walk(elem: ET.Element, path: str) -> None:
-        for attr, value in elem.attrib.items():
-            pairs.append((f"{path}@{attr}", value[:MAX_VALUE]))
+    stack = [(child, child.tag) for child in reversed(metadata)]  # depth-first, document order, no recursion
+    while stack and len(pairs) < MAX_PAIRS:
+        elem, path = stack.pop()
+        pairs.extend((f"{path}@{attr}", value[:MAX_VALUE]) for attr, value in elem.attrib.items())
         text = (elem.text or "").strip()
         if text:
             pairs.append((path, text[:MAX_VALUE]))
-        for child in elem:
-            walk(child, f"{path}/{child.tag}")
-
-    for child in metadata:
-        walk(child, child.tag)
+        stack.extend((child, f"{path}/{child.tag}") for child in reversed(elem))
     return tuple(pairs[:MAX_PAIRS])

@@ -214,3 +214,24 @@ def test_job_stats_are_asked_only_for_domains_that_may_run_a_job(tmp_path):
         assert not collector._job_possible(dom.UUIDString(), stats)
     finally:
         collector.stop()
+
+
+def test_metadata_from_a_hostile_guest_definition_stays_bounded():
+    # An application can write any amount of <metadata>: a long value and thousands of elements, the wanted one
+    # last. The flattened form keeps MAX_PAIRS pairs of at most MAX_VALUE characters; the label comes out cut or
+    # empty, never as a 10,000-character label value or a growing memory footprint.
+    from exporter.virt.metadata import MAX_PAIRS, MAX_VALUE
+
+    noise = "".join(f"<x:i{n}>v</x:i{n}>" for n in range(5000))
+    xml = GUEST_XML.replace("<nova:name>web-1</nova:name>", f"<nova:name>{'A' * 10000}</nova:name>").replace(
+        "</nova:instance></metadata>", f"</nova:instance><x:junk xmlns:x='urn:x'>{noise}</x:junk></metadata>")
+    info = parse_domain_xml(xml)
+    assert len(info.metadata) == MAX_PAIRS and all(len(v) <= MAX_VALUE for _, v in info.metadata)
+    labels = parse_label_map(f"name={{{NOVA}}}instance/{{{NOVA}}}name,last={{urn:x}}junk/{{urn:x}}i4999")
+    assert labels.values(info.metadata) == ["A" * MAX_VALUE, ""]
+
+
+def test_deeply_nested_metadata_is_no_recursion_error():
+    deep = "<x:a xmlns:x='urn:x'>" + "<x:a>" * 5000 + "v" + "</x:a>" * 5001
+    info = parse_domain_xml(GUEST_XML.replace("</nova:instance></metadata>", f"</nova:instance>{deep}</metadata>"))
+    assert info.metadata[-1][1] == "v" and info.metadata[-1][0].count("{urn:x}a") == 5001
