@@ -32,20 +32,22 @@ class _Source:
 
 
 class OtherExits:
-    """Keeps ``reason="other"`` (a difference of two counters read without a common snapshot) from ever going
-    down: a torn read can see ``exits`` incremented before the reason counter of the same exit. Its value only
-    falls back when ``exits`` itself fell (vCPU or domain restarted, a counter reset)."""
+    """Keeps ``reason="other"`` (a difference of counters read without a common snapshot) from ever going down:
+    a torn read can see ``exits`` incremented before the reason counter of the same exit. Its value only falls
+    back when one of the counters it is computed from fell (vCPU or domain restarted)."""
 
     def __init__(self) -> None:
-        self._last: dict[tuple[str, int | None], tuple[int, int]] = {}
+        # key -> (the counters read: exits then each named reason, the "other" reported)
+        self._last: dict[tuple[str, int | None], tuple[tuple[int, ...], int]] = {}
         self._lock = threading.Lock()  # concurrent scrapes share nothing else
 
-    def value(self, key: tuple[str, int | None], exits: int, other: int) -> int:
+    def value(self, key: tuple[str, int | None], counters: tuple[int, ...], other: int) -> int:
+        """``other`` to report for this read of ``counters`` (``exits`` and the named reasons, in a fixed order)."""
         with self._lock:
             last = self._last.get(key)
-            if last is not None and exits >= last[0]:
+            if last is not None and all(now >= before for now, before in zip(counters, last[0], strict=True)):
                 other = max(other, last[1])
-            self._last[key] = (exits, other)
+            self._last[key] = (counters, other)
         return other
 
     def retain(self, uuids: set[str]) -> None:
@@ -128,6 +130,7 @@ def _add_exits(family: CounterMetricFamily, src: _Source, other: OtherExits) -> 
     reasons = exit_reasons(src.kvm)
     if reasons is None:
         return
-    reasons[OTHER_REASON] = other.value(src.key, src.kvm["exits"], reasons[OTHER_REASON])
+    counters = (src.kvm["exits"], *(v for reason, v in reasons.items() if reason != OTHER_REASON))
+    reasons[OTHER_REASON] = other.value(src.key, counters, reasons[OTHER_REASON])
     for reason, count in reasons.items():
         add_sample(family, {**src.labels, "reason": reason}, count)
