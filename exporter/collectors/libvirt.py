@@ -130,17 +130,18 @@ class LibvirtCollector(Collector):
             # virDomainGetJobStats waits for the job lock while a synchronous job holds it (a stuck monitor
             # command): ask only when the control interface says an asynchronous job runs, which
             # virDomainGetControlInfo reads without any job.
-            if dom.controlInfo()[0] != libvirt.VIR_DOMAIN_CONTROL_JOB:
-                return None
-            params = dom.jobStats()
+            params = dom.jobStats() if dom.controlInfo()[0] == libvirt.VIR_DOMAIN_CONTROL_JOB else {}
         except libvirt.libvirtError as exc:
-            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                return None
-            raise
+            if exc.get_error_code() not in _NO_JOB_ERRORS:
+                raise
+            params = {}  # gone, stopped meanwhile, or a driver without jobs: no job to report
         if params.get("type", libvirt.VIR_DOMAIN_JOB_NONE) == libvirt.VIR_DOMAIN_JOB_NONE:
             self.migrations.done(info.uuid)  # a migration that ended without our seeing its completion
             return None
         return JobRecord(info.name, params)
+
+
+_NO_JOB_ERRORS = {libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_OPERATION_INVALID, libvirt.VIR_ERR_NO_SUPPORT}
 
 
 def metadata_family(records: list[DomainRecord], labels: LabelMap) -> GaugeMetricFamily:

@@ -239,3 +239,20 @@ def test_deeply_nested_metadata_is_no_recursion_error():
     deep = "<x:a xmlns:x='urn:x'>" + "<x:a>" * 5000 + "v" + "</x:a>" * 5001
     info = parse_domain_xml(GUEST_XML.replace("</nova:instance></metadata>", f"</nova:instance>{deep}</metadata>"))
     assert info.metadata[-1][1] == "v" and info.metadata[-1][0].count("{urn:x}a") == 5001
+
+
+def test_job_candidate_that_stopped_or_has_no_job_support_is_no_failed_scrape(tmp_path):
+    collector = libvirt_collector.build(make_ctx(tmp_path))
+    try:
+        conn = collector.connection.get()
+        stopped, running = conn.lookupByName("plain-spare"), conn.lookupByName("plain-web")
+        # marked as migrating (its iteration event came), then shut off / on a driver without job statistics:
+        # controlInfo says "domain is not running", jobStats "not supported"
+        collector.migrations.on_iteration(conn, stopped, 1, None)
+        collector.migrations.on_iteration(conn, running, 1, None)
+        text = exposition(collector)
+        assert value(text, "tee_libvirt_up") == 1 and "tee_domain_job_type{" not in text
+        assert not collector.migrations.migrating(stopped.UUIDString())  # asked once, then forgotten
+        assert not collector.migrations.migrating(running.UUIDString())
+    finally:
+        collector.stop()
