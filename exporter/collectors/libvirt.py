@@ -127,10 +127,13 @@ class LibvirtCollector(Collector):
 
     def _job(self, dom: libvirt.virDomain, info: DomainInfo) -> JobRecord | None:
         try:
-            # virDomainGetJobStats waits for the job lock while a synchronous job holds it (a stuck monitor
-            # command): ask only when the control interface says an asynchronous job runs, which
-            # virDomainGetControlInfo reads without any job.
-            params = dom.jobStats() if dom.controlInfo()[0] == libvirt.VIR_DOMAIN_CONTROL_JOB else {}
+            # virDomainGetJobStats takes a query job, which waits while a synchronous job holds the domain (a
+            # monitor command that QEMU does not answer holds it for good). virDomainGetControlInfo, read without
+            # any job, says OK when no synchronous job runs; an asynchronous one (migration, save, dump) admits
+            # the query. Otherwise ask again next scrape.
+            if dom.controlInfo()[0] != libvirt.VIR_DOMAIN_CONTROL_OK:
+                return None
+            params = dom.jobStats()
         except libvirt.libvirtError as exc:
             if exc.get_error_code() not in _NO_JOB_ERRORS:
                 raise

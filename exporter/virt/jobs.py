@@ -5,7 +5,8 @@
 domains whose statistics say a job may be running are asked: one whose job-bound statistics NOWAIT skipped (its
 job lock is held), one paused by a job (``virDomainPausedReason`` migration, save, dump, snapshot, post-copy), or
 one that sent a ``MIGRATION_ITERATION`` event since its last ``JOB_COMPLETED`` (a live migration keeps the domain
-running). ``virDomainGetJobStats`` does not wait for the job lock when no asynchronous job runs.
+running). The collector asks only while ``virDomainGetControlInfo`` says no synchronous job runs: the query job
+that ``virDomainGetJobStats`` takes would wait for one.
 
 Parameter names and units: libvirt-domain.h, ``VIR_DOMAIN_JOB_*`` macros (times in milliseconds, sizes in bytes,
 ``memory_dirty_rate`` in pages per second).
