@@ -6,7 +6,12 @@ with a generated node file of N running domains), so both pay the same RPC costs
 The two exporters alternate over ``--rounds`` rounds; the table gives the median over rounds and the spread
 (max - min of the per-round medians). After its sequential scrapes, tee-exporter gets a burst of
 ``--concurrent`` simultaneous scrapes; its peak RSS and thread count during the burst are reported. (The Debian
-exporter is not burst: at 1,000 domains its 300 scrapes queue on libvirtd for minutes per round.)
+exporter is not burst: at 1,000 domains its 300 scrapes queue on libvirtd for minutes per round.) Each side's
+series per domain (samples with a ``domain`` label / domains exposed) is reported too.
+
+Then, since the test driver returns no vCPU, block or balloon statistics, the cost of a real KVM guest's full
+statistics at the largest N is replayed (``bench/kvm_replay.py``), and the one bulk call is timed on the real
+guests of qemu:///system, if any run, with all stats groups (before) and with the groups read (after).
 
     .venv/bin/python bench/exporter_scrape.py [--sizes 10,100,1000] [--scrapes 7] [--rounds 3] [--concurrent 300]
 """
@@ -14,6 +19,7 @@ exporter is not burst: at 1,000 domains its 300 scrapes queue on libvirtd for mi
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import signal
 import socket
@@ -72,6 +78,7 @@ class Result:
     burst_rss_mb: float = float("nan")
     burst_threads: int = 0
     burst_ok: int = 0
+    series_per_domain: float = 0.0  # samples carrying a domain label, divided by the domains exposed
 
 
 def burst(url: str, pid: int, clients: int) -> tuple[float, int, int]:
@@ -122,7 +129,9 @@ def measure(cmd: list[str], port: int, scrapes: int, domain_metric: str, concurr
         first, body = scrape(url)
         times = [scrape(url)[0] for _ in range(scrapes)]
         domains = sum(1 for line in body.splitlines() if line.startswith(domain_metric + "{"))
-        result = Result(first, statistics.median(times), peak_rss_mb(proc.pid), domains)
+        per_domain = sum(1 for line in body.splitlines() if not line.startswith("#") and 'domain="' in line)
+        result = Result(first, statistics.median(times), peak_rss_mb(proc.pid), domains,
+                        series_per_domain=per_domain / max(domains, 1))
         if concurrent:
             result.burst_rss_mb, result.burst_threads, result.burst_ok = burst(url, proc.pid, concurrent)
         return result
@@ -171,7 +180,30 @@ def main() -> int:
             rows.append((n, tee_runs, deb_runs))
             print(f"{n} domains measured", file=sys.stderr, flush=True)
     print_table(rows, args.concurrent)
+    print_kvm_costs(max(int(n) for n in args.sizes.split(",")), args.scrapes, args.rounds)
     return 0
+
+
+def print_kvm_costs(count: int, scrapes: int, rounds: int) -> None:
+    """The test driver returns no vCPU, block or balloon statistics: replay a real KVM guest's (bench/kvm_replay.py)
+    in fresh processes, and time the bulk call's groups on the real guests of qemu:///system, if any run."""
+    helper = [sys.executable, str(ROOT / "bench" / "kvm_replay.py")]
+    runs = [json.loads(subprocess.run([*helper, "replay", str(count), str(scrapes)], check=True,
+                                      capture_output=True, text=True).stdout) for _ in range(rounds)]
+    med = statistics.median(r["median_s"] for r in runs)
+    spread = max(r["median_s"] for r in runs) - min(r["median_s"] for r in runs)
+    print(f"KVM replay, {count} domains x 122 recorded stats: families + exposition {med:.3f} s (± {spread:.3f}) per"
+          f" scrape, peak RSS {statistics.median(r['rss_mb'] for r in runs):.1f} MB,"
+          f" {runs[0]['series_per_domain']:.1f} series per domain")
+    ab = subprocess.run([*helper, "ab", "qemu:///system", "20", str(rounds)], capture_output=True, text=True,
+                        check=False)
+    if ab.returncode != 0 or json.loads(ab.stdout)["domains"] == 0:
+        print("bulk call A/B: no running guest on qemu:///system")
+        return
+    res = json.loads(ab.stdout)
+    print(f"bulk call on {res['domains']} real guest(s): all groups (before) {res['all_groups_median_s'] * 1e3:.2f} ms"
+          f" (± {res['all_groups_spread_s'] * 1e3:.2f}), the groups read (after)"
+          f" {res['read_groups_median_s'] * 1e3:.2f} ms (± {res['read_groups_spread_s'] * 1e3:.2f})")
 
 
 def _med(runs: list[Result], attr: str) -> float:
@@ -186,7 +218,7 @@ def _spread(runs: list[Result], attr: str) -> float:
 def print_table(rows: list, concurrent: int) -> None:
     print(f"{'domains':>7} | {'tee first s':>11} {'tee med s':>9} {'±':>6} {'tee RSS MB':>10} {'tee n':>5} "
           f"{'burst RSS':>9} {'thr':>4} {'ok':>4} | {'deb med s':>9} {'±':>6} {'deb RSS MB':>10} {'deb n':>5} "
-          f"| {'time ratio':>10} {'RSS ratio':>9}")
+          f"| {'time ratio':>10} {'RSS ratio':>9} | {'tee s/dom':>9} {'deb s/dom':>9}")
     for n, tee, deb in rows:
         line = (f"{n:>7} | {_med(tee, 'first'):>11.3f} {_med(tee, 'median'):>9.3f} {_spread(tee, 'median'):>6.3f} "
                 f"{_med(tee, 'rss_mb'):>10.1f} {tee[0].domains:>5} {_med(tee, 'burst_rss_mb'):>9.1f} "
@@ -197,11 +229,13 @@ def print_table(rows: list, concurrent: int) -> None:
             line += (f" {_med(deb, 'median'):>9.3f} {_spread(deb, 'median'):>6.3f} {_med(deb, 'rss_mb'):>10.1f} "
                      f"{deb[0].domains:>5} | "
                      f"{_med(tee, 'median') / _med(deb, 'median'):>10.3f} "
-                     f"{_med(tee, 'rss_mb') / _med(deb, 'rss_mb'):>9.2f}")
+                     f"{_med(tee, 'rss_mb') / _med(deb, 'rss_mb'):>9.2f} | "
+                     f"{tee[0].series_per_domain:>9.1f} {deb[0].series_per_domain:>9.1f}")
         print(line)
     print("time ratio = tee-exporter median scrape / Debian exporter median scrape (lower is better); ± = spread of"
           f" the per-round medians; n = domains each exposed; burst = {concurrent} simultaneous scrapes: peak RSS"
-          " (MB), peak threads, scrapes answered 200 (the rest got 503 beyond --web.max-requests)")
+          " (MB), peak threads, scrapes answered 200 (the rest got 503 beyond --web.max-requests); s/dom = samples with"
+          " a domain label per exposed domain")
 
 
 if __name__ == "__main__":

@@ -132,7 +132,7 @@ def _dashboard(uid: str, title: str, description: str, host_metric: str, with_do
 
 def vm_performance() -> dash.Dashboard:
     return (_dashboard("tee-vm-performance", "TEE VM performance",
-                       "Per-guest CPU, memory, disk and network of confidential and plain guests.",
+                       "Per-guest CPU, memory, VM exits, disk and network of confidential and plain guests.",
                        "tee_exporter_build_info", with_domain=True)
             .with_row(dash.Row("Guests"))
             .with_panel(grid("Guests", "Every guest with its TEE type, debug policy and libvirt state.", "none",
@@ -151,6 +151,16 @@ def vm_performance() -> dash.Dashboard:
             .with_panel(ts("Memory", "Current memory of each guest.", "bytes",
                            Q(f'tee_domain_memory_bytes{{{HOST}, domain=~"$domain"}} * on (instance, job, domain) '
                              f'group_left (tee_type) tee_domain_info{{{GUEST}}}', "{{domain}}"), stack=True))
+            .with_row(dash.Row("vCPUs and VM exits"))
+            .with_panel(ts("VM exits by reason", "KVM exits per second by reason (io, mmio, halt, irq, irq_window, "
+                           "nmi_window, hypercall, other), summed over vCPUs: what to reduce first.", "ops",
+                           Q(f'sum by (domain, reason) (rate(tee_vm_exits_total{{{HOST}, domain=~"$domain"}}[5m]))',
+                             "{{domain}} {{reason}}"), stack=True))
+            .with_panel(ts("vCPU steal time", "Share of time the vCPU threads waited in the host run queue "
+                           "(libvirt vcpu.delay, the guest's steal time), per vCPU.", "percentunit",
+                           Q(f'sum by (instance, job, domain) (rate(tee_domain_vcpu_delay_seconds_total{{{HOST}, '
+                             f'domain=~"$domain"}}[5m])) / on (instance, job, domain) '
+                             f'(tee_domain_vcpus{{{HOST}, domain=~"$domain"}} > 0)', "{{domain}}")))
             .with_row(dash.Row("I/O"))
             .with_panel(ts("Disk throughput", "Bytes read plus written per second.", "Bps",
                            Q(f'tee:domain_block_bytes:rate5m{{{GUEST}}}', "{{domain}} ({{tee_type}})")))

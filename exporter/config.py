@@ -54,6 +54,8 @@ class Settings:
     web_max_requests: int = 40
     web_disable_exporter_metrics: bool = False
     libvirt_uri: str = "qemu:///system"
+    libvirt_per_vcpu: bool = False
+    libvirt_metadata_labels: str | None = None
     collector_timeout: float = 8.0
     collectors: dict[str, bool] = field(default_factory=lambda: {s.name: s.enabled_by_default for s in COLLECTORS})
     collector_disable_defaults: bool = False
@@ -92,6 +94,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("web.disable-exporter-metrics", "web_disable_exporter_metrics",
            "Leave out the process_* and python_* metrics about the exporter process itself."),
     Option("libvirt.uri", "libvirt_uri", "libvirt connection URI."),
+    Option("collector.libvirt.per-vcpu", "libvirt_per_vcpu",
+           "Per-vCPU series (a vcpu label) for VM exits, vCPU times and halt polling instead of per-domain sums."),
+    Option("collector.libvirt.metadata-labels", "libvirt_metadata_labels",
+           "Labels for tee_domain_metadata_info from domain <metadata>: comma-separated label=path entries "
+           "(path: {namespace}tag/{namespace}tag[@attribute]) or 'nova' (nova_project, nova_flavor)."),
     Option("collector.timeout", "collector_timeout",
            "Deadline in seconds for one scrape of all collectors; late ones are reported failed.", bound="positive"),
     Option("collector.disable-defaults", "collector_disable_defaults",

@@ -8,6 +8,10 @@ to libvirt's STARTED lifecycle event for the domain: process launch, firmware lo
 the whole launch sequence (SEV LAUNCH_START..LAUNCH_FINISH, SNP_LAUNCH_*, TDX TD build and measurement) until
 the vCPUs are resumed. The QEMU pid is libvirt's pid file ``/run/libvirt/qemu/<name>.pid``; domains without one
 (other drivers) are counted but not timed.
+
+A domain job (migration, save, dump, snapshot, backup) that completes sends ``VIR_DOMAIN_EVENT_ID_JOB_COMPLETED``
+with its final statistics; jobs often end between two scrapes, so they are counted and journaled
+(``domain-job-completed``) here rather than only seen in flight by the libvirt collector.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from exporter.collectors.base import Collector, CollectorContext
 from exporter.journal import Journal
 from exporter.virt.cache import DomainCache, shared_cache
 from exporter.virt.connection import LibvirtConnection, LibvirtUnavailable, shared_connection
+from exporter.virt.jobs import operation_name
 from exporter.virt.lifecycle_events import Transition, is_boot_resume, transition
 
 log = logging.getLogger(__name__)
@@ -63,7 +68,10 @@ class LifecycleCollector(Collector):
         self.creation = Histogram("tee_vm_creation_duration_seconds",
                                   "From QEMU process start to libvirt's STARTED event (see docs/exporter.md).",
                                   ["tee_type"], buckets=BUCKETS, registry=None)
+        self.jobs = Counter("tee_domain_jobs_completed", "Domain jobs (migration, save, dump, ...) that completed.",
+                            ["operation", "tee_type"], registry=None)
         connection.on_domain_event(libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self.on_event)
+        connection.on_domain_event(libvirt.VIR_DOMAIN_EVENT_ID_JOB_COMPLETED, self.on_job_completed)
 
     def start(self) -> None:
         try:
@@ -78,6 +86,7 @@ class LifecycleCollector(Collector):
     def collect(self) -> Iterable[Metric]:
         yield from self.transitions.collect()
         yield from self.creation.collect()
+        yield from self.jobs.collect()
         # Reconnects (and re-registers the callback) after libvirtd came back; while it cannot, events are being
         # missed, which is this collector's failure to report (the counters above are still exposed). No waiting:
         # the counters must not miss the scrape deadline because libvirtd hangs.
@@ -88,6 +97,28 @@ class LifecycleCollector(Collector):
             self._handle(dom, event, detail)
         except Exception:  # an exception must never escape into libvirt's event loop
             log.exception("lifecycle event handling failed")
+
+    def on_job_completed(self, _conn: Any, dom: libvirt.virDomain, params: dict[str, Any], _opaque: Any) -> None:
+        try:
+            self._job_completed(dom, params)
+        except Exception:  # as above: never into libvirt's event loop
+            log.exception("job completion handling failed")
+
+    def _job_completed(self, dom: libvirt.virDomain, params: dict[str, Any]) -> None:
+        name, uuid = dom.name(), dom.UUIDString()
+        info = self._info(dom, uuid)
+        tee = info.tee_type if info is not None else "unknown"
+        operation = operation_name(params)
+        self.jobs.labels(operation, tee).inc()
+        stats = {k: v for k, v in params.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        doc = self.journal.event(
+            action="domain-job-completed", category=["host"], type=["end"], dataset=DATASET, outcome="success",
+            reason=operation, message=f"domain {name} job {operation} completed",
+            tee={"type": tee, "vm": {"name": name, "uuid": uuid}, "job": {"operation": operation, "stats": stats}},
+        )
+        if isinstance(params.get("time_elapsed"), int) and params["time_elapsed"] >= 0:
+            doc["event"]["duration"] = params["time_elapsed"] * 1_000_000  # ms -> ns
+        self.journal.append(doc)
 
     def _handle(self, dom: libvirt.virDomain, event: int, detail: int) -> None:
         named = transition(event, detail)

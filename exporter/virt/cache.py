@@ -25,6 +25,8 @@ class DomainCache:
         self._lock = threading.Lock()
         self.parses = 0  # how many XML documents were parsed; lets tests prove the cache works
         connection.on_domain_event(libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_lifecycle)
+        # <metadata> (descriptive labels) changes without a lifecycle event, e.g. ``virsh metadata``.
+        connection.on_domain_event(libvirt.VIR_DOMAIN_EVENT_ID_METADATA_CHANGE, self._on_metadata)
         connection.on_reconnect(self.clear)
 
     def info(self, dom: libvirt.virDomain) -> DomainInfo | None:
@@ -88,6 +90,9 @@ class DomainCache:
             self.info(dom)
 
     def _on_lifecycle(self, _conn: Any, dom: libvirt.virDomain, _event: int, _detail: int, _opaque: Any) -> None:
+        self.invalidate(dom.UUIDString())
+
+    def _on_metadata(self, _conn: Any, dom: libvirt.virDomain, _kind: int, _uri: Any, _opaque: Any) -> None:
         self.invalidate(dom.UUIDString())
 
 

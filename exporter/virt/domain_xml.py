@@ -17,6 +17,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
+from exporter.virt.metadata import flatten
+
 TEE_TYPES = ("none", "sev", "sev-es", "sev-snp", "tdx")
 
 SEV_POLICY_NODBG = 1 << 0
@@ -49,6 +51,7 @@ class DomainInfo:
     devices: tuple[str, ...]
     current_memory_bytes: int = 0
     policy: int | None = None
+    metadata: tuple[tuple[str, str], ...] = ()  # flattened <metadata> (exporter.virt.metadata)
 
     @property
     def confidential(self) -> bool:
@@ -78,6 +81,7 @@ def parse_domain_xml(data: bytes | str) -> DomainInfo:
         devices=device_models(root.find("devices")),
         current_memory_bytes=_memory(root.find("currentMemory")) or memory,
         policy=policy,
+        metadata=flatten(root.find("metadata")),
     )
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from exporter.collectors import libvirt as libvirt_collector
 from exporter.collectors.libvirt import DomainRecord, domain_families, skipped_by_nowait
+from exporter.collectors.libvirt_vcpu import OtherExits, vcpu_families
 from exporter.virt.domain_xml import parse_domain_xml
 from tests.exporter.helpers import (
     assert_schema_valid,
@@ -148,7 +149,8 @@ def test_qemu_stats_become_counters_and_gauges():
     assert value(text, "tee_domain_memory_bytes", domain="g") == 64 << 20
     assert value(text, "tee_domain_memory_max_bytes", domain="g") == 128 << 20
     assert value(text, "tee_memory_encrypted_bytes", domain="g") == 128 << 20
-    assert value(text, "tee_vm_exits_total", domain="g") == 2000  # exits.sum only, over both vCPUs
+    exits = {dict(lab)["reason"]: v for (name, lab), v in samples(text).items() if name == "tee_vm_exits_total"}
+    assert exits["halt"] == 12 and exits["other"] == 2000 - 12  # over both vCPUs; the total is their sum
     assert value(text, "tee_domain_network_transmit_bytes_total", domain="g", interface="vnet3") == 2000
     assert value(text, "tee_domain_network_receive_packets_total", domain="g", interface="vnet3") == 10
     assert value(text, "tee_domain_block_write_requests_total", domain="g", device="vda") == 2
@@ -168,4 +170,5 @@ class _Families:
         self.records = records
 
     def collect(self):
-        return domain_families(self.records)
+        yield from domain_families(self.records)
+        yield from vcpu_families(((r.info, r.stats) for r in self.records), False, OtherExits())
