@@ -19,7 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from exporter.collectors.base import Collector, CollectorContext, CollectorError
-from exporter.virt.cache import DomainCache, shared_cache
+from exporter.virt.cache import XML_WAIT, DefinitionLate, DomainCache, shared_cache
 from exporter.virt.connection import LibvirtConnection, LibvirtUnavailable, shared_connection
 from exporter.virt.domain_xml import DomainInfo
 from exporter.virt.runtime_policy import RuntimePolicyTracker
@@ -46,6 +46,7 @@ class LibvirtCollector(Collector):
         self.cache = cache
         self.policy = policy
         self.skipped_total = 0
+        self.late_total = 0  # domains of this scrape whose XML was not answered in time
 
     def stop(self) -> None:
         self.connection.close()
@@ -57,7 +58,8 @@ class LibvirtCollector(Collector):
             yield _up(0)
             raise
         yield _up(1)
-        self.skipped_total += sum(1 for r in records if skipped_by_nowait(r.stats))
+        self.skipped_total += sum(1 for r in records if skipped_by_nowait(r.stats)) + self.late_total
+        self.late_total = 0
         yield CounterMetricFamily("tee_exporter_libvirt_domains_skipped",
                                   "Active domains whose job-bound statistics were skipped (domain locked, NOWAIT).",
                                   value=self.skipped_total)
@@ -76,7 +78,7 @@ class LibvirtCollector(Collector):
             for dom, stats in raw:
                 # A locked domain's XMLDesc would wait for its job: use what is known of it, or skip it this
                 # scrape (it is counted as skipped) until it is free.
-                info = self.cache.known(dom) if skipped_by_nowait(stats) else self.cache.info(dom)
+                info = self.cache.known(dom) if skipped_by_nowait(stats) else self._definition(dom)
                 if info is not None:  # None: the domain vanished during the scrape, or is locked and unknown
                     records.append(DomainRecord(info, stats))
         except libvirt.libvirtError as exc:
@@ -84,6 +86,16 @@ class LibvirtCollector(Collector):
             raise CollectorError(f"libvirt {self.connection.uri}: {exc}") from None
         self.cache.retain({r.info.uuid for r in records})
         return records
+
+    def _definition(self, dom: libvirt.virDomain) -> DomainInfo | None:
+        """The domain's definition, unless its XML is not answered within XML_WAIT: the job may have been taken
+        after the NOWAIT stats call, or be one the heuristic cannot see (a domain being started or destroyed).
+        Such a domain is then served like a locked one, and counted as skipped."""
+        try:
+            return self.cache.info(dom, wait=XML_WAIT)
+        except DefinitionLate:
+            self.late_total += 1
+            return self.cache.known(dom)
 
 
 def _up(value: int) -> GaugeMetricFamily:

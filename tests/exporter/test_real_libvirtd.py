@@ -144,36 +144,75 @@ def monitor_backlog(qemu_pid: int) -> int:
                if "monitor.sock" in line and f"pid={qemu_pid}," in line)
 
 
+class LockedDomain:
+    """A real QEMU domain whose job libvirtd holds: QEMU is SIGSTOPped and a monitor command to it is pending."""
+
+    def __init__(self, uri: str, dom) -> None:
+        self.uri, self.dom, self.name = uri, dom, dom.name()
+        self.qemu = int(Path(f"/run/libvirt/qemu/{self.name}.pid").read_text())
+
+    def __enter__(self) -> None:
+        os.kill(self.qemu, signal.SIGSTOP)  # QEMU's monitor stops answering...
+        self.holder = subprocess.Popen(["virsh", "-c", self.uri, "qemu-monitor-command", self.name,  # ...so this
+                                        '{"execute":"query-status"}'],  # holds the job until QEMU runs again
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        assert wait_for(lambda: monitor_backlog(self.qemu) > 0, timeout=30)  # the job is now held, and stays held
+
+    def __exit__(self, *_exc: object) -> None:
+        os.kill(self.qemu, signal.SIGCONT)
+        try:
+            self.holder.wait(30)
+        except subprocess.TimeoutExpired:
+            self.holder.kill()
+            self.holder.wait()
+
+
 def test_locked_domain_does_not_block_scrape(tmp_path, libvirtd, tiny_domain):
     name = tiny_domain.name()
-    qemu = int(Path(f"/run/libvirt/qemu/{name}.pid").read_text())
     collector = libvirt_collector.build(make_ctx(tmp_path, libvirtd))
     scrape = ScrapeCollector([collector], timeout=10)
-    skipped = lambda: value(exposition(scrape), "tee_exporter_libvirt_domains_skipped_total")
-    before = skipped()
-    os.kill(qemu, signal.SIGSTOP)  # QEMU's monitor stops answering...
-    holder = subprocess.Popen(["virsh", "-c", libvirtd, "qemu-monitor-command", name,  # ...so this holds the job
-                               '{"execute":"query-status"}'], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        assert wait_for(lambda: monitor_backlog(qemu) > 0)  # the job is now held and stays held
-        # as a lifecycle event would (e.g. "suspended: migrated", sent while the job is held): the scrape must
-        # not fetch the locked domain's XML, which waits for the job
-        collector.cache.invalidate(tiny_domain.UUIDString())
-        # Under a loaded full test run one scrape here has missed its deadline (reported as a failed collector,
-        # the counter absent from that scrape; see the stop-8 note); what must hold is that scrapes go on and
-        # count the locked domain as skipped instead of waiting for its job.
-        assert wait_for(lambda: (skipped() or 0) > before)
-        text = exposition(scrape)
-        assert value(text, "tee_exporter_collector_success", collector="libvirt") == 1
-        assert value(text, "tee_domain_state", domain=name) == 1  # still listed, with its job-free stats
-        assert value(text, "tee_domain_cpu_seconds_total", domain=name) > 0
+        before = value(exposition(scrape), "tee_exporter_libvirt_domains_skipped_total")
+        with LockedDomain(libvirtd, tiny_domain):
+            # as a lifecycle event would (e.g. "suspended: migrated", sent while the job is held): the scrape must
+            # not fetch the locked domain's XML, which waits for the job
+            collector.cache.invalidate(tiny_domain.UUIDString())
+            text = exposition(scrape)
+            assert value(text, "tee_exporter_collector_success", collector="libvirt") == 1
+            assert value(text, "tee_exporter_libvirt_domains_skipped_total") == before + 1
+            assert value(text, "tee_domain_state", domain=name) == 1  # still listed, with its job-free stats
+            assert value(text, "tee_domain_cpu_seconds_total", domain=name) > 0
     finally:
-        os.kill(qemu, signal.SIGCONT)
-        try:
-            holder.wait(30)
-        except subprocess.TimeoutExpired:
-            holder.kill()
-            holder.wait()
+        collector.stop()
+
+
+def test_scrape_does_not_wait_for_a_locked_domain_the_heuristic_misses(tmp_path, libvirtd, tiny_domain,
+                                                                        monkeypatch):
+    """The NOWAIT heuristic (balloon.current without balloon.rss) cannot see every held job: one taken right after
+    the stats call, or a domain being started or destroyed. Whatever it says, the XML fetch of a locked domain
+    must not hold the scrape: here the heuristic is switched off against a domain whose job really is held."""
+    name = tiny_domain.name()
+    collector = libvirt_collector.build(make_ctx(tmp_path, libvirtd))
+    scrape = ScrapeCollector([collector], timeout=10)
+    monkeypatch.setattr(libvirt_collector, "skipped_by_nowait", lambda _stats: False)
+    try:
+        before = value(exposition(scrape), "tee_exporter_libvirt_domains_skipped_total")
+        with LockedDomain(libvirtd, tiny_domain):
+            collector.cache.invalidate(tiny_domain.UUIDString())
+            text = exposition(scrape)
+            # XMLDesc waits up to libvirt's 30 s job timeout, beyond the scrape's 10 s deadline: success proves
+            # that the scrape waited only its bounded XML_WAIT
+            assert value(text, "tee_exporter_collector_success", collector="libvirt") == 1
+            assert value(text, "tee_exporter_libvirt_domains_skipped_total") == before + 1
+            assert value(text, "tee_domain_state", domain=name) == 1  # served from its last-known definition
+            # the next scrape does not queue a second XML fetch behind the first: still late, still answered
+            text = exposition(scrape)
+            assert value(text, "tee_exporter_collector_success", collector="libvirt") == 1
+            assert value(text, "tee_exporter_libvirt_domains_skipped_total") == before + 2
+        # once the job is released, the fetch that was left running fills the cache: no more skips
+        assert wait_for(lambda: collector.cache.cached(tiny_domain.UUIDString()), timeout=30)
+        assert value(exposition(scrape), "tee_exporter_libvirt_domains_skipped_total") == before + 2
+    finally:
         collector.stop()
 
 
