@@ -201,8 +201,9 @@ def test_backpressure_bounds_the_spool_and_the_webhook_answers_503_while_it_cann
     """docs/audit.md: above spool.max-bytes reading pauses (tee_audit_backpressure 1) and the spool stays bounded,
     the backlog staying in the journal; the Alertmanager receiver answers 503 for what it cannot make durable (so
     Alertmanager retries). The sink is a local store on a real 64 KiB tmpfs: it fills, the sink fails and retries,
-    and the chained records wait in the spool."""
-    key, _public = keys(tmp_path / "keys")
+    and the chained records wait in the spool. Once the filesystem grows, reading resumes (under a bound smaller
+    than one spool segment too) and every record arrives, in order, verified."""
+    key, public = keys(tmp_path / "keys")
     journal, spool, bound = tmp_path / "journal.jsonl", tmp_path / "spool", 60_000
     write_journal(journal, 20_000)
     metrics_port, webhook_port = free_port(), free_port()
@@ -227,9 +228,22 @@ def test_backpressure_bounds_the_spool_and_the_webhook_answers_503_while_it_cann
             assert not _spooled(spool, "00000000000000aa")
             assert sample("tee_audit_records_in_total", source="journal.jsonl") == chained
             assert sample("tee_audit_sink_errors_total", sink="localstore", reason="io") >= 1
+            subprocess.run(["mount", "-o", "remount,size=64m", str(store)], check=True)
+            # at-least-once: the refused alert stays queued and is chained once reading resumes (Alertmanager's
+            # retry of it would be a second record with the same event id)
+            _wait(lambda: sample("tee_audit_records_shipped_total", sink="localstore") == 20_001, "shipping",
+                  timeout=120)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=60) == 0
+            code, report = verify_json("--store", str(store), "--public-key", str(public), "--chain", "h1")
+            assert code == 0 and report["records"] == 20_001, report
+            stored = [line for seg in sorted((store / "h1").glob("records-*.jsonl")) for line in seg.read_text()
+                      .splitlines() if "00000000000000aa" in line]
+            assert len(stored) == 1
         finally:
-            proc.kill()
-            proc.wait()
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 def test_the_webhook_answers_200_only_once_the_alert_is_in_the_spool(shipper: Shipper, tmp_path: Path) -> None:
