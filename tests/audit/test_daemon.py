@@ -250,3 +250,15 @@ def test_the_webhook_answers_200_only_once_the_alert_is_in_the_spool(shipper: Sh
     _wait(lambda: shipper.sample("tee_audit_records_shipped_total", sink="localstore") == EVENTS, "shipping")
     assert _post_alert(shipper.webhook_port, "00000000000000bb") == 200
     assert _spooled(tmp_path / "spool", "00000000000000bb")  # durable when the answer arrived, not later
+
+
+def test_source_errors_are_counted_by_source_and_reason(shipper: Shipper) -> None:
+    """docs/audit.md: quarantined input is counted in tee_audit_source_errors_total{source,reason}."""
+    _wait(lambda: shipper.sample("tee_audit_records_shipped_total", sink="localstore") == EVENTS, "shipping")
+    with shipper.journal.open("ab") as journal:
+        journal.write(b"not json\n" + b'{"a": 1, "a": 2}\n' + b"not json either\n")
+    _wait(lambda: shipper.sample("tee_audit_source_errors_total", source="journal.jsonl", reason="not_json") == 2,
+          "two not_json lines counted")
+    _wait(lambda: shipper.sample("tee_audit_source_errors_total", source="journal.jsonl",
+                                 reason="duplicate_key") == 1, "the duplicate key counted")
+    assert shipper.sample("tee_audit_records_in_total", source="journal.jsonl") == EVENTS  # none of them chained
