@@ -136,6 +136,53 @@ def test_stopped_libvirtd_fails_fast_and_recovers(tmp_path, private_libvirtd):
             c.stop()
 
 
+def test_libvirtd_restart_reregisters_callbacks_and_drops_the_definition_cache(tmp_path, private_libvirtd):
+    """docs/exporter.md: lifecycle callbacks are registered again on every new connection, and a reconnect drops
+    the cached definitions (events may have been missed while disconnected). A real libvirtd is stopped and
+    started under the collectors; events of domains defined afterwards still arrive, and every definition is
+    read again from the new daemon."""
+    uri = private_libvirtd.uri
+    ctx = make_ctx(tmp_path, uri)
+    ctx.shared[f"libvirt.connection:{uri}"] = LibvirtConnection(uri, keepalive_interval=1, keepalive_count=1,
+                                                                backoff=Backoff(initial=0.1, cap=1.0))
+    collectors = [libvirt_collector.build(ctx), lifecycle.build(ctx)]
+    for c in collectors:
+        c.start()
+    scrape = ScrapeCollector(collectors, timeout=10)
+    conn = libvirt.open(uri)
+    xml = lambda name: tiny_domain_xml(name).replace("type='kvm'", "type='qemu'")  # session mode: no /dev/kvm
+    actions = lambda name: [e["event"]["action"] for e in journal_lines(ctx) if e["tee"]["vm"]["name"] == name]
+    try:
+        before = conn.defineXML(xml("tee-before"))
+        assert wait_for(lambda: "domain-defined" in actions("tee-before"), timeout=30)
+        assert value(exposition(scrape), "tee_domain_state", domain="tee-before") == 5
+        cache, connection = collectors[0].cache, collectors[0].connection
+        assert cache.cached(before.UUIDString())
+        parses, generation = cache.parses, connection.generation
+        conn.close()
+        private_libvirtd.halt()
+        private_libvirtd.start()
+        private_libvirtd.wait_ready()
+        assert wait_for(lambda: value(exposition(scrape), "tee_libvirt_up") == 1, timeout=60)
+        assert connection.generation > generation  # a new connection...
+        assert cache.parses > parses  # ...and the old definition was dropped and read again from the new daemon
+        conn = libvirt.open(uri)
+        conn.defineXML(xml("tee-after"))  # an event only a callback registered on the new connection can see
+        assert wait_for(lambda: "domain-defined" in actions("tee-after"), timeout=30)
+        conn.lookupByName("tee-before").undefine()
+        assert wait_for(lambda: "domain-undefined" in actions("tee-before"), timeout=30)
+        assert value(exposition(scrape), "tee_domain_state", domain="tee-after") == 5
+    finally:
+        for name in ("tee-before", "tee-after"):
+            try:
+                conn.lookupByName(name).undefine()
+            except libvirt.libvirtError:
+                pass
+        conn.close()
+        for c in collectors:
+            c.stop()
+
+
 def monitor_backlog(qemu_pid: int) -> int:
     """Bytes waiting unread on the QEMU monitor socket (``ss`` from iproute2): > 0 once libvirtd, holding the
     domain job, has sent a command that the stopped QEMU does not read."""
