@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
@@ -26,7 +26,7 @@ from exporter.virt.domain_xml import DomainInfo, DomainXMLError, parse_domain_xm
 log = logging.getLogger(__name__)
 
 XML_WAIT = 1.0  # s a scrape or event waits for XMLDesc: a free domain's answers in milliseconds
-FETCH_WORKERS = 4  # bounds the threads left waiting on locked domains' XMLDesc; more fetches queue behind them
+FETCH_THREADS = 4  # bounds the threads left waiting on locked domains' XMLDesc; beyond them a domain is late at once
 
 
 class DefinitionLate(Exception):
@@ -40,7 +40,7 @@ class DomainCache:
         self._lock = threading.Lock()
         self.parses = 0  # how many XML documents were parsed; lets tests prove the cache works
         self._fetching: dict[str, Future[DomainInfo | None]] = {}
-        self._pool = ThreadPoolExecutor(FETCH_WORKERS, thread_name_prefix="domain-xml")
+        self._slots = threading.BoundedSemaphore(FETCH_THREADS)
         connection.on_domain_event(libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_lifecycle)
         connection.on_reconnect(self.clear)
 
@@ -50,27 +50,38 @@ class DomainCache:
         With ``wait``, libvirt is asked from a worker thread and ``DefinitionLate`` is raised when it has not
         answered after ``wait`` seconds; without, the caller waits as long as libvirt does."""
         uuid = dom.UUIDString()
-        new = False
         with self._lock:
             cached = self._infos.get(uuid)
             pending = None if cached is not None or wait is None else self._fetching.get(uuid)
             if cached is None and wait is not None and pending is None:
-                pending = self._fetching[uuid] = self._pool.submit(self._fetch, dom, uuid)
-                new = True
+                if not self._slots.acquire(blocking=False):
+                    raise DefinitionLate(uuid)  # every fetch thread waits on a locked domain already
+                pending = self._fetching[uuid] = self._fetch_in_thread(dom, uuid)
         if cached is not None:
             return cached
         if pending is None:
             return self._fetch(dom, uuid)
-        if new:  # outside the lock: a fetch that is already done runs the callback right here
-            pending.add_done_callback(lambda _f: self._fetched(uuid))
         try:
             return pending.result(timeout=wait)
         except FutureTimeout:
             raise DefinitionLate(uuid) from None
 
-    def _fetched(self, uuid: str) -> None:
-        with self._lock:
-            self._fetching.pop(uuid, None)
+    def _fetch_in_thread(self, dom: libvirt.virDomain, uuid: str) -> Future[DomainInfo | None]:
+        """A daemon thread, not a pool's: a fetch stuck on a frozen libvirtd must not hold up the exporter's exit."""
+        future: Future[DomainInfo | None] = Future()
+
+        def run() -> None:
+            try:
+                future.set_result(self._fetch(dom, uuid))
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller, who re-raises it
+                future.set_exception(exc)
+            finally:
+                with self._lock:
+                    self._fetching.pop(uuid, None)
+                self._slots.release()
+
+        threading.Thread(target=run, name=f"domain-xml-{uuid}", daemon=True).start()
+        return future
 
     def _fetch(self, dom: libvirt.virDomain, uuid: str) -> DomainInfo | None:
         try:
