@@ -191,12 +191,32 @@ def monitor_backlog(qemu_pid: int) -> int:
                if "monitor.sock" in line and f"pid={qemu_pid}," in line)
 
 
-class LockedDomain:
-    """A real QEMU domain whose job libvirtd holds: QEMU is SIGSTOPped and a monitor command to it is pending."""
+@pytest.fixture
+def private_domain(private_libvirtd):
+    """A running QEMU guest (TCG) of a private libvirtd: the locked-domain tests stop a QEMU, and a NOWAIT stats
+    call that takes the job of a stopped QEMU nobody else holds waits for its monitor (see LockedDomain), so they
+    must not share a daemon with other runs' guests, nor stop guests others scrape."""
+    conn = libvirt.open(private_libvirtd.uri)
+    dom = conn.createXML(tiny_domain_xml(f"tee-test-{uuid.uuid4().hex[:8]}").replace("type='kvm'", "type='qemu'"), 0)
+    try:
+        yield private_libvirtd.uri, dom, private_libvirtd.base / "run" / "libvirt" / "qemu" / "run"
+    finally:
+        try:
+            dom.destroy()
+        except libvirt.libvirtError:
+            pass
+        conn.close()
 
-    def __init__(self, uri: str, dom) -> None:
+
+class LockedDomain:
+    """A real QEMU domain whose job libvirtd holds: QEMU is SIGSTOPped and a monitor command to it is pending.
+
+    The job must be held by someone else before anything scrapes: a NOWAIT stats call that finds the job of a
+    stopped QEMU free takes it and waits for the monitor like any other call (libvirt 11.3, measured)."""
+
+    def __init__(self, uri: str, dom, pid_dir: Path) -> None:
         self.uri, self.dom, self.name = uri, dom, dom.name()
-        self.qemu = int(Path(f"/run/libvirt/qemu/{self.name}.pid").read_text())
+        self.qemu = int((pid_dir / f"{self.name}.pid").read_text())
 
     def __enter__(self) -> None:
         os.kill(self.qemu, signal.SIGSTOP)  # QEMU's monitor stops answering...
@@ -214,13 +234,14 @@ class LockedDomain:
             self.holder.wait()
 
 
-def test_locked_domain_does_not_block_scrape(tmp_path, libvirtd, tiny_domain):
+def test_locked_domain_does_not_block_scrape(tmp_path, private_domain):
+    uri, tiny_domain, pid_dir = private_domain
     name = tiny_domain.name()
-    collector = libvirt_collector.build(make_ctx(tmp_path, libvirtd))
+    collector = libvirt_collector.build(make_ctx(tmp_path, uri))
     scrape = ScrapeCollector([collector], timeout=10)
     try:
         before = value(exposition(scrape), "tee_exporter_libvirt_domains_skipped_total")
-        with LockedDomain(libvirtd, tiny_domain):
+        with LockedDomain(uri, tiny_domain, pid_dir):
             # as a lifecycle event would (e.g. "suspended: migrated", sent while the job is held): the scrape must
             # not fetch the locked domain's XML, which waits for the job
             collector.cache.invalidate(tiny_domain.UUIDString())
@@ -233,18 +254,18 @@ def test_locked_domain_does_not_block_scrape(tmp_path, libvirtd, tiny_domain):
         collector.stop()
 
 
-def test_scrape_does_not_wait_for_a_locked_domain_the_heuristic_misses(tmp_path, libvirtd, tiny_domain,
-                                                                        monkeypatch):
+def test_scrape_does_not_wait_for_a_locked_domain_the_heuristic_misses(tmp_path, private_domain, monkeypatch):
     """The NOWAIT heuristic (balloon.current without balloon.rss) cannot see every held job: one taken right after
     the stats call, or a domain being started or destroyed. Whatever it says, the XML fetch of a locked domain
     must not hold the scrape: here the heuristic is switched off against a domain whose job really is held."""
+    uri, tiny_domain, pid_dir = private_domain
     name = tiny_domain.name()
-    collector = libvirt_collector.build(make_ctx(tmp_path, libvirtd))
+    collector = libvirt_collector.build(make_ctx(tmp_path, uri))
     scrape = ScrapeCollector([collector], timeout=10)
     monkeypatch.setattr(libvirt_collector, "skipped_by_nowait", lambda _stats: False)
     try:
         before = value(exposition(scrape), "tee_exporter_libvirt_domains_skipped_total")
-        with LockedDomain(libvirtd, tiny_domain):
+        with LockedDomain(uri, tiny_domain, pid_dir):
             collector.cache.invalidate(tiny_domain.UUIDString())
             text = exposition(scrape)
             # XMLDesc waits up to libvirt's 30 s job timeout, beyond the scrape's 10 s deadline: success proves
