@@ -151,7 +151,7 @@ class Pipeline:
         """Read a batch from every source, chain it and append it to the spool; True when anything was read."""
         if now < self.spool_retry_at:
             return False
-        if self.spool.bytes >= self.s.spool_max_bytes:
+        if self.backlog_bytes() >= self.s.spool_max_bytes:
             self.metrics.backpressure.set(1)
             return False
         self.metrics.backpressure.set(0)
@@ -172,6 +172,13 @@ class Pipeline:
         if self.alerts:
             self.alerts.done(pending)
         return True
+
+    def backlog_bytes(self) -> int:
+        """Spool bytes some sink has not acknowledged: what ``spool.max-bytes`` bounds. Segments are deleted whole
+        once every sink is past them, so the slowest sink's segment is the oldest file; counting its acknowledged
+        part too would keep reading paused for good under a bound below one segment (16 MiB)."""
+        slowest = min((r.cursor.pos for r in self.runners), default=None)
+        return self.spool.bytes if slowest is None else max(0, self.spool.bytes - slowest.offset)
 
     def _chain(self, lines: list[Line], alerts: list[tuple[str, dict[str, Any]]]
                ) -> tuple[list[Entry], dict[str, dict[str, int]]]:

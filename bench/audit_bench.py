@@ -12,7 +12,8 @@
 
 Part 1 alternates the two sides over ``--rounds`` rounds (order swapped every round) and reports medians and
 spread, then times a replay of everything after a rollover (the exactly-once slow path). Without --es,
-Elasticsearch is installed/started on port $TEE_BENCH_ES_PORT (default 19201) and stopped afterwards.
+Elasticsearch is installed/started on port $TEE_BENCH_ES_PORT (default a free port, transport on port + 100) and
+stopped afterwards.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from audit.sinks import localstore
 from audit.verify import verify
 from audit.verify_cli import default_workers, local_records, verify_store
 from exporter.journal import make_event
+from tests.fixtures.ports import free_ports
 
 TEE_AUDIT = [sys.executable, "-m", "audit"]
 
@@ -183,7 +185,7 @@ def main() -> None:
         (ROOT / ".cache").mkdir(exist_ok=True)
         verify_only(n)
         return
-    port = os.environ.get("TEE_BENCH_ES_PORT", "19201")
+    port = os.environ.get("TEE_BENCH_ES_PORT") or str(free_ports((0, 100)))
     env = {**os.environ, "ES_PORT": port, "ES_DATA": str(ROOT / f".cache/es-bench-{port}")}
     url = opts.es
     if url is None:

@@ -195,7 +195,11 @@ def parse_crl(data: bytes, what: str) -> x509.CertificateRevocationList:
 def load_dir(folder: Path) -> CollateralSet:
     """Every collateral file in ``folder``; an unreadable or malformed file is an error naming it."""
     out = CollateralSet()
-    for path in sorted(Path(folder).iterdir()):
+    try:
+        paths = sorted(Path(folder).iterdir())
+    except OSError as exc:  # missing, not a directory, unreadable: a start-up error naming it, not a traceback
+        raise EvidenceError("collateral", f"{folder}: cannot read the collateral directory: {exc.strerror}") from None
+    for path in paths:
         if not path.is_file():
             continue
         try:

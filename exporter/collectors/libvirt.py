@@ -27,7 +27,7 @@ from exporter.collectors.base import Collector, CollectorContext, CollectorError
 from exporter.collectors.libvirt_jobs import JobRecord, job_families
 from exporter.collectors.libvirt_vcpu import OtherExits, vcpu_families
 from exporter.collectors.samples import add_sample
-from exporter.virt.cache import DomainCache, shared_cache
+from exporter.virt.cache import XML_WAIT, DefinitionLate, DomainCache, shared_cache
 from exporter.virt.connection import LibvirtConnection, LibvirtUnavailable, shared_connection
 from exporter.virt.domain_xml import DomainInfo
 from exporter.virt.jobs import MigrationTracker, paused_by_job
@@ -65,6 +65,7 @@ class LibvirtCollector(Collector):
         self.per_vcpu = per_vcpu
         self.metadata_labels = metadata_labels
         self.skipped_total = 0
+        self.late_total = 0  # domains of this scrape whose XML was not answered in time
         self.other_exits = OtherExits()
         self.migrations = MigrationTracker()
         connection.on_domain_event(libvirt.VIR_DOMAIN_EVENT_ID_MIGRATION_ITERATION, self.migrations.on_iteration)
@@ -81,7 +82,8 @@ class LibvirtCollector(Collector):
             raise
         yield _up(1)
         yield versions
-        self.skipped_total += sum(1 for r in records if skipped_by_nowait(r.stats))
+        self.skipped_total += sum(1 for r in records if skipped_by_nowait(r.stats)) + self.late_total
+        self.late_total = 0
         yield CounterMetricFamily("tee_exporter_libvirt_domains_skipped",
                                   "Active domains whose job-bound statistics were skipped (domain locked, NOWAIT).",
                                   value=self.skipped_total)
@@ -105,7 +107,7 @@ class LibvirtCollector(Collector):
             for dom, stats in raw:
                 # A locked domain's XMLDesc would wait for its job: use what is known of it, or skip it this
                 # scrape (it is counted as skipped) until it is free.
-                info = self.cache.known(dom) if skipped_by_nowait(stats) else self.cache.info(dom)
+                info = self.cache.known(dom) if skipped_by_nowait(stats) else self._definition(dom)
                 if info is None:  # the domain vanished during the scrape, or is locked and unknown
                     continue
                 records.append(DomainRecord(info, stats))
@@ -142,6 +144,16 @@ class LibvirtCollector(Collector):
             self.migrations.done(info.uuid)  # a migration that ended without our seeing its completion
             return None
         return JobRecord(info.name, params)
+
+    def _definition(self, dom: libvirt.virDomain) -> DomainInfo | None:
+        """The domain's definition, unless its XML is not answered within XML_WAIT: the job may have been taken
+        after the NOWAIT stats call, or be one the heuristic cannot see (a domain being started or destroyed).
+        Such a domain is then served like a locked one, and counted as skipped."""
+        try:
+            return self.cache.info(dom, wait=XML_WAIT)
+        except DefinitionLate:
+            self.late_total += 1
+            return self.cache.known(dom)
 
 
 _NO_JOB_ERRORS = {libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_OPERATION_INVALID, libvirt.VIR_ERR_NO_SUPPORT}

@@ -28,7 +28,7 @@ from prometheus_client.metrics_core import Metric
 
 from exporter.collectors.base import Collector, CollectorContext
 from exporter.journal import Journal
-from exporter.virt.cache import DomainCache, shared_cache
+from exporter.virt.cache import XML_WAIT, DefinitionLate, DomainCache, shared_cache
 from exporter.virt.connection import LibvirtConnection, LibvirtUnavailable, shared_connection
 from exporter.virt.jobs import operation_name
 from exporter.virt.lifecycle_events import Transition, is_boot_resume, transition
@@ -153,9 +153,9 @@ class LifecycleCollector(Collector):
         known = self.cache.known(dom)
         if known is not None:
             return known
-        try:
-            return self.cache.info(dom)
-        except libvirt.libvirtError:
+        try:  # bounded: a just-defined domain may already be locked by its start (a large SNP guest's takes long)
+            return self.cache.info(dom, wait=XML_WAIT)
+        except (libvirt.libvirtError, DefinitionLate):
             return None
 
     def _creation_seconds(self, name: str) -> float | None:

@@ -2,12 +2,20 @@
 
 An entry is dropped when libvirt reports a lifecycle event for the domain (a define, start or undefine can change
 its XML) and the whole cache is dropped on reconnect, since events may have been missed while disconnected.
+
+``XMLDesc`` waits for the domain's job (up to libvirt's 30 s job timeout): a start of a large confidential guest,
+a migration or a monitor command to a stuck QEMU holds it. Which domain is locked cannot be told reliably from the
+outside (the job may be taken between the NOWAIT stats call and the XML fetch), so a caller that must not block
+passes ``wait``: the fetch then runs in a worker thread and the caller gets ``DefinitionLate`` when it is not
+answered in time; the fetch completes in the background and fills the cache for the next caller.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 import libvirt
@@ -17,6 +25,13 @@ from exporter.virt.domain_xml import DomainInfo, DomainXMLError, parse_domain_xm
 
 log = logging.getLogger(__name__)
 
+XML_WAIT = 1.0  # s a scrape or event waits for XMLDesc: a free domain's answers in milliseconds
+FETCH_THREADS = 4  # bounds the threads left waiting on locked domains' XMLDesc; beyond them a domain is late at once
+
+
+class DefinitionLate(Exception):
+    """``XMLDesc`` did not answer within the caller's wait (the domain's job is held); it is still being fetched."""
+
 
 class DomainCache:
     def __init__(self, connection: LibvirtConnection) -> None:
@@ -24,18 +39,53 @@ class DomainCache:
         self._last_known: dict[str, DomainInfo] = {}  # survives invalidation: an undefined domain's last XML
         self._lock = threading.Lock()
         self.parses = 0  # how many XML documents were parsed; lets tests prove the cache works
+        self._fetching: dict[str, Future[DomainInfo | None]] = {}
+        self._slots = threading.BoundedSemaphore(FETCH_THREADS)
         connection.on_domain_event(libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_lifecycle)
         # <metadata> (descriptive labels) changes without a lifecycle event, e.g. ``virsh metadata``.
         connection.on_domain_event(libvirt.VIR_DOMAIN_EVENT_ID_METADATA_CHANGE, self._on_metadata)
         connection.on_reconnect(self.clear)
 
-    def info(self, dom: libvirt.virDomain) -> DomainInfo | None:
-        """The parsed definition of ``dom``; None if the domain vanished or its XML is unusable."""
+    def info(self, dom: libvirt.virDomain, wait: float | None = None) -> DomainInfo | None:
+        """The parsed definition of ``dom``; None if the domain vanished or its XML is unusable.
+
+        With ``wait``, libvirt is asked from a worker thread and ``DefinitionLate`` is raised when it has not
+        answered after ``wait`` seconds; without, the caller waits as long as libvirt does."""
         uuid = dom.UUIDString()
         with self._lock:
             cached = self._infos.get(uuid)
+            pending = None if cached is not None or wait is None else self._fetching.get(uuid)
+            if cached is None and wait is not None and pending is None:
+                if not self._slots.acquire(blocking=False):
+                    raise DefinitionLate(uuid)  # every fetch thread waits on a locked domain already
+                pending = self._fetching[uuid] = self._fetch_in_thread(dom, uuid)
         if cached is not None:
             return cached
+        if pending is None:
+            return self._fetch(dom, uuid)
+        try:
+            return pending.result(timeout=wait)
+        except FutureTimeout:
+            raise DefinitionLate(uuid) from None
+
+    def _fetch_in_thread(self, dom: libvirt.virDomain, uuid: str) -> Future[DomainInfo | None]:
+        """A daemon thread, not a pool's: a fetch stuck on a frozen libvirtd must not hold up the exporter's exit."""
+        future: Future[DomainInfo | None] = Future()
+
+        def run() -> None:
+            try:
+                future.set_result(self._fetch(dom, uuid))
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller, who re-raises it
+                future.set_exception(exc)
+            finally:
+                with self._lock:
+                    self._fetching.pop(uuid, None)
+                self._slots.release()
+
+        threading.Thread(target=run, name=f"domain-xml-{uuid}", daemon=True).start()
+        return future
+
+    def _fetch(self, dom: libvirt.virDomain, uuid: str) -> DomainInfo | None:
         try:
             info = parse_domain_xml(dom.XMLDesc(0))
         except libvirt.libvirtError as exc:

@@ -8,6 +8,7 @@ import json
 import signal
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,9 +17,11 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from audit.ship import READ_BATCH
 from tests.audit.forge import forged_records, last_stored
 from tests.audit.kit import TEE_AUDIT, keys, verify_json, write_journal
 from tests.fixtures.prometheus import free_port
+from tests.fixtures.tmpfs import mounted_tmpfs
 from tests.jsonl import complete_json_lines
 
 EVENTS = 300
@@ -170,3 +173,92 @@ def _post_ok(req: urllib.request.Request) -> bool:
             return resp.status == 200
     except OSError:
         return False
+
+
+def _post_alert(port: int, fingerprint: str) -> int:
+    """POST one Alertmanager notification to the shipper's webhook; the HTTP status."""
+    body = {"version": "4", "groupKey": "{}:{alertname=\"TEEAuditLagHigh\"}", "truncatedAlerts": 0,
+            "status": "firing", "receiver": "tee-audit", "groupLabels": {}, "commonLabels": {},
+            "commonAnnotations": {}, "externalURL": "http://alertmanager",
+            "alerts": [{"status": "firing", "labels": {"alertname": "TEEAuditLagHigh", "severity": "warning"},
+                        "annotations": {"summary": "lag"}, "startsAt": "2026-11-28T10:00:00.000Z",
+                        "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "http://prometheus/graph",
+                        "fingerprint": fingerprint}]}
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/alerts", data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def _spooled(spool: Path, text: str) -> bool:
+    return any(text in seg.read_text(errors="replace") for seg in spool.glob("*.spool"))
+
+
+def test_backpressure_bounds_the_spool_and_the_webhook_answers_503_while_it_cannot_spool(tmp_path: Path) -> None:
+    """docs/audit.md: above spool.max-bytes reading pauses (tee_audit_backpressure 1) and the spool stays bounded,
+    the backlog staying in the journal; the Alertmanager receiver answers 503 for what it cannot make durable (so
+    Alertmanager retries). The sink is a local store on a real 64 KiB tmpfs: it fills, the sink fails and retries,
+    and the chained records wait in the spool. Once the filesystem grows, reading resumes (under a bound smaller
+    than one spool segment too) and every record arrives, in order, verified."""
+    key, public = keys(tmp_path / "keys")
+    journal, spool, bound = tmp_path / "journal.jsonl", tmp_path / "spool", 60_000
+    write_journal(journal, 20_000)
+    metrics_port, webhook_port = free_port(), free_port()
+    metrics = f"http://127.0.0.1:{metrics_port}/metrics"
+    with mounted_tmpfs(tmp_path / "small", "64k") as store:
+        proc = subprocess.Popen([
+            *TEE_AUDIT, "ship", "--source", str(journal), "--store", str(store), "--chain", "h1",
+            "--signing-key", str(key), "--spool.dir", str(spool), "--spool.max-bytes", str(bound),
+            "--web.listen-address", f"127.0.0.1:{metrics_port}",
+            "--alertmanager.listen-address", f"127.0.0.1:{webhook_port}", "--source.poll-seconds", "0.1",
+        ], stdout=subprocess.DEVNULL, stderr=(tmp_path / "shipper.log").open("wb"))
+        try:
+            sample = lambda name, **labels: _scrape(metrics).get((name, tuple(sorted(labels.items()))))
+            _wait(lambda: _post_ok(urllib.request.Request(metrics)) and sample("tee_audit_backpressure") == 1,
+                  "backpressure")
+            chained = sample("tee_audit_records_in_total", source="journal.jsonl")
+            assert chained <= READ_BATCH  # the one read batch that crossed the bound
+            # bounded: the spool holds that batch, not the 20000-line backlog (which stays in the journal)
+            assert bound <= sample("tee_audit_spool_bytes") < journal.stat().st_size / 4
+            # while reading is paused, an alert cannot become durable: 503 (after the receiver's wait), not chained
+            assert _post_alert(webhook_port, "00000000000000aa") == 503
+            assert not _spooled(spool, "00000000000000aa")
+            assert sample("tee_audit_records_in_total", source="journal.jsonl") == chained
+            assert sample("tee_audit_sink_errors_total", sink="localstore", reason="io") >= 1
+            subprocess.run(["mount", "-o", "remount,size=64m", str(store)], check=True)
+            # at-least-once: the refused alert stays queued and is chained once reading resumes (Alertmanager's
+            # retry of it would be a second record with the same event id)
+            _wait(lambda: sample("tee_audit_records_shipped_total", sink="localstore") == 20_001, "shipping",
+                  timeout=120)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=60) == 0
+            code, report = verify_json("--store", str(store), "--public-key", str(public), "--chain", "h1")
+            assert code == 0 and report["records"] == 20_001, report
+            stored = [line for seg in sorted((store / "h1").glob("records-*.jsonl")) for line in seg.read_text()
+                      .splitlines() if "00000000000000aa" in line]
+            assert len(stored) == 1
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def test_the_webhook_answers_200_only_once_the_alert_is_in_the_spool(shipper: Shipper, tmp_path: Path) -> None:
+    _wait(lambda: shipper.sample("tee_audit_records_shipped_total", sink="localstore") == EVENTS, "shipping")
+    assert _post_alert(shipper.webhook_port, "00000000000000bb") == 200
+    assert _spooled(tmp_path / "spool", "00000000000000bb")  # durable when the answer arrived, not later
+
+
+def test_source_errors_are_counted_by_source_and_reason(shipper: Shipper) -> None:
+    """docs/audit.md: quarantined input is counted in tee_audit_source_errors_total{source,reason}."""
+    _wait(lambda: shipper.sample("tee_audit_records_shipped_total", sink="localstore") == EVENTS, "shipping")
+    with shipper.journal.open("ab") as journal:
+        journal.write(b"not json\n" + b'{"a": 1, "a": 2}\n' + b"not json either\n")
+    _wait(lambda: shipper.sample("tee_audit_source_errors_total", source="journal.jsonl", reason="not_json") == 2,
+          "two not_json lines counted")
+    _wait(lambda: shipper.sample("tee_audit_source_errors_total", source="journal.jsonl",
+                                 reason="duplicate_key") == 1, "the duplicate key counted")
+    assert shipper.sample("tee_audit_records_in_total", source="journal.jsonl") == EVENTS  # none of them chained

@@ -74,11 +74,55 @@ def recording_rules() -> dict[str, str]:
             for group in yaml.safe_load(path.read_text())["groups"] for rule in group["rules"] if "record" in rule}
 
 
+def names_in(expr: str) -> list[str]:
+    """The metric and recorded-series names written in ``expr``, in order (not label names or values)."""
+    return _METRIC.findall(_LABEL_LISTS.sub(" ", _QUOTED.sub('""', expr)))
+
+
 def raw_metrics(expr: str, recorded: dict[str, str] | None = None) -> set[str]:
     """The exporter/shipper metric names ``expr`` reads, looking through recorded series to their inputs."""
     recorded = recording_rules() if recorded is None else recorded
-    names = set(_METRIC.findall(_LABEL_LISTS.sub(" ", _QUOTED.sub('""', expr))))
+    names = set(names_in(expr))
     raw: set[str] = set()
     for name in names:
         raw |= raw_metrics(recorded[name], recorded) if name in recorded else {name}
     return raw
+
+
+# `or vector(0)` makes a panel show 0 instead of "No data": a query so ended returns data even when the metric it
+# names does not exist, so its own data proves nothing about the metric's name.
+_FALLBACK = re.compile(r"\s+or\s+vector\(0\)")
+DOCS = [ROOT / "docs" / "exporter.md", ROOT / "docs" / "attestation.md", ROOT / "docs" / "audit.md"]
+_DOC_NAME = re.compile(r"`(tee_[A-Za-z0-9_{},]+)")
+_ALTERNATIVES = re.compile(r"\{([a-z0-9_,]+)\}(?=[a-z0-9_])")  # tee_domain_block_{read,write}_bytes_total
+HISTOGRAM_SERIES = ("_bucket", "_count", "_sum")
+
+
+def without_fallback(expr: str) -> str:
+    return _FALLBACK.sub("", expr)
+
+
+def has_fallback(expr: str) -> bool:
+    return bool(_FALLBACK.search(expr))
+
+
+def _expand(name: str) -> set[str]:
+    match = _ALTERNATIVES.search(name)
+    if match is None:
+        return {name.split("{", 1)[0]}  # what follows is a label list: tee_audit_records_in_total{source}
+    return set().union(*(_expand(name[:match.start()] + part + name[match.end():])
+                         for part in match[1].split(",")))
+
+
+def documented_metrics(docs: list[Path] | None = None) -> set[str]:
+    """Every metric name the docs' metric tables and text give, with the series a histogram adds."""
+    names: set[str] = set()
+    for path in DOCS if docs is None else docs:
+        for written in _DOC_NAME.findall(path.read_text()):
+            names |= _expand(written)
+    return names | {name + suffix for name in names for suffix in HISTOGRAM_SERIES}
+
+
+def unknown_metrics(expr: str, known: set[str]) -> set[str]:
+    """The names ``expr`` reads (through recorded series) that are neither exposed nor documented: misspelt."""
+    return raw_metrics(expr) - known - {"up"}

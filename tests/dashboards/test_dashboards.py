@@ -4,6 +4,7 @@ data from a real Prometheus scraping a real tee-exporter wherever the metrics it
 from __future__ import annotations
 
 import importlib.util
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -140,3 +141,46 @@ def test_recording_rules_return_data_where_their_inputs_exist(demo_prometheus: P
                 empty.append(name)
     assert not empty, f"recorded series without data although their inputs exist: {empty}"
     assert DEMO_HOST_RECORDS <= set(checked), DEMO_HOST_RECORDS - set(checked)
+
+
+def known_metrics(prometheus: PrometheusServer) -> set[str]:
+    """What a real tee-exporter exposes on the demo host, plus what the docs promise for the rest (metrics the
+    test driver cannot produce: CPU, block and network counters, the shipper's, egress...)."""
+    return prometheus.metric_names() | queries.documented_metrics()
+
+
+def test_every_metric_a_panel_reads_is_exposed_or_documented(demo_prometheus: PrometheusServer) -> None:
+    """A panel whose metric is misspelt shows "No data" (or, behind `or vector(0)`, a reassuring 0) forever; the
+    data tests above skip queries whose metrics are absent (none of the six fallback queries has all its metrics
+    on the demo host), so names are checked here, fallback or not."""
+    known = known_metrics(demo_prometheus)
+    unknown = {q.id: sorted(names) for q in queries.panel_queries() if (names := queries.unknown_metrics(q.expr, known))}
+    unknown |= {f"{d}/${v}": sorted(names) for d, v, selector, _ in queries.variable_queries()
+                if (names := queries.unknown_metrics(selector, known))}
+    assert not unknown, unknown
+
+
+def test_a_misspelt_metric_is_caught_even_behind_or_vector_0(demo_prometheus: PrometheusServer) -> None:
+    known = known_metrics(demo_prometheus)
+    fallback = [q for q in queries.panel_queries() if queries.has_fallback(q.expr)]
+    assert len(fallback) == 6, [q.id for q in fallback]  # the six panels that show 0 rather than "No data"
+    still_data = []
+    for query in fallback:
+        name = queries.names_in(query.expr)[0]  # a raw metric or a recorded series
+        misspelt = re.sub(rf"\b{re.escape(name)}\b", name + "x", query.expr, count=1)  # the guarded part
+        assert queries.unknown_metrics(misspelt, known) == {name + "x"}, query.id
+        if demo_prometheus.query(misspelt):
+            still_data.append(query.id)
+    # the point of the check: Prometheus itself "returns data" for most of the misspelt queries
+    assert len(still_data) >= 4, still_data
+
+
+def test_documented_metric_names_expand_alternatives_and_drop_labels(tmp_path: Path) -> None:
+    doc = tmp_path / "doc.md"
+    doc.write_text("| `tee_domain_block_{read,write}_bytes_total` | `tee_audit_records_in_total{source}` |\n"
+                   "`tee_vm_creation_duration_seconds` |\n")
+    assert queries.documented_metrics([doc]) == {
+        "tee_domain_block_read_bytes_total", "tee_domain_block_write_bytes_total", "tee_audit_records_in_total",
+        *(f"tee_vm_creation_duration_seconds{s}" for s in ("", "_bucket", "_count", "_sum")),
+        *(f"{n}{s}" for n in ("tee_domain_block_read_bytes_total", "tee_domain_block_write_bytes_total",
+                              "tee_audit_records_in_total") for s in queries.HISTOGRAM_SERIES)}

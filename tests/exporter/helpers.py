@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
@@ -109,11 +110,22 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02):
         time.sleep(interval)
 
 
+def golden_update_requested(environ: Mapping[str, str]) -> bool:
+    """Whether UPDATE_GOLDEN asks to rewrite golden files. Refused in CI (``CI`` set to anything but false/0):
+    there a rewrite would turn every golden test into a comparison of the output with itself."""
+    if not environ.get("UPDATE_GOLDEN"):
+        return False
+    if environ.get("CI", "").lower() not in ("", "0", "false"):
+        raise RuntimeError("UPDATE_GOLDEN is set in CI: golden files are rewritten only by a developer, "
+                           "and the diff reviewed; unset UPDATE_GOLDEN")
+    return True
+
+
 def check_golden(name: str, text: str) -> None:
-    """Compare with tests/exporter/golden/<name>; UPDATE_GOLDEN=1 rewrites the file instead."""
+    """Compare with tests/exporter/golden/<name>; UPDATE_GOLDEN=1 rewrites the file instead (never in CI)."""
     import os
 
     path = GOLDEN / name
-    if os.environ.get("UPDATE_GOLDEN"):
+    if golden_update_requested(os.environ):
         path.write_text(text)
     assert text == path.read_text()

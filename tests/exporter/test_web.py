@@ -27,6 +27,7 @@ from cryptography.x509.oid import NameOID
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 
+from common import http as common_http
 from common import webconfig
 from common.http import MetricsServer, ServeError, parse_listen_address
 from common.settings import ConfigError
@@ -300,7 +301,21 @@ def test_beyond_max_requests_answers_503(serve: Serve) -> None:
     assert results == [200, 200]
 
 
-def test_simultaneous_identical_scrapes_share_one_collection(serve: Serve) -> None:
+class _CountedEvent(threading.Event):
+    """An Event that counts the threads that began waiting on it."""
+
+    waiting = 0
+
+    def wait(self, timeout: float | None = None) -> bool:
+        type(self).waiting += 1
+        return super().wait(timeout)
+
+
+def test_simultaneous_identical_scrapes_share_one_collection(serve: Serve, monkeypatch: pytest.MonkeyPatch) -> None:
+    # scrapes that join a running collection wait on its Event: count them instead of sleeping until they arrive
+    monkeypatch.setattr(_CountedEvent, "waiting", 0)
+    flight = common_http._Flight
+    monkeypatch.setattr(common_http, "_Flight", lambda: flight(done=_CountedEvent()))
     slow = Gated()
     server = serve(collector=slow, max_requests=1)
     results: list[int] = []
@@ -308,7 +323,7 @@ def test_simultaneous_identical_scrapes_share_one_collection(serve: Serve) -> No
     assert wait_until(lambda: slow.calls == 1)
     # would be 503 with one slot if not shared (3: the pool has max_requests + 4 workers, and waiters hold one)
     others = [get_in_background(url(server), results) for _ in range(3)]
-    time.sleep(0.3)
+    assert wait_until(lambda: _CountedEvent.waiting == 3)
     slow.gate.set()
     for thread in (first, *others):
         thread.join()
@@ -423,7 +438,9 @@ def test_aborted_scrape_is_not_a_stack_trace(serve: Serve, caplog: pytest.LogCap
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # reset, not FIN
         sock.close()
     assert requests.get(url(server, "/healthz"), timeout=10).ok  # the server is fine
-    time.sleep(0.5)
+    # every worker back to idle: the aborted scrapes (each reached a worker, recv(1) above) are finished and logged
+    pool = server.server.wsgi.requests
+    assert wait_until(lambda: pool.idle == pool.min and pool.qsize == 0)
     for record in caplog.records:
         assert record.exc_info is None and "\n" not in record.getMessage(), record.getMessage()
     assert "Traceback" not in capfd.readouterr().err  # nor written past the logger (cheroot's own error log)

@@ -168,12 +168,28 @@ def rotate(path: Path) -> None:
     os.rename(path, path.with_name(path.name + ".1"))
 
 
+def count_polls(follower) -> Callable[[], int]:
+    """Counts the follower's completed polls (its thread calls ``self.poll_once``), so a test waits for polls
+    instead of sleeping for a guessed number of poll intervals."""
+    done = [0]
+    poll = follower.poll_once
+
+    def counted() -> int:
+        handled = poll()
+        done[0] += 1
+        return handled
+
+    follower.poll_once = counted
+    return lambda: done[0]
+
+
 def test_logs_rotated_while_read_lose_and_repeat_nothing(tmp_path) -> None:
     kbs_log, as_log = tmp_path / "kbs.log", tmp_path / "as.log"
     kbs_log.write_bytes(b"\n".join(KBS_LINES[:3]) + b"\n")
     as_log.write_bytes(AS_LINES[0] + b"\n")
     ctx, journal = make_ctx(tmp_path, kbs_log_paths=(kbs_log,), attestation_log_paths=(as_log,))
     att, kbs = AttestationCollector(ctx), KbsCollector(ctx)
+    polls = {"att": count_polls(att.follower), "kbs": count_polls(kbs.follower)}
     att.start()
     kbs.start()
     try:
@@ -189,7 +205,8 @@ def test_logs_rotated_while_read_lose_and_repeat_nothing(tmp_path) -> None:
         as_log.write_bytes(b"\n".join(AS_LINES[1:]) + b"\n")
         assert wait_for(lambda: len(journal_events(journal, "tee.kbs")) == 4)
         assert wait_for(lambda: len(journal_events(journal, "tee.attestation")) == 3)
-        time.sleep(0.6)  # two more polls: nothing may be read twice
+        seen = {name: count() for name, count in polls.items()}  # two more polls of each: nothing read twice
+        assert wait_for(lambda: all(count() >= seen[name] + 2 for name, count in polls.items()))
         text = exposition(att, kbs)
     finally:
         att.stop()
