@@ -428,7 +428,8 @@ def _seal_on_shutdown(pipeline: Pipeline, budget: float = 5.0) -> None:
     """On SIGTERM: sign what is unsealed and give the sinks a few seconds to take it (the spool keeps the rest)."""
     pipeline.checkpoint_if_due(final=True)
     deadline = time.monotonic() + budget
-    while time.monotonic() < deadline and not all(r.caught_up() for r in pipeline.runners):
+    # a runner that stopped (not set up) or waits a minute on a fault a retry cannot fix would only use the budget
+    while time.monotonic() < deadline and not all(r.caught_up() or r.abort or r.fatal for r in pipeline.runners):
         if not pipeline.ship(time.monotonic()):
             time.sleep(0.05)
 

@@ -39,6 +39,7 @@ import orjson
 from elastic_transport import ApiError as TransportApiError
 from elastic_transport import TlsError, TransportError
 from elasticsearch import ApiError, Elasticsearch
+from urllib3.util.ssl_match_hostname import CertificateError as HostnameMismatch
 
 from audit import esmapping
 from audit.canonical import CanonicalError, canonicalize
@@ -120,9 +121,9 @@ def _request_log_is_debug(record: logging.LogRecord) -> bool:
     return True
 
 
-def _node_pool_log_is_debug(record: logging.LogRecord) -> bool:
+def _client_warning_is_debug(record: logging.LogRecord) -> bool:
     """The client's node pool warns on every failed request ("has failed for N times in a row"); the sink logs
-    each failure itself, once, with its reason and what to do, so these repeats go to DEBUG too."""
+    each failure itself, once, with its reason and what to do, so these repeats go to DEBUG too (errors pass)."""
     if record.levelno < logging.ERROR:
         record.levelno, record.levelname = logging.DEBUG, "DEBUG"
         return logging.getLogger().isEnabledFor(logging.DEBUG)
@@ -130,7 +131,9 @@ def _node_pool_log_is_debug(record: logging.LogRecord) -> bool:
 
 
 logging.getLogger("elastic_transport.transport").addFilter(_request_log_is_debug)
-logging.getLogger("elastic_transport.node_pool").addFilter(_node_pool_log_is_debug)
+logging.getLogger("elastic_transport.node_pool").addFilter(_client_warning_is_debug)
+# urllib3 warns with the whole peer certificate before raising a host name mismatch, which the sink logs itself
+logging.getLogger("urllib3.connection").addFilter(_client_warning_is_debug)
 
 
 def connect(url: str, ca_file: Path | None = None, api_key_file: Path | None = None, username: str | None = None,
@@ -161,9 +164,8 @@ def request(client: Elasticsearch, method: str, path: str, body: Any = None,
         reason = "rejected" if status == 429 else ("server" if status >= 500 else f"http_{status}")
         raise EsError(reason, f"{method} {path}: HTTP {status}: {_brief(exc.body)}", retryable) from None
     except TlsError as exc:  # a certificate problem does not go away by retrying
-        cause = _verify_error(exc)
-        raise EsError(_TLS_REASONS.get(cause.verify_code, "tls_untrusted") if cause else "tls",
-                      f"{method} {path}: {cause.verify_message if cause else exc}", False) from None
+        reason, detail = _tls_failure(exc)
+        raise EsError(reason, f"{method} {path}: {detail}", False) from None
     except (TransportError, TransportApiError) as exc:
         raise EsError("connection", f"{method} {path}: {type(exc).__name__}: {exc}", True) from None
 
@@ -172,18 +174,20 @@ def request(client: Elasticsearch, method: str, path: str, body: Any = None,
 _TLS_REASONS = {9: "tls_expired", 10: "tls_expired", 62: "tls_hostname", 64: "tls_hostname"}
 
 
-def _verify_error(exc: BaseException) -> ssl.SSLCertVerificationError | None:
-    """The certificate verification failure the transport wrapped, if that is what failed. Its code gives the
-    metric label: ``tls_expired`` (outside its validity), ``tls_hostname`` (not issued for the host asked),
-    ``tls_untrusted`` (any other: not signed by the configured CA); ``tls`` when the handshake failed otherwise."""
+def _tls_failure(exc: BaseException) -> tuple[str, str]:
+    """``(reason, detail)`` of a failed handshake, from what the transport wrapped: ``tls_expired`` (certificate
+    outside its validity), ``tls_hostname`` (not issued for the host asked; urllib3 checks names itself),
+    ``tls_untrusted`` (any other verification failure: not signed by the configured CA), else ``tls``."""
     seen: set[int] = set()
     cause: BaseException | None = exc
     while cause is not None and id(cause) not in seen:
         seen.add(id(cause))
         if isinstance(cause, ssl.SSLCertVerificationError):
-            return cause
+            return _TLS_REASONS.get(cause.verify_code, "tls_untrusted"), str(cause.verify_message)
+        if isinstance(cause, HostnameMismatch):
+            return "tls_hostname", str(cause).split(". Certificate:")[0]
         cause = cause.__cause__ or cause.__context__
-    return None
+    return "tls", str(exc)
 
 
 def _brief(body: Any) -> str:

@@ -9,8 +9,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import signal
+import socket
 import ssl
 import subprocess
+import threading
 import time
 import urllib.request
 import uuid
@@ -21,16 +23,17 @@ from typing import Any
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from prometheus_client.parser import text_string_to_metric_families
 
-from audit.sinks.elasticsearch import connect, data_stream_name
+from audit.sinks.elasticsearch import EsError, connect, data_stream_name
 from audit.sinks.elasticsearch import request as es_request
 from tests.audit.kit import TEE_AUDIT, es_setup, keys, verify_json, write_journal
 from tests.fixtures.elasticsearch import _certificates
 from tests.fixtures.elasticsearch_secure import SecureEs
 from tests.fixtures.prometheus import free_port
 
-pytestmark = pytest.mark.elasticsearch
 EVENTS = 40
 
 
@@ -116,6 +119,66 @@ def _spooled(spool: Path) -> int:
     return int(json.loads((spool / "state.json").read_text())["next_seq"])
 
 
+def _issue(name: str, issuer: tuple[x509.Name, ec.EllipticCurvePrivateKey] | None, sans: list[x509.GeneralName],
+           days: tuple[int, int] = (-1, 1)) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """A certificate for ``name`` (self-signed CA when ``issuer`` is None), valid from/to ``days`` from now."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = dt.datetime.now(dt.UTC)
+    builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer[0] if issuer else subject)
+               .public_key(key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now + dt.timedelta(days=days[0])).not_valid_after(now + dt.timedelta(days=days[1])))
+    if issuer is None:
+        builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+    else:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    return builder.sign(issuer[1] if issuer else key, hashes.SHA256()), key
+
+
+def _pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _tls_server(tmp: Path, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> int:
+    """A TLS server on a free port presenting ``cert`` to whoever connects (handshakes only)."""
+    (tmp / "srv.pem").write_bytes(_pem(cert) + key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(tmp / "srv.pem")
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while True:
+            conn, _ = server.accept()
+            try:
+                ctx.wrap_socket(conn, server_side=True).close()
+            except (OSError, ssl.SSLError):
+                conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return int(server.getsockname()[1])
+
+
+@pytest.mark.parametrize(("case", "reason"), [
+    ("signed by another CA", "tls_untrusted"), ("expired", "tls_expired"), ("not yet valid", "tls_expired"),
+    ("issued for another host", "tls_hostname")])
+def test_each_certificate_fault_has_its_own_bounded_reason(tmp_path: Path, case: str, reason: str) -> None:
+    """A real handshake against a server presenting a certificate built to fail one check and pass the others."""
+    ca = _issue("trusted CA", None, [])
+    signer = _issue("another CA", None, []) if case == "signed by another CA" else ca
+    ip = [x509.IPAddress(__import__("ipaddress").ip_address("127.0.0.1"))]
+    sans = [x509.DNSName("elsewhere.example")] if case == "issued for another host" else ip
+    days = {"expired": (-30, -1), "not yet valid": (1, 30)}.get(case, (-1, 1))
+    cert, key = _issue("server", (signer[0].subject, signer[1]), sans, days)
+    port = _tls_server(tmp_path, cert, key)
+    (tmp_path / "ca.pem").write_bytes(_pem(ca[0]))
+    with pytest.raises(EsError) as caught:
+        es_request(connect(f"https://127.0.0.1:{port}", ca_file=tmp_path / "ca.pem"), "GET", "/")
+    assert (caught.value.reason, caught.value.retryable) == (reason, False)
+    assert caught.value.hint
+
+
+@pytest.mark.elasticsearch
 @pytest.mark.parametrize(("fault", "reason", "says"), [
     ("wrong CA", "tls_untrusted", "not signed by a CA in es.ca-file"),
     ("expired server certificate", "tls_expired", "expired or not yet valid"),

@@ -12,11 +12,12 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import requests
 
-from audit.setup import FINGERPRINT, wanted
+from audit.setup import FINGERPRINT, NotSetUp, install, wanted
 from audit.sinks.elasticsearch import data_stream_name, template
 from tests.audit.kit import TEE_AUDIT, es_setup, keys, verify_json, write_journal
 from tests.fixtures.prometheus import free_port
@@ -184,3 +185,24 @@ def test_elasticsearch_unreachable_at_start_is_not_fatal_the_shipper_spools_and_
     code, report = verify_json("--es", elasticsearch, "--data-stream", data_stream_name(es_namespace),
                                "--public-key", str(tmp_path / "keys" / "audit.pub"))
     assert (code, report["records"], report["findings"]) == (0, 40, [])
+
+
+class _Nodes:
+    """Answers ``GET /_nodes`` with the given versions, and nothing else: a cluster older than supported must be
+    refused before anything is written."""
+
+    def __init__(self, *versions: str) -> None:
+        self.versions = versions
+        self.calls: list[str] = []
+
+    def perform_request(self, method: str, path: str, **_: object) -> SimpleNamespace:
+        self.calls.append(f"{method} {path}")
+        assert path.startswith("/_nodes"), path
+        return SimpleNamespace(body={"nodes": {str(i): {"version": v} for i, v in enumerate(self.versions)}})
+
+
+def test_setup_refuses_a_cluster_with_a_node_older_than_supported_before_writing_anything() -> None:
+    cluster = _Nodes("9.2.4", "8.13.4", "8.19.3")  # one old node in a mixed cluster is enough
+    with pytest.raises(NotSetUp, match=r"Elasticsearch 8\.13\.4 at https://es:9200 is older than 8\.14"):
+        list(install(cluster, "https://es:9200", "default", "90d"))  # type: ignore[arg-type]
+    assert cluster.calls == ["GET /_nodes?filter_path=nodes.*.version"]
