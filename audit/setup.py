@@ -23,6 +23,7 @@ from typing import Any
 from elasticsearch import Elasticsearch
 
 from audit.canonical import canonicalize
+from audit.sinks import NotSetUp
 from audit.sinks.elasticsearch import (
     EsError,
     checkpoint_stream_name,
@@ -43,13 +44,6 @@ FINGERPRINT = "tee_audit_template"
 # backing indices (cluster monitor).
 SHIPPER_INDEX_PRIVILEGES = ("create_doc", "auto_configure", "read", "maintenance")
 SHIPPER_CLUSTER_PRIVILEGES = ("monitor",)
-
-
-class NotSetUp(Exception):
-    """A definite answer from Elasticsearch that what ``ship`` needs is not there; a retry cannot fix it."""
-
-    reason = "not_set_up"
-    retryable = False
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,8 @@ def setup(es: str, ca_file: Path | None, api_key_file: Path | None, username: st
     that already exists. Idempotent: prints one line per thing checked or done. `ship` never writes templates
     (its credential can only append) and refuses to start until this has run. Exit 0 when set up, 2 otherwise.
     """
-    from audit.setup import NotSetUp, install
+    from audit.setup import install
+    from audit.sinks import NotSetUp
     from audit.sinks.elasticsearch import EsError, connect
 
     if password_file and not username:

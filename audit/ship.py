@@ -21,8 +21,7 @@ from audit.canonical import CanonicalError
 from audit.chain import ChainError, Head
 from audit.config import ShipSettings
 from audit.ingest import Quarantine, check_event
-from audit.setup import NotSetUp
-from audit.sinks import SinkConflict
+from audit.sinks import NotSetUp, SinkConflict
 from audit.sources.journal import JournalSource, Line
 from audit.spool import Cursor, Entry, Spool, SpoolError, record_entry
 from audit.telemetry import Telemetry, setup_tracing

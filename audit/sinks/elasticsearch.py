@@ -233,7 +233,7 @@ class ElasticsearchSink:
 
     def prepare(self) -> None:
         """Check, read-only and once, that an administrator's ``tee-audit setup`` is in place (templates of this
-        version, our privileges): ``audit.setup.NotSetUp`` when it definitely is not, ``EsError`` when Elasticsearch
+        version, our privileges): ``audit.sinks.NotSetUp`` when it definitely is not, ``EsError`` when Elasticsearch
         gave no answer (checked again on the next call). The shipper never writes a template."""
         if not self._ready:
             from audit.setup import check  # audit.setup builds on this module's templates

@@ -17,7 +17,8 @@ from types import SimpleNamespace
 import pytest
 import requests
 
-from audit.setup import FINGERPRINT, NotSetUp, install, wanted
+from audit.setup import FINGERPRINT, install, wanted
+from audit.sinks import NotSetUp
 from audit.sinks.elasticsearch import data_stream_name, template
 from tests.audit.kit import TEE_AUDIT, es_setup, keys, verify_json, write_journal
 from tests.fixtures.prometheus import free_port
