@@ -16,10 +16,14 @@ from types import SimpleNamespace
 
 import pytest
 import requests
+from opentelemetry.trace import NoOpTracer
 
 from audit.setup import FINGERPRINT, install, wanted
+from audit.ship import SinkRunner
 from audit.sinks import NotSetUp
-from audit.sinks.elasticsearch import data_stream_name, template
+from audit.sinks.elasticsearch import ElasticsearchSink, connect, data_stream_name, template
+from audit.spool import Spool
+from audit.telemetry import Telemetry
 from tests.audit.kit import TEE_AUDIT, es_setup, keys, verify_json, write_journal
 from tests.fixtures.prometheus import free_port
 
@@ -207,3 +211,17 @@ def test_setup_refuses_a_cluster_with_a_node_older_than_supported_before_writing
     with pytest.raises(NotSetUp, match=r"Elasticsearch 8\.13\.4 at https://es:9200 is older than 8\.14"):
         list(install(cluster, "https://es:9200", "default", "90d"))  # type: ignore[arg-type]
     assert cluster.calls == ["GET /_nodes?filter_path=nodes.*.version"]
+
+
+def test_a_sink_not_set_up_is_counted_and_stops_its_runner_before_any_record(
+        tmp_path: Path, elasticsearch: str, es_namespace: str) -> None:
+    spool = Spool(tmp_path / "spool", "h1")
+    metrics = Telemetry("h1", [], ["elasticsearch"])
+    runner = SinkRunner(ElasticsearchSink(connect(elasticsearch), "h1", es_namespace), spool, 100, metrics,
+                        NoOpTracer())
+    assert runner.step(1.0) is False  # an empty spool: the check runs at start all the same
+    assert runner.abort and f"index template {data_stream_name(es_namespace)} is missing" in runner.abort
+    assert metrics.registry.get_sample_value("tee_audit_sink_errors_total",
+                                             {"sink": "elasticsearch", "reason": "not_set_up"}) == 1
+    runner.retry_at = 0.0
+    assert runner.step(2.0) is False and runner.failures == 1  # stopped for good: the shipper exits
