@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from audit import config
+from audit.setup_cli import setup
 from common import __version__
 from common.http import ServeError
 from common.log import setup_logging
@@ -29,8 +30,11 @@ def main() -> None:
 
     `ship` turns the tee-exporter journal (and Alertmanager webhooks) into a per-host SHA-256 hash chain with
     Ed25519-signed C2SP checkpoints, stored in Elasticsearch and/or a local directory; `verify` checks it with
-    nothing but the public key.
+    nothing but the public key. `setup` prepares Elasticsearch once, with an administrator's credential.
     """
+
+
+main.add_command(setup)
 
 
 @main.command()

@@ -31,7 +31,6 @@ class ShipSettings:
     es_username: str | None = None
     es_password_file: Path | None = None
     es_namespace: str = "default"
-    es_retention: str = "90d"
     es_batch_size: int = 1000
     signing_key: Path | None = None
     chain: str = field(default_factory=socket.gethostname)
@@ -71,7 +70,6 @@ OPTIONS: tuple[Option, ...] = (
     Option("es.username", "es_username", "Elasticsearch user for basic auth (password from --es.password-file)."),
     Option("es.password-file", "es_password_file", "File holding the Elasticsearch password."),
     Option("es.namespace", "es_namespace", "Data stream namespace: records go to logs-tee.audit-<namespace>."),
-    Option("es.retention", "es_retention", "Data stream lifecycle data_retention."),
     Option("es.batch-size", "es_batch_size", "Documents per bulk request.", bound="positive"),
     Option("signing-key", "signing_key", "Ed25519 private key (PEM) that signs checkpoints. Required."),
     Option("chain", "chain", "Chain id (one chain per host).", default_help="this host's name"),

@@ -21,7 +21,7 @@ from audit.canonical import CanonicalError
 from audit.chain import ChainError, Head
 from audit.config import ShipSettings
 from audit.ingest import Quarantine, check_event
-from audit.sinks import SinkConflict
+from audit.sinks import NotSetUp, SinkConflict
 from audit.sources.journal import JournalSource, Line
 from audit.spool import Cursor, Entry, Spool, SpoolError, record_entry
 from audit.telemetry import Telemetry, setup_tracing
@@ -57,6 +57,10 @@ class SinkRunner:
         self.retry_at = 0.0
         self.failures = 0
         self.fatal: str | None = None
+        # a definite "not set up" answer (audit/setup.py): the shipper exits, the spool keeps every record
+        self.abort: str | None = None
+        self._prepare = getattr(sink, "prepare", lambda: None)
+        self.prepared = False
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"sink-{sink.name}", daemon=True)
@@ -86,7 +90,16 @@ class SinkRunner:
         return self.cursor.pos >= self.spool.end
 
     def step(self, now: float) -> bool:
-        if now < self.retry_at or self.caught_up():
+        if now < self.retry_at or self.abort:
+            return False
+        if not self.prepared:
+            try:
+                self._prepare()  # at start, before any record: a sink that is not set up is known at once
+            except Exception as exc:  # noqa: BLE001 - counted and retried like a write, or stops the shipper
+                self._failed(exc, now)
+                return False
+            self.prepared = True
+        if self.caught_up():
             return False
         entries = list(self.spool.read(self.cursor.pos, limit=self.batch, end=self.spool.end))
         if not entries:
@@ -116,7 +129,11 @@ class SinkRunner:
         self.failures += 1
         delay = min(BACKOFF_MAX, 0.2 * 2 ** min(self.failures, 8)) if retryable else 60.0
         self.retry_at = now + delay
-        if isinstance(exc, SinkConflict):
+        if isinstance(exc, NotSetUp):
+            self.abort = f"{self.sink.name}: {exc}"
+            log.error("Elasticsearch is not set up for this shipper; exiting (the spool keeps every record)",
+                      extra={"sink": self.sink.name, "missing": str(exc)})
+        elif isinstance(exc, SinkConflict):
             self.fatal = str(exc)
             self.metrics.sink_conflicts.labels(self.sink.name).inc(len(exc.slots))
             log.error("TAMPER: the sink already holds other content in the slots of our records; shipping to it "
@@ -125,7 +142,9 @@ class SinkRunner:
                              "error": str(exc)})
         elif not retryable:
             self.fatal = str(exc)
-            log.error("sink refused a record; shipping to it is stopped until that is fixed (no record is ever "
+            hint = getattr(exc, "hint", "")
+            log.error(f"{hint}; shipping to this sink is retried every 60 s, the spool keeps every record" if hint
+                      else "sink refused a record; shipping to it is stopped until that is fixed (no record is ever "
                       "skipped)", extra={"sink": self.sink.name, "reason": reason, "error": str(exc)})
         elif self.failures == 1 or self.failures % 20 == 0:
             log.warning("sink write failed, retrying", extra={"sink": self.sink.name, "reason": reason,
@@ -322,6 +341,9 @@ class Pipeline:
     def fatal(self) -> str | None:
         return next((r.fatal for r in self.runners if r.fatal), None)
 
+    def aborted(self) -> str | None:
+        return next((r.abort for r in self.runners if r.abort), None)
+
     def step(self) -> bool:
         now = time.monotonic()
         progressed = self.read(now)
@@ -340,7 +362,7 @@ def build_sinks(s: ShipSettings) -> list[Sink]:
         from audit.sinks import elasticsearch as es
 
         client = es.connect(s.es, s.es_ca_file, s.es_api_key_file, s.es_username, s.es_password_file)
-        sinks.append(es.ElasticsearchSink(client, s.chain, s.es_namespace, s.es_retention))
+        sinks.append(es.ElasticsearchSink(client, s.chain, s.es_namespace))
     return sinks
 
 
@@ -387,10 +409,12 @@ def run(s: ShipSettings) -> int:
 def _loop(pipeline: Pipeline, s: ShipSettings, stop: threading.Event) -> int:
     while not stop.is_set():
         progressed = pipeline.step()
+        if pipeline.aborted():  # logged by its runner; a restart after `tee-audit setup` ships the spool
+            return 2
         if s.once:
             if pipeline.fatal():
-                log.error("--once: a sink refused records; not everything is shipped",
-                          extra={"error": pipeline.fatal()})
+                log.error("--once: a sink refused records (logged above); not everything is shipped, the spool "
+                          "keeps the rest")
                 return 1
             if pipeline.done():
                 for runner in pipeline.runners:
@@ -410,7 +434,8 @@ def _seal_on_shutdown(pipeline: Pipeline, budget: float = 5.0) -> None:
     """On SIGTERM: sign what is unsealed and give the sinks a few seconds to take it (the spool keeps the rest)."""
     pipeline.checkpoint_if_due(final=True)
     deadline = time.monotonic() + budget
-    while time.monotonic() < deadline and not all(r.caught_up() for r in pipeline.runners):
+    # a runner that stopped (not set up) or waits a minute on a fault a retry cannot fix would only use the budget
+    while time.monotonic() < deadline and not all(r.caught_up() or r.abort or r.fatal for r in pipeline.runners):
         if not pipeline.ship(time.monotonic()):
             time.sleep(0.05)
 

@@ -5,7 +5,11 @@ Metrics (served on ``--web.listen-address``, default :9941):
   tee_audit_records_shipped_total{sink}           records durably acknowledged by a sink
   tee_audit_spool_depth_records                   records in the spool not yet acknowledged by every sink
   tee_audit_spool_bytes                           bytes of spool segments on disk
-  tee_audit_sink_errors_total{sink,reason}        failed sink writes (connection, rejected, server, mapping, ...)
+  tee_audit_sink_errors_total{sink,reason}        failed sink writes (connection, rejected, server, mapping, ...);
+                                                  configuration faults: tls_untrusted (not signed by es.ca-file),
+                                                  tls_expired, tls_hostname, tls (other handshake failures),
+                                                  http_401 (credentials), http_403 (privilege), not_set_up
+                                                  (`tee-audit setup` missing: the shipper exits)
   tee_audit_source_errors_total{source,reason}    malformed input quarantined (not_json, not_utf8, too_long, ...)
   tee_audit_last_checkpoint_timestamp_seconds{chain}
   tee_audit_lag_seconds{source}                   age of the oldest spooled record not yet acknowledged by every

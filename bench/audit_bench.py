@@ -217,6 +217,8 @@ def ship_vs_bare(tmp: Path, url: str, n: int, batch: int, rounds: int, store: Pa
         for side in sides:
             if side == "ship":
                 last_ship = f"{ns}s{r}"
+                subprocess.run([*TEE_AUDIT, "setup", "--es", url, "--es.namespace", last_ship], check=True,
+                               capture_output=True, timeout=120)  # untimed: the administrator's one-time step
                 seconds, _ = ship([*common, "--es", url, "--es.namespace", last_ship, "--es.batch-size", str(batch),
                                    "--spool.dir", str(tmp / f"spool-es{r}")])
             else:

@@ -42,6 +42,7 @@ from audit import checkpoint as cp
 from audit.canonical import canonicalize
 from audit.chain import Head, seal
 from audit.readers import localstore as store_reader
+from audit.setup import install as es_setup
 from audit.sinks.elasticsearch import ElasticsearchSink, data_stream_name
 from audit.sinks.elasticsearch import connect as es_connect
 from audit.sinks.localstore import LocalStore
@@ -170,7 +171,9 @@ def bench_local(tmp: Path, key: Ed25519PrivateKey, n: int, n_rounds: int) -> Non
 def bench_es(url: str, key: Ed25519PrivateKey, n: int, n_rounds: int) -> None:
     ns = f"vbench{int(time.time())}"
     stream = data_stream_name(ns)
-    sink = ElasticsearchSink(es_connect(url, timeout=120), "bench", ns)
+    client = es_connect(url, timeout=120)
+    list(es_setup(client, url, ns, "90d"))  # the administrator's step; the sink only appends
+    sink = ElasticsearchSink(client, "bench", ns)
     for batch, notes in sealed("bench", n, key):
         sink.write(batch, notes)
     sink.flush()
@@ -193,6 +196,7 @@ def bench_fleet(url: str, key: Ed25519PrivateKey, chains: int, per_chain: int, n
     ns = f"vfleet{int(time.time())}"
     stream = data_stream_name(ns)
     client = es_connect(url, timeout=120)
+    list(es_setup(client, url, ns, "90d"))
     for c in range(chains):
         sink = ElasticsearchSink(client, f"host-{c:03d}", ns)
         for batch, notes in sealed(f"host-{c:03d}", per_chain, key):

@@ -19,6 +19,9 @@
   ``_source`` but not indexed (``dynamic: false``), so no event can ever hit a mapping conflict.
 - Checkpoints go to their own data stream without retention (``checkpoint_stream_name``): they must outlive the
   records they cover. Reading for ``verify`` is audit/readers/elasticsearch.py.
+- The sink writes no template: ``tee-audit setup`` (audit/setup.py) installs them with an administrator's
+  credential, and ``prepare`` checks, read-only, that it did before the first write. A failure whose cause is the
+  configuration (TLS, credentials) carries a ``hint`` saying what to fix; no secret is ever part of an error.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +39,7 @@ import orjson
 from elastic_transport import ApiError as TransportApiError
 from elastic_transport import TlsError, TransportError
 from elasticsearch import ApiError, Elasticsearch
+from urllib3.util.ssl_match_hostname import CertificateError as HostnameMismatch
 
 from audit import esmapping
 from audit.canonical import CanonicalError, canonicalize
@@ -55,6 +60,18 @@ class EsError(Exception):
     def __init__(self, reason: str, detail: str, retryable: bool) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason, self.retryable = reason, retryable
+        self.hint = HINTS.get(reason, "")
+
+
+# What an operator does about a failure that retrying cannot fix (logged with it).
+HINTS = {
+    "http_401": "Elasticsearch refused the credentials: check es.username and es.password-file (or es.api-key-file)",
+    "http_403": "the credential lacks a privilege (the roles are in docs/elasticsearch/roles.yml)",
+    "tls_untrusted": "the server certificate is not signed by a CA in es.ca-file",
+    "tls_expired": "the server certificate is expired or not yet valid: renew it on the Elasticsearch side",
+    "tls_hostname": "the server certificate is not issued for the host in --es",
+    "tls": "the TLS handshake with Elasticsearch failed",
+}
 
 
 def utc(epoch: float) -> str:
@@ -104,7 +121,19 @@ def _request_log_is_debug(record: logging.LogRecord) -> bool:
     return True
 
 
+def _client_warning_is_debug(record: logging.LogRecord) -> bool:
+    """The client's node pool warns on every failed request ("has failed for N times in a row"); the sink logs
+    each failure itself, once, with its reason and what to do, so these repeats go to DEBUG too (errors pass)."""
+    if record.levelno < logging.ERROR:
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger().isEnabledFor(logging.DEBUG)
+    return True
+
+
 logging.getLogger("elastic_transport.transport").addFilter(_request_log_is_debug)
+logging.getLogger("elastic_transport.node_pool").addFilter(_client_warning_is_debug)
+# urllib3 warns with the whole peer certificate before raising a host name mismatch, which the sink logs itself
+logging.getLogger("urllib3.connection").addFilter(_client_warning_is_debug)
 
 
 def connect(url: str, ca_file: Path | None = None, api_key_file: Path | None = None, username: str | None = None,
@@ -135,9 +164,30 @@ def request(client: Elasticsearch, method: str, path: str, body: Any = None,
         reason = "rejected" if status == 429 else ("server" if status >= 500 else f"http_{status}")
         raise EsError(reason, f"{method} {path}: HTTP {status}: {_brief(exc.body)}", retryable) from None
     except TlsError as exc:  # a certificate problem does not go away by retrying
-        raise EsError("tls", f"{method} {path}: {exc}", False) from None
+        reason, detail = _tls_failure(exc)
+        raise EsError(reason, f"{method} {path}: {detail}", False) from None
     except (TransportError, TransportApiError) as exc:
         raise EsError("connection", f"{method} {path}: {type(exc).__name__}: {exc}", True) from None
+
+
+# OpenSSL X509_V_ERR_* codes (openssl/x509_vfy.h) -> a bounded metric label saying what to fix.
+_TLS_REASONS = {9: "tls_expired", 10: "tls_expired", 62: "tls_hostname", 64: "tls_hostname"}
+
+
+def _tls_failure(exc: BaseException) -> tuple[str, str]:
+    """``(reason, detail)`` of a failed handshake, from what the transport wrapped: ``tls_expired`` (certificate
+    outside its validity), ``tls_hostname`` (not issued for the host asked; urllib3 checks names itself),
+    ``tls_untrusted`` (any other verification failure: not signed by the configured CA), else ``tls``."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return _TLS_REASONS.get(cause.verify_code, "tls_untrusted"), str(cause.verify_message)
+        if isinstance(cause, HostnameMismatch):
+            return "tls_hostname", str(cause).split(". Certificate:")[0]
+        cause = cause.__cause__ or cause.__context__
+    return "tls", str(exc)
 
 
 def _brief(body: Any) -> str:
@@ -168,31 +218,32 @@ class ElasticsearchSink:
 
     name = "elasticsearch"
 
-    def __init__(self, client: Elasticsearch, chain_id: str, namespace: str = "default",
-                 retention: str = "90d") -> None:
-        self.client, self.chain_id = client, chain_id
-        self.namespace, self.retention = namespace, retention
+    def __init__(self, client: Elasticsearch, chain_id: str, namespace: str = "default") -> None:
+        self.client, self.chain_id, self.namespace = client, chain_id, namespace
         self.stream = data_stream_name(namespace)
         self.checkpoint_stream = checkpoint_stream_name(self.stream)
         # both streams, for the searches that look for what is already stored (either may not exist yet)
         self._both = f"{self.stream},{self.checkpoint_stream}"
-        self._template_ready = False
+        self._ready = False
         # The highest seq / checkpoint size that may already be stored (None: not known yet). Batches at or below
         # it may be a replay (a crash between a bulk and the cursor write) or a retry (a failed or timed-out bulk
         # that got partly through), so they may already sit in an older backing index after a rollover. Above it
         # nothing of ours can be stored: the normal path sends the bulk alone.
         self._ceiling: tuple[int, int] | None = None
 
-    def ensure_template(self) -> None:
-        if not self._template_ready:
-            request(self.client, "PUT", f"/_index_template/{self.stream}", template(self.namespace, self.retention))
-            request(self.client, "PUT", f"/_index_template/{checkpoint_stream_name(self.stream)}",
-                    checkpoint_template(self.namespace))
-            self._template_ready = True
+    def prepare(self) -> None:
+        """Check, read-only and once, that an administrator's ``tee-audit setup`` is in place (templates of this
+        version, our privileges): ``audit.sinks.NotSetUp`` when it definitely is not, ``EsError`` when Elasticsearch
+        gave no answer (checked again on the next call). The shipper never writes a template."""
+        if not self._ready:
+            from audit.setup import check  # audit.setup builds on this module's templates
+
+            check(self.client, self.namespace)
+            self._ready = True
 
     def write(self, records: list[tuple[int, bytes]], checkpoints: list[dict[str, Any]]) -> None:
         """Durable in Elasticsearch when this returns; raises ``EsError`` or ``SinkConflict`` otherwise."""
-        self.ensure_template()
+        self.prepare()
         try:
             if self._may_be_stored(records, checkpoints):
                 records, checkpoints = self._not_yet_stored(records, checkpoints)

@@ -32,9 +32,27 @@ def keys(directory: Path) -> tuple[Path, Path]:
     return directory / "audit.key", directory / "audit.pub"
 
 
+def es_setup(url: str, namespace: str = "default", retention: str = "90d", **auth: Any) -> list[str]:
+    """``tee-audit setup``, in process: what an administrator runs before the first ``ship`` into ``namespace``
+    (``auth``: ``ca_file``, ``username``, ``password_file``, ``api_key_file``). Returns its output lines."""
+    from audit.setup import install
+    from audit.sinks.elasticsearch import connect
+
+    client = connect(url, **auth)
+    try:
+        return list(install(client, url, namespace, retention))
+    finally:
+        client.close()
+
+
 def ship_once(sources: list[Path], key: Path, spool: Path, store: Path | None = None, es: str | None = None,
-              namespace: str = "default", every: int = 10, chain: str = "h1", **extra: Any) -> int:
-    """The shipper's ``--once`` run, in process."""
+              namespace: str = "default", every: int = 10, chain: str = "h1", setup: bool = True,
+              **extra: Any) -> int:
+    """The shipper's ``--once`` run, in process; with ``es`` and ``setup``, after ``es_setup`` with the same
+    credential (the shipper itself never writes templates)."""
+    if es is not None and setup:
+        es_setup(es, namespace, **{k.removeprefix("es_"): v for k, v in extra.items()
+                                   if k in ("es_ca_file", "es_username", "es_password_file", "es_api_key_file")})
     settings = ShipSettings(sources=tuple(sources), store=store, es=es, es_namespace=namespace, signing_key=key,
                             chain=chain, spool_dir=spool, checkpoint_every_records=every, once=True,
                             checkpoint_every_seconds=3600, **extra)

@@ -15,7 +15,7 @@ import pytest
 from elasticsearch import Elasticsearch
 
 from audit.sinks.elasticsearch import data_stream_name
-from tests.audit.kit import TEE_AUDIT, keys, shipped_seq, verify_json, write_journal
+from tests.audit.kit import TEE_AUDIT, es_setup, keys, shipped_seq, verify_json, write_journal
 from tests.fixtures.elasticsearch_cluster import EsCluster
 
 
@@ -29,6 +29,7 @@ def test_a_data_node_stopped_and_kill_9_during_shipping_lose_and_duplicate_nothi
     write_journal(journal, events)
     url, stream = elasticsearch_cluster.url, data_stream_name(es_namespace)
     es = Elasticsearch(url, request_timeout=60)
+    es_setup(url, es_namespace)
     cmd = [*TEE_AUDIT, "ship", "--once", "--source", str(journal), "--es", url, "--es.namespace", es_namespace,
            "--store", str(store), "--signing-key", str(key), "--spool.dir", str(spool), "--chain", "h1",
            "--checkpoint.every-records", "1000", "--es.batch-size", "300", "--log.level", "error"]

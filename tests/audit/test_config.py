@@ -15,14 +15,14 @@ def test_yaml_keys_are_flag_names_and_flags_win(tmp_path: Path) -> None:
     conf = tmp_path / "audit.yaml"
     conf.write_text("source: [/var/log/a.jsonl, /var/log/b.jsonl]\nstore: /srv/store\nes: https://es:9200\n"
                     "es.ca-file: /etc/ca.pem\nes.username: shipper\nes.password-file: /run/secrets/pw\n"
-                    "es.namespace: prod\nes.retention: 30d\nsigning-key: /run/secrets/key\nspool.dir: /spool\n"
+                    "es.namespace: prod\nsigning-key: /run/secrets/key\nspool.dir: /spool\n"
                     "spool.max-bytes: 1048576\ncheckpoint.every-records: 10\ncheckpoint.every-seconds: 5\n"
                     "web.listen-address: ':9999'\nalertmanager.listen-address: ':9942'\nchain: node-7\n")
     s = config.load(conf, {"es.namespace": "override", "checkpoint.every-records": 99})
     assert s.sources == (Path("/var/log/a.jsonl"), Path("/var/log/b.jsonl"))
     assert (s.store, s.es, s.es_ca_file, s.es_username) == (Path("/srv/store"), "https://es:9200",
                                                           Path("/etc/ca.pem"), "shipper")
-    assert (s.es_namespace, s.es_retention, s.checkpoint_every_records) == ("override", "30d", 99)
+    assert (s.es_namespace, s.checkpoint_every_records) == ("override", 99)
     assert (s.spool, s.spool_max_bytes, s.web_listen_address, s.chain) == (Path("/spool"), 1048576, ":9999",
                                                                           "node-7")
 

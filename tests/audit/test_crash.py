@@ -16,7 +16,7 @@ import pytest
 from elasticsearch import Elasticsearch
 
 from audit.sinks.elasticsearch import data_stream_name
-from tests.audit.kit import TEE_AUDIT, keys, shipped_seq, verify_json, write_journal
+from tests.audit.kit import TEE_AUDIT, es_setup, keys, shipped_seq, verify_json, write_journal
 from tests.fixtures.ports import free_port
 
 EVENTS = 20_000
@@ -30,6 +30,7 @@ def test_kill_9_at_many_points_then_rerun_ships_everything_exactly_once(
     key, public = keys(tmp_path / "keys")
     journal, spool, store = tmp_path / "journal.jsonl", tmp_path / "spool", tmp_path / "store"
     write_journal(journal, EVENTS)
+    es_setup(elasticsearch, es_namespace)
     cmd = [*TEE_AUDIT, "ship", "--once", "--source", str(journal), "--store", str(store), "--es", elasticsearch,
            "--es.namespace", es_namespace, "--signing-key", str(key), "--spool.dir", str(spool), "--chain", "h1",
            "--checkpoint.every-records", "1000", "--es.batch-size", "500", "--log.level", "error"]

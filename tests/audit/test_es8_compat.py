@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from audit.sinks.elasticsearch import ElasticsearchSink, connect, data_stream_name
-from tests.audit.kit import TEE_AUDIT, keys, verify_json, write_journal
+from tests.audit.kit import TEE_AUDIT, es_setup, keys, verify_json, write_journal
 
 pytestmark = pytest.mark.elasticsearch
 
@@ -58,8 +58,9 @@ def test_ship_once_into_es8_builds_template_data_stream_with_retention_and_verif
     key, public = keys(tmp_path / "keys")
     journal = tmp_path / "journal.jsonl"
     write_journal(journal, 40)
-    cmd = _ship_cmd(journal, key, tmp_path / "spool", elasticsearch8, es_namespace, "--es.retention", "7d",
-                    "--checkpoint.every-records", "10")
+    setup = [*TEE_AUDIT, "setup", "--es", elasticsearch8, "--es.namespace", es_namespace, "--es.retention", "7d"]
+    assert subprocess.run(setup, check=False, timeout=120).returncode == 0
+    cmd = _ship_cmd(journal, key, tmp_path / "spool", elasticsearch8, es_namespace, "--checkpoint.every-records", "10")
     assert subprocess.run(cmd, check=False, timeout=120).returncode == 0
     stream = data_stream_name(es_namespace)
 
@@ -97,6 +98,7 @@ def test_kill_9_mid_ship_then_rerun_puts_every_record_in_es8_exactly_once(
     key, public = keys(tmp_path / "keys")
     journal, spool = tmp_path / "journal.jsonl", tmp_path / "spool"
     write_journal(journal, events)
+    es_setup(elasticsearch8, es_namespace)
     cmd = _ship_cmd(journal, key, spool, elasticsearch8, es_namespace, "--es.batch-size", "100",
                     "--checkpoint.every-records", "500")
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -15,7 +15,7 @@ from audit.ship import SinkRunner
 from audit.sinks.elasticsearch import ElasticsearchSink, EsError, Item, _check_items, data_stream_name
 from audit.spool import Spool, record_entry
 from audit.telemetry import Telemetry
-from tests.audit.kit import TEE_AUDIT, keys, ship_once, write_journal
+from tests.audit.kit import TEE_AUDIT, es_setup, keys, ship_once, write_journal
 
 _STREAM = "logs-tee.audit-default"
 
@@ -71,8 +71,8 @@ def test_records_land_in_a_data_stream_with_template_lifecycle_and_deterministic
     key, _ = keys(tmp_path / "keys")
     journal = tmp_path / "journal.jsonl"
     write_journal(journal, 25)
-    assert ship_once([journal], key, tmp_path / "spool", es=elasticsearch, namespace=es_namespace,
-                     es_retention="7d") == 0
+    es_setup(elasticsearch, es_namespace, retention="7d")
+    assert ship_once([journal], key, tmp_path / "spool", es=elasticsearch, namespace=es_namespace, setup=False) == 0
     stream = data_stream_name(es_namespace)
     assert stream == f"logs-tee.audit-{es_namespace}"
     es = Elasticsearch(elasticsearch)
@@ -96,6 +96,8 @@ def test_elasticsearch_requests_are_logged_at_debug_not_info(tmp_path: Path, ela
     key, _ = keys(tmp_path / "keys")
     journal = tmp_path / "journal.jsonl"
     write_journal(journal, 5)
+    for namespace in (es_namespace, es_namespace + "d"):
+        es_setup(elasticsearch, namespace)
     base = [*TEE_AUDIT, "ship", "--once", "--source", str(journal), "--es", elasticsearch, "--signing-key",
             str(key), "--chain", "h1"]
     info = subprocess.run([*base, "--spool.dir", str(tmp_path / "s1"), "--es.namespace", es_namespace],
@@ -119,6 +121,7 @@ def test_a_bulk_refused_part_way_never_moves_the_cursor_past_the_refused_record(
         doc, head = seal(event, head)
         entries.append(record_entry(i, head.hash, 0.0, None, canonicalize(doc)))
     spool.append(entries)
+    es_setup(elasticsearch, es_namespace)
     metrics = Telemetry("h1", [], ["elasticsearch"])
     runner = SinkRunner(ElasticsearchSink(Elasticsearch(elasticsearch), "h1", es_namespace), spool, 100, metrics,
                         NoOpTracer())
@@ -139,6 +142,7 @@ def test_a_batch_larger_than_one_request_may_be_is_delivered(elasticsearch: str,
     for i in range(105):
         doc, head = seal({"@timestamp": "2026-11-01T00:00:00Z", "blob": f"{i:04d}" + "x" * 1_000_000}, head)
         records.append((i, canonicalize(doc)))
+    es_setup(elasticsearch, es_namespace)
     ElasticsearchSink(Elasticsearch(elasticsearch), "h1", es_namespace).write(records, [])
     es, stream = Elasticsearch(elasticsearch), data_stream_name(es_namespace)
     es.indices.refresh(index=stream)

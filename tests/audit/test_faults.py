@@ -16,7 +16,7 @@ from audit.canonical import canonicalize
 from audit.chain import Head, seal
 from audit.sinks.elasticsearch import data_stream_name
 from audit.sinks.localstore import LocalStore
-from tests.audit.kit import TEE_AUDIT, keys, ship_once, verify_json, write_journal
+from tests.audit.kit import TEE_AUDIT, es_setup, keys, ship_once, verify_json, write_journal
 from tests.fixtures.elasticsearch import EsControl
 from tests.fixtures.tmpfs import mounted_tmpfs
 
@@ -51,6 +51,7 @@ def test_elasticsearch_outage_under_load_then_full_catch_up(
     key, public = keys(tmp_path / "keys")
     journal, spool, store = tmp_path / "journal.jsonl", tmp_path / "spool", tmp_path / "store"
     write_journal(journal, 6000)
+    es_setup(elasticsearch, es_namespace)
     log = tmp_path / "ship.log"
     proc = subprocess.Popen([*TEE_AUDIT, "ship", "--once", "--source", str(journal), "--es", elasticsearch,
                              "--store", str(store), "--es.namespace", es_namespace, "--signing-key", str(key),

@@ -27,7 +27,7 @@ from audit.sinks.elasticsearch import (
 )
 from audit.sinks.localstore import LocalStore
 from tests.audit.forge import foreign_note, forged_records, last_stored
-from tests.audit.kit import keys, ship_once, write_journal
+from tests.audit.kit import es_setup, keys, ship_once, write_journal
 
 
 def _stored_lines(store: Path) -> list[bytes]:
@@ -237,6 +237,7 @@ def test_a_409_is_read_back_equal_is_delivered_other_content_is_a_conflict(
         elasticsearch: str, es_namespace: str) -> None:
     """The running sink's normal path (no replay): a create meeting 409 in the write index is compared."""
     es, stream = Elasticsearch(elasticsearch), data_stream_name(es_namespace)
+    es_setup(elasticsearch, es_namespace)
     records, head = [], Head("h1")
     for i in range(10):
         doc, head = seal({"@timestamp": "2026-11-01T00:00:00Z", "message": f"m{i}"}, head)
@@ -266,6 +267,7 @@ def test_records_created_through_an_alias_squatting_the_stream_name_are_not_deli
     """Before the first write, someone with cluster rights makes the stream's name an alias of a plain index whose
     ``_source`` leaves out ``message``: the creates answer 201 "created", but nothing stored there is our record."""
     es, stream = Elasticsearch(elasticsearch), data_stream_name(es_namespace)
+    es_setup(elasticsearch, es_namespace)
     es.indices.create(index=f"squat-{es_namespace}", mappings={"_source": {"excludes": ["message"]}},
                       aliases={stream: {"is_write_index": True}})
     sink = ElasticsearchSink(Elasticsearch(elasticsearch), "h1", es_namespace)
@@ -298,6 +300,7 @@ def test_our_checkpoint_note_in_a_document_with_an_added_field_is_a_conflict_on_
         elasticsearch: str, es_namespace: str) -> None:
     """Size, root and genuine note all equal, one field added: a replay meeting it must not take it as ours."""
     es, stream = Elasticsearch(elasticsearch), data_stream_name(es_namespace)
+    es_setup(elasticsearch, es_namespace)
     records = _sealed_messages(2)
     root = json.loads(records[1][1])["chain"]["hash"]
     cp = {"size": 2, "hash": root, "note": "h1\n2\nsigned\n", "t": 1_790_000_000.0}
@@ -328,6 +331,7 @@ def test_a_chain_hash_nested_in_an_event_is_not_taken_for_the_records_own(
     """An event may carry ``agent.chain.hash`` (sorted before the top-level ``chain`` in RFC 8785 bytes). Naming
     there the hash of a forged record pre-created in the slot must not make the forgery pass for ours."""
     es, stream = Elasticsearch(elasticsearch), data_stream_name(es_namespace)
+    es_setup(elasticsearch, es_namespace)
     records = _sealed_messages(2)
     sink = ElasticsearchSink(Elasticsearch(elasticsearch), "h1", es_namespace)
     sink.write(records, [])

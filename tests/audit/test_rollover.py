@@ -15,7 +15,7 @@ import pytest
 from elasticsearch import Elasticsearch
 
 from audit.sinks.elasticsearch import data_stream_name
-from tests.audit.kit import TEE_AUDIT, keys, ship_once, shipped_seq, verify_json, write_journal
+from tests.audit.kit import TEE_AUDIT, es_setup, keys, ship_once, shipped_seq, verify_json, write_journal
 
 
 def _count(es: Elasticsearch, stream: str) -> int:
@@ -55,6 +55,7 @@ def test_kill_9_while_rollovers_are_forced_ships_everything_exactly_once(
     journal, spool = tmp_path / "journal.jsonl", tmp_path / "spool"
     write_journal(journal, events)
     es, stream = Elasticsearch(elasticsearch), data_stream_name(es_namespace)
+    es_setup(elasticsearch, es_namespace)
     cmd = [*TEE_AUDIT, "ship", "--once", "--source", str(journal), "--es", elasticsearch, "--es.namespace",
            es_namespace, "--signing-key", str(key), "--spool.dir", str(spool), "--chain", "h1",
            "--checkpoint.every-records", "1000", "--es.batch-size", "300", "--log.level", "error"]
@@ -99,6 +100,7 @@ def test_normal_shipping_sends_bare_bulks_after_one_ceiling_query(tmp_path: Path
     key, _ = keys(tmp_path / "keys")
     journal = tmp_path / "journal.jsonl"
     write_journal(journal, 1000)
+    es_setup(elasticsearch, es_namespace)
     base = [*TEE_AUDIT, "ship", "--once", "--source", str(journal), "--es", elasticsearch, "--es.namespace",
             es_namespace, "--signing-key", str(key), "--chain", "h1", "--es.batch-size", "100", "--log.level",
             "debug", "--spool.dir", str(tmp_path / "spool")]

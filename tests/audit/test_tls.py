@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from audit.sinks.elasticsearch import data_stream_name
-from tests.audit.kit import TEE_AUDIT, keys, verify_json, write_journal
+from tests.audit.kit import TEE_AUDIT, es_setup, keys, verify_json, write_journal
 from tests.fixtures.elasticsearch import EsTls
 
 
@@ -22,6 +22,10 @@ def test_ship_and_verify_through_tls_and_basic_auth(tmp_path: Path, elasticsearc
     tls = elasticsearch_tls
     auth = ["--es.ca-file", str(tls.ca_file), "--es.username", tls.username, "--es.password-file",
             str(tls.password_file)]
+    setup = subprocess.run([*TEE_AUDIT, "setup", "--es", tls.url, "--es.namespace", es_namespace, *auth],
+                           capture_output=True, text=True, check=False, timeout=120)
+    assert setup.returncode == 0, setup.stderr
+    assert tls.password not in setup.stdout + setup.stderr
     run = subprocess.run([*TEE_AUDIT, "ship", "--once", "--source", str(journal), "--es", tls.url, *auth,
                           "--es.namespace", es_namespace, "--signing-key", str(key), "--chain", "h1",
                           "--spool.dir", str(tmp_path / "spool")], capture_output=True, text=True, check=False,
@@ -40,6 +44,8 @@ def test_bad_credentials_or_untrusted_certificate_stop_once_with_an_error(
     key, _ = keys(tmp_path / "keys")
     journal = tmp_path / "journal.jsonl"
     write_journal(journal, 3)
+    es_setup(elasticsearch_tls.url, es_namespace, ca_file=elasticsearch_tls.ca_file,
+             username=elasticsearch_tls.username, password_file=elasticsearch_tls.password_file)
     password_file, ca_file = elasticsearch_tls.password_file, elasticsearch_tls.ca_file
     if fault == "wrong password":
         password_file = tmp_path / "wrong"

@@ -143,6 +143,8 @@ def _start_shipper(workdir: Path, journals: list[Path], es_url: str, namespace: 
               "checkpoint.every-seconds": 1.0, "verify.every-seconds": 2.0, "source.poll-seconds": 0.2,
               "web.listen-address": metrics, "alertmanager.listen-address": webhook}
     (workdir / "ship.yml").write_text(yaml.safe_dump(config))
+    subprocess.run([venv_bin("tee-audit"), "setup", "--es", es_url, "--es.namespace", namespace], check=True,
+                   capture_output=True, timeout=120)  # the administrator's step: ship never writes templates
     daemon = Daemon("tee-audit ship", [venv_bin("tee-audit"), "ship", f"--config.file={workdir / 'ship.yml'}"],
                     workdir / "ship.log", env=process_env())
     daemon.start()

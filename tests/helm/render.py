@@ -86,7 +86,8 @@ ALL_SWITCHES_FLIPPED: dict[str, Any] = {
         "alertmanager": {"enabled": False},
         "elasticsearch": {"enabled": True, "url": "https://es.example:9200", "namespace": "prod",
                           "username": "tee-audit", "passwordSecret": {"name": "es-password"},
-                          "caSecret": {"name": "es-ca"}},
+                          "caSecret": {"name": "es-ca"},
+                          "setup": {"username": "tee-setup", "passwordSecret": {"name": "es-setup-password"}}},
         "localStore": True,
         "webConfig": {"secretName": "audit-web"},
         "signingKeySecret": {"name": "audit-signing", "key": "ed25519.pem"},
@@ -102,7 +103,8 @@ ALL_SWITCHES_FLIPPED: dict[str, Any] = {
 
 # The other Elasticsearch credential shape and a disabled shipper: the remaining branches.
 API_KEY_AUTH: dict[str, Any] = {
-    "audit": {"elasticsearch": {"enabled": True, "apiKeySecret": {"name": "es-api-key"}}},
+    "audit": {"elasticsearch": {"enabled": True, "apiKeySecret": {"name": "es-api-key"},
+                                "setup": {"apiKeySecret": {"name": "es-setup-api-key"}}}},
     "serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True},
 }
 AUDIT_DISABLED: dict[str, Any] = {"audit": {"enabled": False}, "serviceMonitor": {"enabled": True}}
