@@ -17,6 +17,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -139,8 +140,10 @@ def _pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
-def _tls_server(tmp: Path, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> int:
-    """A TLS server on a free port presenting ``cert`` to whoever connects (handshakes only)."""
+@contextmanager
+def _tls_server(tmp: Path, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> Iterator[int]:
+    """A TLS server on a free port presenting ``cert`` to whoever connects (handshakes only), stopped on exit:
+    later tests (the forking verifier's) need a process without stray threads."""
     (tmp / "srv.pem").write_bytes(_pem(cert) + key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -149,14 +152,23 @@ def _tls_server(tmp: Path, cert: x509.Certificate, key: ec.EllipticCurvePrivateK
 
     def serve() -> None:
         while True:
-            conn, _ = server.accept()
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return  # shut down
             try:
                 ctx.wrap_socket(conn, server_side=True).close()
             except (OSError, ssl.SSLError):
                 conn.close()
 
-    threading.Thread(target=serve, daemon=True).start()
-    return int(server.getsockname()[1])
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield int(server.getsockname()[1])
+    finally:
+        server.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
+        server.close()
+        thread.join(10)
 
 
 @pytest.mark.parametrize(("case", "reason"), [
@@ -170,9 +182,8 @@ def test_each_certificate_fault_has_its_own_bounded_reason(tmp_path: Path, case:
     sans = [x509.DNSName("elsewhere.example")] if case == "issued for another host" else ip
     days = {"expired": (-30, -1), "not yet valid": (1, 30)}.get(case, (-1, 1))
     cert, key = _issue("server", (signer[0].subject, signer[1]), sans, days)
-    port = _tls_server(tmp_path, cert, key)
     (tmp_path / "ca.pem").write_bytes(_pem(ca[0]))
-    with pytest.raises(EsError) as caught:
+    with _tls_server(tmp_path, cert, key) as port, pytest.raises(EsError) as caught:
         es_request(connect(f"https://127.0.0.1:{port}", ca_file=tmp_path / "ca.pem"), "GET", "/")
     assert (caught.value.reason, caught.value.retryable) == (reason, False)
     assert caught.value.hint

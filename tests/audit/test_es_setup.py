@@ -10,7 +10,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -126,10 +126,17 @@ class _LateProxy:
         self.upstream = (host, int(port))
         self.port = free_port()
         self._server: socket.socket | None = None
+        self._sockets: list[socket.socket] = []
+        self._threads: list[threading.Thread] = []
 
     def open(self) -> None:
         self._server = socket.create_server(("127.0.0.1", self.port))
-        threading.Thread(target=self._accept, daemon=True).start()
+        self._start(self._accept)
+
+    def _start(self, target: Callable[..., None], *args: socket.socket) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        self._threads.append(thread)
+        thread.start()
 
     def _accept(self) -> None:
         assert self._server is not None
@@ -139,8 +146,9 @@ class _LateProxy:
             except OSError:
                 return
             upstream = socket.create_connection(self.upstream)
+            self._sockets += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+                self._start(self._pipe, a, b)
 
     @staticmethod
     def _pipe(src: socket.socket, dst: socket.socket) -> None:
@@ -150,12 +158,22 @@ class _LateProxy:
         except OSError:
             pass
         finally:
-            for s in (src, dst):
-                s.close()
+            for s in (src, dst):  # shutdown, not close: it also wakes the other direction's blocked recv()
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
     def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        """Stops every thread, so later tests (the forking verifier's) run in a process without stray ones."""
+        for sock in ([self._server] if self._server else []) + self._sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)  # wakes a blocked accept() or recv()
+            except OSError:
+                pass
+            sock.close()
+        for thread in self._threads:
+            thread.join(10)
 
 
 @pytest.fixture
