@@ -1,0 +1,187 @@
+"""Web-config basic authentication as WSGI middleware, called in process: every refusal for its one reason.
+
+test_web.py proves the same rules over real TLS sockets; these tests call ``common.http.Guarded`` and
+``common.webconfig`` directly so that mutation testing (docs/testing.md) can see each decision: who is let in,
+with which status, realm and headers, and what the bcrypt cache may and may not remember.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable
+from pathlib import Path
+
+import bcrypt
+import pytest
+
+from common import webconfig
+from common.http import Guarded
+from common.settings import ConfigError
+from common.webconfig import BasicAuth, WebConfigSource
+
+HASH = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode()
+
+
+class Response:
+    def __init__(self) -> None:
+        self.status = ""
+        self.headers: dict[str, str] = {}
+        self.body = b""
+
+    def start(self, status: str, headers: list[tuple[str, str]], exc_info: object = None) -> None:
+        self.status, self.headers = status, dict(headers)
+
+
+def app(environ: dict, start_response) -> Iterable[bytes]:
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "5")])
+    return [b"hello"]
+
+
+def call(guard: Guarded, authorization: str | None = None, method: str = "GET") -> Response:
+    environ = {"REQUEST_METHOD": method, "PATH_INFO": "/metrics"}
+    if authorization is not None:
+        environ["HTTP_AUTHORIZATION"] = authorization
+    response = Response()
+    response.body = b"".join(guard(environ, response.start))
+    return response
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def guard(tmp_path: Path, text: str, realm: str = "tee-exporter") -> Guarded:
+    path = tmp_path / "web.yml"
+    path.write_text(text)
+    return Guarded(app, WebConfigSource(path), realm)
+
+
+@pytest.fixture
+def guarded(tmp_path: Path) -> Guarded:
+    return guard(tmp_path, f"basic_auth_users:\n  alice: '{HASH}'\n")
+
+
+def test_right_password_is_let_in(guarded: Guarded) -> None:
+    response = call(guarded, basic("alice", "s3cret"))
+    assert (response.status, response.body) == ("200 OK", b"hello")
+
+
+@pytest.mark.parametrize("authorization", [
+    None,  # no credentials
+    basic("alice", "wrong"),  # wrong password
+    basic("bob", "s3cret"),  # unknown user with a known password
+    basic("alice", "s3cret").replace("Basic ", "Bearer "),  # another scheme
+    "Basic !!!!",  # not base64
+    "Basic " + base64.b64encode(b"\xffalice:s3cret").decode(),  # not UTF-8
+    "Basic " + base64.b64encode(b"alices3cret").decode(),  # no colon: user "alices3cret", empty password
+])
+def test_anything_else_is_401_with_the_realm(guarded: Guarded, authorization: str | None) -> None:
+    response = call(guarded, authorization)
+    assert response.status == "401 Unauthorized" and response.body == b"Unauthorized\n"
+    assert response.headers["WWW-Authenticate"] == 'Basic realm="tee-exporter"'
+    assert response.headers["Content-Length"] == "13"
+
+
+def test_password_containing_a_colon_is_split_at_the_first(tmp_path: Path) -> None:
+    hashed = bcrypt.hashpw(b"a:b", bcrypt.gensalt(rounds=4)).decode()
+    assert call(guard(tmp_path, f"basic_auth_users:\n  carol: '{hashed}'\n"), basic("carol", "a:b")).status == "200 OK"
+
+
+def test_without_users_no_credentials_are_asked(tmp_path: Path) -> None:
+    assert call(guard(tmp_path, "{}\n")).status == "200 OK"
+
+
+def test_configured_headers_are_added_to_every_answer(tmp_path: Path) -> None:
+    g = guard(tmp_path, f"basic_auth_users:\n  alice: '{HASH}'\nhttp_server_config:\n  headers:\n"
+                        "    X-Frame-Options: deny\n")
+    assert call(g, basic("alice", "s3cret")).headers["X-Frame-Options"] == "deny"
+    assert call(g).headers["X-Frame-Options"] == "deny"  # the 401 too
+
+
+def test_head_answers_the_get_status_and_length_without_a_body(guarded: Guarded) -> None:
+    response = call(guarded, basic("alice", "s3cret"), method="HEAD")
+    assert (response.status, response.headers["Content-Length"], response.body) == ("200 OK", "5", b"")
+
+
+def test_config_broken_while_running_answers_500(tmp_path: Path, guarded: Guarded) -> None:
+    (tmp_path / "web.yml").write_text("basic_auth_users: [\n")
+    response = call(guarded, basic("alice", "s3cret"))
+    assert response.status == "500 Internal Server Error"
+    assert response.body == b"web config invalid; see the server log\n"
+
+
+# --- the bcrypt cache ------------------------------------------------------------------------------------------
+
+class CountingBcrypt:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls: list[bytes] = []
+        real = bcrypt.checkpw
+
+        def checkpw(password: bytes, hashed: bytes) -> bool:
+            self.calls.append(hashed)
+            return real(password, hashed)
+
+        monkeypatch.setattr(webconfig.bcrypt, "checkpw", checkpw)
+
+
+def test_a_success_is_cached_and_a_failure_is_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    counting = CountingBcrypt(monkeypatch)
+    auth, users = BasicAuth(), {"alice": HASH.encode()}
+    assert auth.check(users, "alice", "s3cret") and auth.check(users, "alice", "s3cret")
+    assert len(counting.calls) == 1
+    assert not auth.check(users, "alice", "wrong") and not auth.check(users, "alice", "wrong")
+    assert len(counting.calls) == 3
+
+
+def test_changing_the_hash_forgets_the_cached_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    auth = BasicAuth()
+    assert auth.check({"alice": HASH.encode()}, "alice", "s3cret")
+    rotated = bcrypt.hashpw(b"n3w", bcrypt.gensalt(rounds=4))
+    assert not auth.check({"alice": rotated}, "alice", "s3cret")
+    assert auth.check({"alice": rotated}, "alice", "n3w")
+
+
+def test_cache_of_one_user_does_not_admit_another(monkeypatch: pytest.MonkeyPatch) -> None:
+    auth = BasicAuth()
+    users = {"alice": HASH.encode(), "bob": HASH.encode()}  # same hash, same password: distinct cache entries
+    assert auth.check(users, "alice", "s3cret")
+    counting = CountingBcrypt(monkeypatch)
+    assert auth.check(users, "bob", "s3cret") and counting.calls == [HASH.encode()]
+
+
+def test_unknown_user_costs_a_bcrypt_check_like_a_known_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No user enumeration by timing: the unknown user's password is checked against a dummy hash."""
+    counting = CountingBcrypt(monkeypatch)
+    assert not BasicAuth().check({"alice": HASH.encode()}, "mallory", "s3cret")
+    assert counting.calls == [webconfig._DUMMY_HASH]
+    assert webconfig._DUMMY_HASH.startswith(b"$2b$10$")  # the cost of a production hash
+
+
+def test_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    auth = BasicAuth()
+    monkeypatch.setattr(webconfig.bcrypt, "checkpw", lambda password, hashed: True)
+    for i in range(1026):
+        auth.check({"alice": HASH.encode()}, "alice", f"p{i}")
+    assert len(auth._verified) <= 1025
+
+
+# --- the file's users ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("value", ["plain", "$1$md5crypt", 7])
+def test_user_without_a_bcrypt_hash_is_refused(tmp_path: Path, value: object) -> None:
+    with pytest.raises(ConfigError, match=r"basic_auth_users\.alice: expected a bcrypt hash"):
+        webconfig.parse(f"basic_auth_users:\n  alice: {value!r}\n".encode(), tmp_path / "web.yml")
+
+
+@pytest.mark.parametrize("prefix", ["$2a$", "$2b$", "$2y$"])
+def test_every_bcrypt_variant_is_accepted(tmp_path: Path, prefix: str) -> None:
+    hashed = prefix + HASH[4:]
+    config = webconfig.parse(f"basic_auth_users:\n  alice: '{hashed}'\n".encode(), tmp_path / "web.yml")
+    assert config.users == {"alice": hashed.encode()}
+
+
+def test_start_up_with_an_invalid_file_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "web.yml"
+    path.write_text("basic_auth_users:\n  alice: plain\n")
+    with pytest.raises(ConfigError, match="expected a bcrypt hash"):
+        WebConfigSource(path)
