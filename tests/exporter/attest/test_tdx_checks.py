@@ -1,0 +1,274 @@
+"""TDX checks that mutation testing (docs/testing.md) found unpinned: each test fails when the rule it names in
+exporter/attest/verify_tdx.py is switched off or bent, with inputs forged so every earlier check passes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from exporter.attest.errors import EvidenceError
+from exporter.attest.result import Verified
+from exporter.attest.verify_tdx import TdxVerifier
+
+from . import forge
+from .forge import (
+    AT,
+    ISSUED,
+    PCESVN,
+    SGX_SVNS,
+    TdFields,
+    TdxWorld,
+    intel_name,
+    module_identity,
+    pem,
+    signed_json,
+    tcb_info_doc,
+    tcb_level,
+    utc,
+)
+
+PKI = forge.intel_pki()
+OTHER = forge.intel_pki("other")
+WORLD = forge.tdx_world()
+
+
+@pytest.fixture
+def verifier() -> TdxVerifier:
+    return TdxVerifier(forge.trust_with(PKI.root, OTHER.root))
+
+
+def verify(verifier: TdxVerifier, world: TdxWorld, folder: Path, quote: bytes | None = None,
+           at=AT) -> Verified:
+    return verifier.verify(quote or world.quote(), at, world.collateral(folder))
+
+
+def reason_of(verifier: TdxVerifier, world: TdxWorld, folder: Path, quote: bytes | None = None,
+              at=AT) -> tuple[str, str]:
+    with pytest.raises(EvidenceError) as err:
+        verify(verifier, world, folder, quote, at)
+    return err.value.reason, str(err.value)
+
+
+def tcb_info(**kwargs) -> str:
+    return signed_json("tcbInfo", tcb_info_doc(**kwargs), PKI.signing_key)
+
+
+# --- CRLs -----------------------------------------------------------------------------------------------------------
+
+def test_newest_current_crl_is_the_one_used(verifier, tmp_path) -> None:
+    """Two current CRLs of the PCK CA: the newer one revokes the PCK, so the quote is revoked."""
+    older = PKI.crl("ca", last=utc(2025, 5, 10))
+    newer = PKI.crl("ca", [WORLD.pck.serial_number], last=utc(2025, 5, 25))
+    world = WORLD.replace(crls=(older, newer, PKI.crl("root")))
+    reason, message = reason_of(verifier, world, tmp_path)
+    expected = f"'Intel SGX PCK Certificate' (serial {WORLD.pck.serial_number:x}) is revoked"
+    assert (reason, message) == ("revoked", expected)
+
+
+@pytest.mark.parametrize("edge", ["last_update", "next_update"])
+def test_crl_is_current_on_both_edges_of_its_window(verifier, tmp_path, edge: str) -> None:
+    crl = PKI.crl("ca", last=AT if edge == "last_update" else utc(2025, 5, 1),
+                  next_=AT if edge == "next_update" else utc(2025, 7, 1))
+    assert verify(verifier, WORLD.replace(crls=(crl, PKI.crl("root"))), tmp_path).tcb_status == "UpToDate"
+
+
+def test_crl_with_a_duplicated_extension_is_collateral_not_a_traceback(tmp_path) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    from exporter.attest.collateral import load_dir
+    der = PKI.crl("ca").public_bytes(serialization.Encoding.DER)
+    crl_number, authority_key_id = forge.der_oid("2.5.29.20"), forge.der_oid("2.5.29.35")
+    (tmp_path / "pck.crl").write_bytes(der.replace(crl_number, authority_key_id))
+    with pytest.raises(EvidenceError) as err:
+        load_dir(tmp_path)
+    assert err.value.reason == "collateral" and "pck.crl: not a valid CRL" in str(err.value)
+
+
+# --- the collateral signer ------------------------------------------------------------------------------------------
+
+def test_expired_tcb_signing_certificate_is_expired(verifier, tmp_path) -> None:
+    expired = forge.issue(intel_name("Intel SGX TCB Signing"), PKI.root.subject, PKI.signing_key.public_key(),
+                          PKI.root_key, ca=False, usage=forge.LEAF_USAGE, not_after=utc(2025, 1, 1))
+    reason, message = reason_of(verifier, WORLD.replace(signing_pem=pem(expired, PKI.root)), tmp_path)
+    assert reason == "expired" and message.startswith("tcb_info signer: certificate 'Intel SGX TCB Signing' is not "
+                                                      "valid at")
+
+
+def test_tcb_signing_certificate_under_the_pck_root_is_chosen_among_several(verifier, tmp_path) -> None:
+    """A PCS mirror for two roots holds two TCB Signing certificates; the one under the quote's root signs."""
+    world = WORLD.replace(signing_pem=pem(OTHER.signing, OTHER.root, PKI.signing, PKI.root))
+    assert verify(verifier, world, tmp_path).tcb_status == "UpToDate"
+
+
+def test_tcb_signing_certificate_with_a_bad_key_is_collateral(verifier, tmp_path) -> None:
+    p384 = ec.generate_private_key(ec.SECP384R1())
+    signer = forge.issue(intel_name("Intel SGX TCB Signing"), PKI.root.subject, p384.public_key(), PKI.root_key,
+                         ca=False, usage=forge.LEAF_USAGE)
+    reason, message = reason_of(verifier, WORLD.replace(signing_pem=pem(signer, PKI.root)), tmp_path)
+    assert (reason, message) == ("collateral", "tcb_info: signing key is not ECDSA P-256")
+
+
+# --- the PCK certificate ------------------------------------------------------------------------------------------------
+
+def test_pck_chain_without_the_root_is_completed_from_the_trust_store(verifier, tmp_path) -> None:
+    quote = forge.tdx_quote(WORLD.pck_key, pem(WORLD.pck, PKI.ca))
+    assert verify(verifier, WORLD, tmp_path, quote).tcb_status == "UpToDate"
+
+
+def test_pck_chain_of_one_certificate_is_refused(verifier, tmp_path) -> None:
+    reason, message = reason_of(verifier, WORLD, tmp_path, forge.tdx_quote(WORLD.pck_key, pem(WORLD.pck)))
+    assert (reason, message) == ("chain", "PCK chain has 1 certificate(s), need leaf and CA")
+
+
+def test_pck_with_a_non_zero_pce_id_is_matched_to_its_tcb_info(verifier, tmp_path) -> None:
+    world = forge.tdx_world(pce_id=b"\x00\x01").replace(tcb_info=tcb_info(pce_id="0001"))
+    assert verify(verifier, world, tmp_path).tcb_status == "UpToDate"
+    reason, message = reason_of(verifier, world.replace(tcb_info=tcb_info()), tmp_path / "b")
+    assert (reason, message) == ("collateral", "TCB info PCEID 0000 is not the PCK's 0001")
+
+
+def test_pck_without_the_sgx_extension_is_a_certificate_error(verifier, tmp_path) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    pck = forge.issue(intel_name("Intel SGX PCK Certificate"), PKI.ca.subject, key.public_key(), PKI.ca_key,
+                      ca=False, usage=forge.LEAF_USAGE)
+    reason, message = reason_of(verifier, WORLD, tmp_path, forge.tdx_quote(key, pem(pck, PKI.ca, PKI.root)))
+    assert reason == "certificate" and message.startswith("PCK certificate SGX extension unreadable: ")
+
+
+def test_pck_with_a_p384_key_is_a_certificate_error(verifier, tmp_path) -> None:
+    key = ec.generate_private_key(ec.SECP384R1())
+    pck = forge.issue(intel_name("Intel SGX PCK Certificate"), PKI.ca.subject, key.public_key(), PKI.ca_key,
+                      ca=False, usage=forge.LEAF_USAGE,
+                      extensions=[forge.sgx_extension(forge.FMSPC, SGX_SVNS, PCESVN)])
+    reason, message = reason_of(verifier, WORLD, tmp_path, forge.tdx_quote(WORLD.pck_key, pem(pck, PKI.ca, PKI.root)))
+    assert (reason, message) == ("certificate", "PCK key is not ECDSA P-256")
+
+
+def test_pck_with_a_short_fmspc_is_a_certificate_error(verifier, tmp_path) -> None:
+    world = forge.tdx_world(fmspc=b"\xb0\xc0\x6f\x00\x00")
+    reason, message = reason_of(verifier, world, tmp_path)
+    assert (reason, message) == ("certificate", "PCK certificate FMSPC/PCEID of the wrong size")
+
+
+def test_malformed_pck_chain_names_it(verifier, tmp_path) -> None:
+    bad = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+    reason, message = reason_of(verifier, WORLD, tmp_path, forge.tdx_quote(WORLD.pck_key, bad))
+    assert reason == "certificate" and message.startswith("PCK certificate chain: not a valid certificate")
+
+
+# --- TCB levels: which TDX components a versioned module leaves to its identity ------------------------------------
+
+TDX_LEVELS_ABOVE = (9, 9) + (0,) * 14  # components 0 and 1 above the quote's TEE_TCB_SVN, the rest met
+
+
+def test_versioned_module_leaves_its_two_svns_to_the_module_identity(verifier, tmp_path) -> None:
+    """TEE_TCB_SVN[1] > 0: components 0 and 1 are the module's, judged by TDX_01, not by the platform levels."""
+    world = WORLD.replace(tcb_info=tcb_info(levels=[tcb_level(tdx=TDX_LEVELS_ABOVE),
+                                                    tcb_level(status="OutOfDate")]))
+    assert verify(verifier, world, tmp_path).tcb_status == "UpToDate"
+
+
+def test_versioned_module_svn_1_counts_as_versioned(verifier, tmp_path) -> None:
+    world = WORLD.replace(td=TdFields(tee_tcb_svn=bytes([3, 1, 0]) + bytes(13)),
+                          tcb_info=tcb_info(levels=[tcb_level(tdx=TDX_LEVELS_ABOVE), tcb_level(status="OutOfDate")]))
+    assert verify(verifier, world, tmp_path).tcb_status == "UpToDate"
+
+
+def test_third_tdx_component_is_always_judged_by_the_platform_levels(verifier, tmp_path) -> None:
+    above = (0, 0, 9) + (0,) * 13
+    world = WORLD.replace(tcb_info=tcb_info(levels=[tcb_level(tdx=above), tcb_level(status="OutOfDate")]))
+    assert verify(verifier, world, tmp_path).tcb_status == "OutOfDate"
+
+
+@pytest.mark.parametrize("first_above", [0, 1])
+def test_unversioned_module_is_judged_on_every_tdx_component(verifier, tmp_path, first_above: int) -> None:
+    above = tuple(9 if i == first_above else 0 for i in range(16))
+    world = WORLD.replace(td=TdFields(tee_tcb_svn=bytes([3, 0, 2]) + bytes(13)),
+                          tcb_info=tcb_info(levels=[tcb_level(tdx=above), tcb_level(status="OutOfDate")]))
+    assert verify(verifier, world, tmp_path).tcb_status == "OutOfDate"
+
+
+def test_unversioned_module_with_a_third_svn_uses_tdx_module(verifier, tmp_path) -> None:
+    """TEE_TCB_SVN[1] == 0 means no module identity version, whatever TEE_TCB_SVN[2] says."""
+    world = WORLD.replace(td=TdFields(tee_tcb_svn=bytes([3, 0, 2]) + bytes(13)))
+    verified = verify(verifier, world, tmp_path)
+    assert verified.tcb_status == "UpToDate"
+
+
+def test_module_level_equal_to_the_module_svn_is_met(verifier, tmp_path) -> None:
+    levels = [module_identity(isvsvn=3, status="SWHardeningNeeded")]
+    world = WORLD.replace(tcb_info=tcb_info(identities=levels))
+    assert verify(verifier, world, tmp_path).tcb_status == "SWHardeningNeeded"
+
+
+def test_module_svn_below_every_level_names_the_svn(verifier, tmp_path) -> None:
+    world = WORLD.replace(tcb_info=tcb_info(identities=[module_identity(isvsvn=4)]))
+    assert reason_of(verifier, world, tmp_path) == ("tcb", "TDX module TDX_01 SVN 3 below every level")
+
+
+# --- the QE identity ----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("qe", "message"), [
+    (forge.QeFields(isvprodid=3), "Quoting Enclave MRSIGNER/ISVPRODID do not match the TD_QE identity"),
+    (forge.QeFields(miscselect=1), "Quoting Enclave MISCSELECT does not match the TD_QE identity"),
+    (forge.QeFields(attributes=b"\x13" + bytes(15)), "Quoting Enclave ATTRIBUTES do not match the TD_QE identity"),
+])
+def test_qe_identity_mismatch_names_the_field(verifier, tmp_path, qe, message: str) -> None:
+    assert reason_of(verifier, WORLD.replace(qe=qe), tmp_path) == ("collateral", message)
+
+
+def test_missing_qe_identity_says_how_to_allow_it(verifier, tmp_path) -> None:
+    with pytest.raises(EvidenceError) as err:
+        verifier.verify(WORLD.quote(), AT, WORLD.replace(qe_identity=None).collateral(tmp_path))
+    assert str(err.value) == ("no TD_QE identity in the collateral (the policy's allow_missing_collateral does not "
+                              "name qe_identity)")
+
+
+# --- what a verified quote yields ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("version", [4, 5])
+def test_verified_quote_fields(verifier, tmp_path, version: int) -> None:
+    quote = WORLD.quote(version=version)
+    verified = verify(verifier, WORLD, tmp_path, quote)
+    assert (verified.tee_type, verified.evidence_format, verified.version) == ("tdx", "tdx-quote", version)
+    assert verified.sha256 == hashlib.sha256(quote).hexdigest()
+    assert verified.measurement == "sha384:" + "22" * 48 and verified.debug is False
+    assert verified.tcb == {"tee_tcb_svn_0": 3, "tee_tcb_svn_1": 1, "tee_tcb_svn_2": 2, "qe_isvsvn": 4,
+                            "pcesvn": PCESVN}
+    assert (verified.tcb_status, verified.product, verified.signer, verified.warnings) == (
+        "UpToDate", "b0c06f000000", "pck", ())
+    assert verified.details == {
+        "report_data": "55" * 64, "mrseam": "44" * 48, "td_attributes": "0x0000000010000000",
+        "tee_tcb_svn": "030102" + "00" * 13, "fmspc": "b0c06f000000", "sgx_tcb_svn": bytes(SGX_SVNS).hex(),
+        **{f"rtmr{i}": "00" * 48 for i in range(4)}}
+
+
+def test_sgx_svns_outside_a_byte_are_clamped(verifier, tmp_path) -> None:
+    """DER INTEGERs are signed and unbounded; a PCK under an operator-added root may carry 300 or -1."""
+    svns = (300, -1) + SGX_SVNS[2:]
+    oid = forge.OID_SGX
+    tcb = [forge.der_seq(forge.der_oid(f"{oid}.2.{i + 1}"), forge.der_int(v)) for i, v in enumerate(svns)]
+    tcb += [forge.der_seq(forge.der_oid(f"{oid}.2.17"), forge.der_int(PCESVN)),
+            forge.der_seq(forge.der_oid(f"{oid}.2.18"), forge.der_octets(bytes(16)))]
+    value = forge.der_seq(forge.der_seq(forge.der_oid(f"{oid}.1"), forge.der_octets(b"\x01" * 16)),
+                          forge.der_seq(forge.der_oid(f"{oid}.2"), forge.der_seq(*tcb)),
+                          forge.der_seq(forge.der_oid(f"{oid}.3"), forge.der_octets(b"\0\0")),
+                          forge.der_seq(forge.der_oid(f"{oid}.4"), forge.der_octets(forge.FMSPC)),
+                          forge.der_seq(forge.der_oid(f"{oid}.5"), b"\x0a\x01\x00"))
+    key = ec.generate_private_key(ec.SECP256R1())
+    pck = forge.issue(intel_name("Intel SGX PCK Certificate"), PKI.ca.subject, key.public_key(), PKI.ca_key,
+                      ca=False, usage=forge.LEAF_USAGE,
+                      extensions=[x509.UnrecognizedExtension(x509.ObjectIdentifier(oid), value)])
+    verified = verifier.verify(forge.tdx_quote(key, pem(pck, PKI.ca, PKI.root)), AT)
+    assert verified.details["sgx_tcb_svn"] == "ff00" + bytes(SGX_SVNS[2:]).hex()
+
+
+def test_without_collateral_the_warning_says_what_was_not_checked(verifier) -> None:
+    verified = verifier.verify(WORLD.quote(), AT)
+    assert verified.warnings == ("no collateral: TCB status and revocation not checked",)
+    assert ISSUED < AT
