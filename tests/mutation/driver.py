@@ -7,13 +7,18 @@ tree is never modified. Afterwards every mutant that no test killed is named by 
 mutmut's per-function number, nor by line) and looked up in tests/mutation/equivalent.toml (reviewed equivalent
 mutants, each with its reason); any other survivor fails the run.
 
-Usage: python tests/mutation/driver.py [--jobs N] [--list] [module ...]   (no module: all of them)
+Usage: python tests/mutation/driver.py [--jobs N] [--list] [--ci] [module ...]   (no module: all of them)
+
+``--ci`` picks the modules for the test suite (scripts/test.sh): those whose file differs from the merge base with
+origin/main, plus one module in rotation (the UTC day number modulo the module count), so that every module is
+mutated at least once every len(modules) days while a CI run pays for about one module (docs/testing.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import datetime as dt
 import difflib
 import json
 import os
@@ -192,6 +197,23 @@ def _glob(name: str, pattern: str) -> bool:
     return fnmatchcase(name, pattern)
 
 
+def ci_modules(modules: dict[str, Module], today: dt.date) -> list[str]:
+    """Today's module in rotation and the trust modules changed since the merge base with origin/main (or main)."""
+    names = list(modules)
+    chosen = [names[today.toordinal() % len(names)]]
+    base = ""
+    for ref in ("origin/main", "main"):  # a clone has origin/main; a local worktree may only have main
+        base = base or subprocess.run(["git", "merge-base", "HEAD", ref], cwd=ROOT, capture_output=True, text=True,
+                                      check=False).stdout.strip()
+    if base:
+        diff = subprocess.run(["git", "diff", "--name-only", base, "--", *(m.path for m in modules.values())],
+                              cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+        chosen += [m.name for m in modules.values() if m.path in diff and m.name not in chosen]
+    else:
+        print("mutation: no merge base with main; only the module in rotation", file=sys.stderr)
+    return chosen
+
+
 def print_table(outcomes: Iterable[Outcome]) -> None:
     rows = [("module", "mutants", "killed", "survived", "equivalent", "seconds")]
     rows += [(o.module, str(o.mutants), str(o.killed), str(len(o.survivors)), str(len(o.equivalent)),
@@ -213,6 +235,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("modules", nargs="*", help="module names from tests/mutation/modules.toml (default: all)")
     parser.add_argument("--jobs", type=int, default=2, help="mutants tested at once (default 2)")
     parser.add_argument("--list", action="store_true", help="print the module names and paths, and exit")
+    parser.add_argument("--ci", action="store_true",
+                        help="the changed modules and today's module in rotation (scripts/test.sh)")
     parser.add_argument("--toml", action="store_true",
                         help="print survivors as equivalent.toml entries (to review and complete, not to paste)")
     args = parser.parse_args(argv)
@@ -224,8 +248,9 @@ def main(argv: list[str]) -> int:
     unknown = [name for name in args.modules if name not in modules]
     if unknown:
         parser.error(f"unknown module(s) {', '.join(unknown)}; known: {', '.join(modules)}")
+    chosen = args.modules or (ci_modules(modules, dt.datetime.now(dt.UTC).date()) if args.ci else list(modules))
     outcomes = []
-    for name in args.modules or list(modules):
+    for name in chosen:
         print(f"== mutating {modules[name].path}", file=sys.stderr, flush=True)
         outcomes.append(run_module(modules[name], args.jobs))
     print_table(outcomes)
