@@ -151,9 +151,10 @@ def statuses(work: Path) -> dict[str, str]:
 def function_sources(mutated_file: Path) -> dict[str, str]:
     """Every function definition of mutmut's output file by name (module level and in classes), dedented."""
     text = mutated_file.read_text()
-    tree = ast.parse(text)
-    return {node.name: textwrap.dedent(ast.get_source_segment(text, node, padded=True) or "")
-            for node in ast.walk(tree) if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)}
+    lines = text.splitlines()  # sliced by line numbers: ast.get_source_segment re-splits the file on every call
+    return {node.name: textwrap.dedent("\n".join(lines[node.lineno - 1:node.end_lineno]))
+            for node in ast.walk(ast.parse(text))
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)}
 
 
 def describe(module: Module, mutant: str, status: str, sources: dict[str, str]) -> Survivor:

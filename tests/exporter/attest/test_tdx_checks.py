@@ -272,3 +272,81 @@ def test_without_collateral_the_warning_says_what_was_not_checked(verifier) -> N
     verified = verifier.verify(WORLD.quote(), AT)
     assert verified.warnings == ("no collateral: TCB status and revocation not checked",)
     assert ISSUED < AT
+
+
+# --- signatures and messages -------------------------------------------------------------------------------------
+
+def _flip_byte(data: bytes, offset: int) -> bytes:
+    return data[:offset] + bytes([data[offset] ^ 1]) + data[offset + 1:]
+
+
+def test_altered_quote_body_fails_the_quote_signature(verifier) -> None:
+    quote = _flip_byte(WORLD.quote(), 48 + 16)  # a byte of the TD report's MRSEAM, under the quote signature
+    with pytest.raises(EvidenceError) as err:
+        verifier.verify(quote, AT)
+    assert (err.value.reason, str(err.value)) == ("signature", "quote signature does not verify")
+
+
+def test_qe_report_signed_by_another_pck_key_fails(verifier) -> None:
+    other_key, _ = PKI.pck()
+    quote = forge.tdx_quote(other_key, WORLD.chain_pem)  # QE report signed by a key the PCK does not hold
+    with pytest.raises(EvidenceError) as err:
+        verifier.verify(quote, AT)
+    assert (err.value.reason, str(err.value)) == ("signature", "QE report signature (PCK key) does not verify")
+
+
+def test_qe_report_not_binding_the_attestation_key_says_so(verifier) -> None:
+    with pytest.raises(EvidenceError) as err:
+        verifier.verify(WORLD.quote(bind=False), AT)
+    assert (err.value.reason, str(err.value)) == ("signature", "QE report does not bind the attestation key")
+
+
+def test_revoked_tcb_level_says_so(verifier, tmp_path) -> None:
+    world = WORLD.replace(tcb_info=tcb_info(levels=[tcb_level(status="Revoked")]))
+    assert reason_of(verifier, world, tmp_path) == ("revoked", "TCB status is Revoked")
+
+
+def test_allowed_missing_qe_identity_is_a_warning(verifier, tmp_path) -> None:
+    verified = verifier.verify(WORLD.quote(), AT, WORLD.replace(qe_identity=None).collateral(tmp_path),
+                               ("qe_identity",))
+    assert verified.warnings == ("no TD_QE identity in collateral: Quoting Enclave identity not checked",)
+
+
+def test_stale_qe_identity_names_it(verifier, tmp_path) -> None:
+    stale = signed_json("enclaveIdentity", forge.qe_identity_doc(issued=utc(2025, 1, 1), next_update=utc(2025, 2, 1)),
+                        PKI.signing_key)
+    reason, message = reason_of(verifier, WORLD.replace(qe_identity=stale), tmp_path)
+    assert reason == "expired" and message.startswith("TD_QE identity is not valid at ")
+
+
+# --- what the verifier remembers between quotes ------------------------------------------------------------------
+
+def test_second_quote_with_the_same_collateral_objects_is_judged_alike(verifier, tmp_path) -> None:
+    """The second verification takes the memoised collateral signature checks; the verdict must not change."""
+    collateral = WORLD.collateral(tmp_path)
+    first = verifier.verify(WORLD.quote(), AT, collateral)
+    second = verifier.verify(WORLD.quote(), AT, collateral)
+    assert first.tcb_status == second.tcb_status == "UpToDate"
+
+
+def test_memoised_collateral_signature_does_not_outlive_its_signer(verifier, tmp_path) -> None:
+    """The signer expires between two quotes checked with the same collateral objects: the second is expired."""
+    short = forge.issue(intel_name("Intel SGX TCB Signing"), PKI.root.subject, PKI.signing_key.public_key(),
+                        PKI.root_key, ca=False, usage=forge.LEAF_USAGE, not_after=utc(2025, 6, 10))
+    collateral = WORLD.replace(signing_pem=pem(short, PKI.root)).collateral(tmp_path)
+    assert verifier.verify(WORLD.quote(), AT, collateral).tcb_status == "UpToDate"
+    with pytest.raises(EvidenceError) as err:
+        verifier.verify(WORLD.quote(), utc(2025, 6, 15), collateral)
+    assert err.value.reason == "expired" and "'Intel SGX TCB Signing' is not valid" in str(err.value)
+
+
+def test_typed_collateral_view_is_not_taken_from_a_recycled_id(verifier, tmp_path) -> None:
+    """The parsed TCB info is memoised by id(); an entry left by another object under the same id (ids are
+    recycled after garbage collection) must not be used. Simulated by planting such an entry."""
+    collateral = WORLD.collateral(tmp_path)
+    (item,) = collateral.tcb_infos
+    stale = forge.tdx_world().replace(tcb_info=tcb_info(levels=[tcb_level(status="OutOfDate")]))
+    (other,) = stale.collateral(tmp_path / "other").tcb_infos
+    from exporter.attest.collateral import tdx_tcb_info
+    verifier._typed[id(item)] = (other, tdx_tcb_info(other.doc))
+    assert verifier.verify(WORLD.quote(), AT, collateral).tcb_status == "UpToDate"
