@@ -5,7 +5,8 @@ settings and a ``[tool.mutmut]`` table: the project's own (pyproject.toml) plus 
 mutate and its narrow test selection (tests/mutation/modules.toml). mutmut copies the sources there, so the work
 tree is never modified. Afterwards every mutant that no test killed is named by its function and its diff (not by
 mutmut's per-function number, nor by line) and looked up in tests/mutation/equivalent.toml (reviewed equivalent
-mutants, each with its reason); any other survivor fails the run.
+mutants, each with its reason) and tests/mutation/survivors.toml (known survivors: not equivalent, the test that
+would kill each is still to be written, and the entry says which); any other survivor fails the run.
 
 Usage: python tests/mutation/driver.py [--jobs N] [--list] [--ci] [module ...]   (no module: all of them)
 
@@ -67,8 +68,9 @@ class Outcome:
     module: str
     mutants: int = 0
     killed: int = 0
-    equivalent: list[Survivor] = field(default_factory=list)
-    survivors: list[Survivor] = field(default_factory=list)
+    equivalent: list[Survivor] = field(default_factory=list)  # listed in equivalent.toml, with the reason
+    known: list[Survivor] = field(default_factory=list)  # listed in survivors.toml: a test still to write
+    survivors: list[Survivor] = field(default_factory=list)  # in neither list: fails the run
     seconds: float = 0.0
 
 
@@ -78,14 +80,14 @@ def load_modules() -> dict[str, Module]:
             for name, spec in doc["modules"].items()}
 
 
-def load_equivalent() -> dict[tuple[str, str, str], str]:
-    """(module, function, diff) -> reason. An entry without a reason is refused: the file is a reviewed list."""
-    doc = tomllib.loads((HERE / "equivalent.toml").read_text())
+def load_listed(name: str, why: str) -> dict[tuple[str, str, str], str]:
+    """(module, function, diff) -> the entry's ``why`` text; an entry without one is refused (a reviewed list)."""
+    doc = tomllib.loads((HERE / name).read_text())
     out = {}
     for entry in doc.get("mutant", []):
-        if not str(entry.get("reason", "")).strip():
-            raise SystemExit(f"equivalent.toml: entry {entry.get('module')}:{entry.get('function')} has no reason")
-        out[(entry["module"], entry["function"], normalise(entry["diff"]))] = entry["reason"]
+        if not str(entry.get(why, "")).strip():
+            raise SystemExit(f"{name}: entry {entry.get('module')}:{entry.get('function')} has no {why}")
+        out[(entry["module"], entry["function"], normalise(entry["diff"]))] = entry[why]
     return out
 
 
@@ -184,12 +186,14 @@ def run_module(module: Module, jobs: int) -> Outcome:
         raise SystemExit(f"{module.name}: mutants not run to the end ({', '.join(sorted(unknown))}); see "
                          f"{work / 'mutmut.log'}")
     sources = function_sources(work / "mutants" / module.path)
-    equivalent = load_equivalent()
+    equivalent = load_listed("equivalent.toml", "reason")
+    known = load_listed("survivors.toml", "missing")
     for name, status in sorted(results.items()):
         if status in UNKILLED:
             survivor = describe(module, name, status, sources)
             key = (survivor.module, survivor.function, survivor.diff)
-            (outcome.equivalent if key in equivalent else outcome.survivors).append(survivor)
+            bucket = outcome.equivalent if key in equivalent else outcome.known if key in known else outcome.survivors
+            bucket.append(survivor)
     return outcome
 
 
@@ -216,9 +220,9 @@ def ci_modules(modules: dict[str, Module], today: dt.date) -> list[str]:
 
 
 def print_table(outcomes: Iterable[Outcome]) -> None:
-    rows = [("module", "mutants", "killed", "survived", "equivalent", "seconds")]
-    rows += [(o.module, str(o.mutants), str(o.killed), str(len(o.survivors)), str(len(o.equivalent)),
-              f"{o.seconds:.0f}") for o in outcomes]
+    rows = [("module", "mutants", "killed", "equivalent", "known survivors", "new survivors", "seconds")]
+    rows += [(o.module, str(o.mutants), str(o.killed), str(len(o.equivalent)), str(len(o.known)),
+              str(len(o.survivors)), f"{o.seconds:.0f}") for o in outcomes]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))))
@@ -239,7 +243,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--ci", action="store_true",
                         help="the changed modules and today's module in rotation (scripts/test.sh)")
     parser.add_argument("--toml", action="store_true",
-                        help="print survivors as equivalent.toml entries (to review and complete, not to paste)")
+                        help="print new survivors as TOML entries (to review and complete, not to paste blindly)")
     args = parser.parse_args(argv)
     modules = load_modules()
     if args.list:
@@ -260,7 +264,7 @@ def main(argv: list[str]) -> int:
         for outcome in outcomes:
             for s in outcome.survivors:
                 print(f'\n[[mutant]]\nmodule = "{s.module}"\nfunction = "{s.function}"\n'
-                      f"diff = '''\n{s.diff}\n'''\nreason = \"\"")
+                      f"diff = '''\n{s.diff}\n'''\nreason = \"\"  # or: missing = \"\" (survivors.toml)")
     return 1 if any(o.survivors for o in outcomes) else 0
 
 
