@@ -275,3 +275,12 @@ def test_verifier_key_whose_base64_contains_plus_is_read(tmp_path: Path) -> None
 def test_checkpoint_json_is_not_a_note() -> None:
     with pytest.raises(cp.CheckpointError):
         cp.parse(json.dumps({"size": 5}))
+
+
+def test_record_hash_is_over_the_rfc8785_number_form() -> None:
+    """1e-7 is "1e-7" in RFC 8785 (ECMAScript number form), "1e-07" to Python's json: the hash takes the former."""
+    (doc,) = sealed(1)
+    doc = {**doc, "ratio": 1e-7}
+    body = {**doc, FIELD: {k: v for k, v in doc[FIELD].items() if k != "hash"}}
+    assert b'"ratio":1e-7' in canonicalize(body)
+    assert record_hash(doc) == hashlib.sha256(canonicalize(body)).hexdigest()

@@ -164,8 +164,9 @@ def describe(module: Module, mutant: str, status: str, sources: dict[str, str]) 
     stem, _, number = local.rpartition("__mutmut_")
     readable = stem.removeprefix("x").lstrip("_ǁ").replace("ǁ", ".") if stem.startswith("xǁ") \
         else stem.removeprefix("x_")
-    original = sources.get(f"{stem}__mutmut_orig", "").splitlines()[1:]  # without the def line (its name)
-    mutated = sources.get(f"{stem}__mutmut_{number}", "").splitlines()[1:]
+    # The def line carries mutmut's per-mutant name; drop the suffix so only a changed default shows.
+    original = sources.get(f"{stem}__mutmut_orig", "").replace(f"{stem}__mutmut_orig", stem, 1).splitlines()
+    mutated = sources.get(f"{stem}__mutmut_{number}", "").replace(f"{stem}__mutmut_{number}", stem, 1).splitlines()
     changed = [line for line in difflib.unified_diff(original, mutated, lineterm="", n=0)
                if line[:1] in "+-" and not line.startswith(("+++", "---"))]
     return Survivor(module.name, readable, normalise("\n".join(changed)), mutant, status)
