@@ -284,3 +284,75 @@ def test_record_hash_is_over_the_rfc8785_number_form() -> None:
     body = {**doc, FIELD: {k: v for k, v in doc[FIELD].items() if k != "hash"}}
     assert b'"ratio":1e-7' in canonicalize(body)
     assert record_hash(doc) == hashlib.sha256(canonicalize(body)).hexdigest()
+
+
+# --- signed-note details (C2SP signed-note; golang.org/x/mod/sumdb/note behaves the same) -----------------------
+
+def _sign_body(key: Ed25519PrivateKey, body: str, name: str = cp.KEY_NAME) -> str:
+    blob = base64.b64encode(cp.key_id(name, key.public_key()) + key.sign(body.encode())).decode()
+    return f"\u2014 {name} {blob}\n"
+
+
+def test_signatures_start_after_the_last_empty_line(key) -> None:
+    """An empty line inside the text (before an extension line) is text: the note splits at the last one."""
+    body = cp.body_text("tee-audit/h1", 5, bytes(32)) + "\nextension\n"
+    parsed = cp.parse(body + "\n" + _sign_body(key, body))
+    assert parsed.body == body and cp.verify(parsed, key.public_key())
+
+
+def test_origin_may_contain_spaces(key) -> None:
+    parsed = cp.parse(cp.sign(key, "rack 7/host 3", 5, "ab" * 32))
+    assert parsed.origin == "tee-audit/rack 7/host 3"
+
+
+def test_missing_root_line_is_an_empty_root() -> None:
+    with pytest.raises(cp.CheckpointError, match="^checkpoint root is not a SHA-256 hash$"):
+        cp.parse("o\n5\n\n\u2014 k AAAAAAAA\n")
+
+
+def test_a_same_named_line_by_another_key_does_not_hide_the_trusted_one(key) -> None:
+    """Two lines named tee-audit: the first by another key (other key id) is skipped, the second verifies."""
+    impostor = Ed25519PrivateKey.generate()
+    body = cp.body_text("tee-audit/h1", 5, bytes(32))
+    parsed = cp.parse(body + "\n" + _sign_body(impostor, body) + _sign_body(key, body))
+    assert cp.verify(parsed, key.public_key())
+
+
+def test_bad_signature_line_is_quoted_to_40_characters() -> None:
+    line = "- " + "x" * 60
+    with pytest.raises(cp.CheckpointError) as err:
+        cp.parse(f"o\n5\n{'A' * 43}=\n\n{line}\n")
+    assert str(err.value) == f"bad signature line {line[:40]!r}"
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ("\u2014 tee audit AAAAAAAA", "signature is not base64"),  # a key name holds no space
+    ("\u2014 tee-audit AAAAAAAA ", "signature is not base64"),  # nor does the base64 blob
+])
+def test_signature_line_fields_are_split_exactly(line: str, message: str) -> None:
+    with pytest.raises(cp.CheckpointError, match=f"^{message}$"):
+        cp.parse(f"o\n5\n{'A' * 43}=\n\n{line}\n")
+
+
+def test_shortest_signature_line_is_read(key) -> None:
+    """Four bytes of key id and one of signature: parsed (it cannot verify, which is verify's business)."""
+    parsed = cp.parse(f"tee-audit/h1\n5\n{'A' * 43}=\n\n\u2014 tee-audit {base64.b64encode(bytes(5)).decode()}\n")
+    assert parsed.signatures == (("tee-audit", bytes(4), bytes(1)),)
+    assert not cp.verify(parsed, key.public_key())
+
+
+def test_signature_blob_ending_in_x_is_read() -> None:
+    parsed = cp.parse(f"o\n5\n{'A' * 43}=\n\n\u2014 k AAAAAAAX\n")
+    assert parsed.signatures == (("k", base64.b64decode("AAAAAAAX")[:4], base64.b64decode("AAAAAAAX")[4:]),)
+
+
+def test_generate_creates_missing_parent_directories(tmp_path: Path) -> None:
+    private, _ = cp.generate(tmp_path / "etc" / "tee-audit")
+    assert private.exists()
+
+
+def test_verifier_key_file_that_is_not_utf8_is_refused_with_a_reason(tmp_path: Path) -> None:
+    path = tmp_path / "k.vkey"
+    path.write_bytes(b"tee-audit+00000000+\xff\xfe")
+    with pytest.raises(cp.CheckpointError, match="neither a PEM public key nor a note verifier key$"):
+        cp.load_public(path)
