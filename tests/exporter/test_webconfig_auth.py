@@ -185,3 +185,67 @@ def test_start_up_with_an_invalid_file_is_an_error(tmp_path: Path) -> None:
     path.write_text("basic_auth_users:\n  alice: plain\n")
     with pytest.raises(ConfigError, match="expected a bcrypt hash"):
         WebConfigSource(path)
+
+
+# --- TLS settings as the SSL context gets them (the handshakes themselves: test_web.py) ---------------------------
+
+def tls(tmp_path: Path, **extra: str) -> dict[str, str]:
+    from tests.exporter.test_web import make_cert
+    cert, key = make_cert(tmp_path)
+    return {"cert_file": cert.name, "key_file": key.name, **extra}
+
+
+def test_tls_defaults_are_a_server_context_from_tls12_without_client_certificates(tmp_path: Path) -> None:
+    import ssl
+    ctx = webconfig.tls_context(tls(tmp_path), tmp_path)
+    assert ctx.protocol == ssl.PROTOCOL_TLS_SERVER and ctx.verify_mode == ssl.CERT_NONE
+    assert ctx.minimum_version == ssl.TLSVersion.TLSv1_2
+    assert ctx.maximum_version == ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).maximum_version  # not capped
+
+
+@pytest.mark.parametrize(("given", "expected"), [("TLS12", "TLSv1_2"), ("TLS13", "TLSv1_3")])
+def test_max_version_caps_the_context(tmp_path: Path, given: str, expected: str) -> None:
+    import ssl
+    ctx = webconfig.tls_context(tls(tmp_path, min_version="TLS12", max_version=given), tmp_path)
+    assert ctx.maximum_version == getattr(ssl.TLSVersion, expected)
+
+
+@pytest.mark.parametrize("key", ["min_version", "max_version"])
+def test_unknown_tls_version_names_the_choices(tmp_path: Path, key: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        webconfig.tls_context(tls(tmp_path, **{key: "SSL3"}), tmp_path)
+    assert str(err.value) == f"tls_server_config.{key}: invalid value 'SSL3' (one of TLS10, TLS11, TLS12, TLS13)"
+
+
+def test_unknown_client_auth_type_names_the_choices(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        webconfig.tls_context(tls(tmp_path, client_auth_type="Maybe"), tmp_path)
+    assert str(err.value) == ("tls_server_config.client_auth_type: invalid value 'Maybe' (one of NoClientCert, "
+                              "RequestClientCert, VerifyClientCertIfGiven, RequireAnyClientCert, "
+                              "RequireAndVerifyClientCert)")
+
+
+def test_client_ca_without_client_auth_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        webconfig.tls_context(tls(tmp_path, client_ca_file="tls.crt"), tmp_path)
+    assert str(err.value) == "tls_server_config: client_ca_file is set but client_auth_type is NoClientCert"
+
+
+def test_client_auth_without_a_ca_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        webconfig.tls_context(tls(tmp_path, client_auth_type="RequireAnyClientCert"), tmp_path)
+    assert str(err.value) == ("tls_server_config: client_auth_type RequireAnyClientCert needs client_ca_file "
+                              "(client certificates are always verified against it)")
+
+
+def test_unreadable_client_ca_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        webconfig.tls_context(tls(tmp_path, client_auth_type="RequireAndVerifyClientCert",
+                                  client_ca_file="missing.pem"), tmp_path)
+    assert str(err.value).startswith("tls_server_config: cannot load client_ca_file: ")
+
+
+def test_unreadable_web_config_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        WebConfigSource(tmp_path / "missing.yml")
+    assert str(err.value) == f"{tmp_path / 'missing.yml'}: cannot read: No such file or directory"
