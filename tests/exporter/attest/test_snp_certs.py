@@ -185,3 +185,9 @@ def test_verified_report_fields(verifier, policy: int, debug: bool, migrate_ma: 
     assert (verified.debug, verified.tcb, verified.product, verified.signer) == (debug, MILAN_TCB, "Milan", "vcek")
     assert verified.details == {"report_data": "33" * 64, "policy": hex(policy), "vmpl": "2", "guest_svn": "7",
                                 "migrate_ma": migrate_ma, "host_data": "00" * 32, "chip_id": "5a" * 64}
+
+
+def test_tcb_mismatch_names_every_component_that_differs(verifier) -> None:
+    other = dict(MILAN_TCB, snp=MILAN_TCB["snp"] + 1, tee=MILAN_TCB["tee"] + 1)
+    reason, message = reason_of(verifier, forge.snp_report(VCEK_KEY, tcb=other), SnpCerts(VCEK, (AMD.ask, AMD.ark)))
+    assert reason == "certificate" and message.endswith("(snp, tee)")
