@@ -350,3 +350,20 @@ def test_typed_collateral_view_is_not_taken_from_a_recycled_id(verifier, tmp_pat
     from exporter.attest.collateral import tdx_tcb_info
     verifier._typed[id(item)] = (other, tdx_tcb_info(other.doc))
     assert verifier.verify(WORLD.quote(), AT, collateral).tcb_status == "UpToDate"
+
+
+def test_stale_crl_names_its_issuer(verifier, tmp_path) -> None:
+    world = WORLD.replace(crls=(PKI.crl("ca", last=utc(2025, 1, 1), next_=utc(2025, 2, 1)), PKI.crl("root")))
+    assert reason_of(verifier, world, tmp_path) == (
+        "expired", f"CRL of 'Intel SGX PCK Platform CA' is not current at {AT.isoformat()}")
+
+
+def test_pck_with_an_unusable_key_is_a_certificate_error(verifier, tmp_path) -> None:
+    """The PCK's key is read before its chain is checked: an invalid point is refused, named, not a traceback."""
+    from cryptography.hazmat.primitives import serialization
+    der = WORLD.pck.public_bytes(serialization.Encoding.DER)
+    point = WORLD.pck.public_key().public_bytes(serialization.Encoding.X962,
+                                                serialization.PublicFormat.UncompressedPoint)
+    broken = x509.load_der_x509_certificate(der.replace(point, point[:-1] + bytes([point[-1] ^ 1])))
+    reason, message = reason_of(verifier, WORLD, tmp_path, forge.tdx_quote(WORLD.pck_key, pem(broken, PKI.ca)))
+    assert reason == "certificate" and message.startswith("PCK certificate: unusable public key")
