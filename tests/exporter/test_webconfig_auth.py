@@ -249,3 +249,72 @@ def test_unreadable_web_config_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         WebConfigSource(tmp_path / "missing.yml")
     assert str(err.value) == f"{tmp_path / 'missing.yml'}: cannot read: No such file or directory"
+
+
+# --- the file, re-read while running ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("a: [\n", "not valid YAML: "),
+    ("- 1\n", "expected a mapping at the top level"),
+    ("tls_server_config: [1]\n", "tls_server_config: expected a mapping"),
+    ("basic_auth_users: [1]\n", "basic_auth_users: expected a mapping"),
+    ("http_server_config: [1]\n", "http_server_config: expected a mapping"),
+    ("http_server_config:\n  timeouts: 1\n", "http_server_config: only 'headers' is supported"),
+    ("http_server_config:\n  headers: [1]\n", "headers: expected a mapping"),
+    ("http_server_config:\n  headers:\n    Server: x\n",
+     "http_server_config.headers: header(s) ['Server'] may not be set (allowed: Content-Security-Policy, "
+     "Strict-Transport-Security, X-Content-Type-Options, X-Frame-Options, X-XSS-Protection)"),
+])
+def test_invalid_file_is_refused_at_start_with_its_reason(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "web.yml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        WebConfigSource(path)
+    assert message in str(err.value)
+    assert str(err.value).startswith((f"{path}: ", "tls_server_config", "basic_auth_users", "http_server_config",
+                                      "headers"))
+
+
+def test_without_a_file_the_server_is_plain_http() -> None:
+    source = WebConfigSource(None)
+    assert source.tls is False and source.current().users == {}
+
+
+def _ca_files(tmp_path: Path) -> dict[str, str]:
+    from tests.exporter.test_web import make_cert
+    make_cert(tmp_path, "ca")
+    return tls(tmp_path, client_auth_type="RequireAndVerifyClientCert", client_ca_file="ca.crt")
+
+
+@pytest.mark.parametrize("rotated", ["cert_file", "key_file", "client_ca_file"])
+def test_each_tls_file_the_config_names_is_watched(tmp_path: Path, rotated: str) -> None:
+    """A rotated certificate, key or client CA is read on the next request although web.yml is unchanged."""
+    import yaml
+    cfg = _ca_files(tmp_path)
+    path = tmp_path / "web.yml"
+    path.write_text(yaml.safe_dump({"tls_server_config": cfg}))
+    source = WebConfigSource(path)
+    before = source.current()
+    assert source.current() is before  # unchanged files: the parsed config is reused
+    target = tmp_path / cfg[rotated]
+    target.write_bytes(target.read_bytes() + b"\n")  # same content for the TLS library, another size
+    assert source.current() is not before
+
+
+def test_loading_and_refusing_are_logged_once_each_with_the_file(tmp_path: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+    path = tmp_path / "web.yml"
+    path.write_text(f"basic_auth_users:\n  alice: '{HASH}'\n")
+    with caplog.at_level(logging.INFO, logger="common.webconfig"):
+        source = WebConfigSource(path)
+        source.current()
+        path.write_text("basic_auth_users: [\n")
+        for _ in range(2):
+            with pytest.raises(ConfigError):
+                source.current()
+    records = [(r.levelname, r.getMessage(), r.file, getattr(r, "error", None) is not None)
+               for r in caplog.records if r.name == "common.webconfig"]
+    assert records == [("INFO", "web config loaded", str(path), False),
+                       ("ERROR", "web config invalid; refusing requests until it is fixed", str(path), True)]
+    assert caplog.records[-1].error.startswith(f"{path}: not valid YAML")
