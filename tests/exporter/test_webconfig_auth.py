@@ -262,8 +262,8 @@ def test_unreadable_web_config_file_is_named(tmp_path: Path) -> None:
     ("http_server_config:\n  timeouts: 1\n", "http_server_config: only 'headers' is supported"),
     ("http_server_config:\n  headers: [1]\n", "headers: expected a mapping"),
     ("http_server_config:\n  headers:\n    Server: x\n",
-     "http_server_config.headers: header(s) ['Server'] may not be set (allowed: Content-Security-Policy, "
-     "Strict-Transport-Security, X-Content-Type-Options, X-Frame-Options, X-XSS-Protection)"),
+     ("http_server_config.headers: header(s) ['Server'] may not be set (allowed: Content-Security-Policy, "
+      "Strict-Transport-Security, X-Content-Type-Options, X-Frame-Options, X-XSS-Protection)")),
 ])
 def test_invalid_file_is_refused_at_start_with_its_reason(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "web.yml"
