@@ -318,3 +318,32 @@ def test_loading_and_refusing_are_logged_once_each_with_the_file(tmp_path: Path,
     assert records == [("INFO", "web config loaded", str(path), False),
                        ("ERROR", "web config invalid; refusing requests until it is fixed", str(path), True)]
     assert caplog.records[-1].error.startswith(f"{path}: not valid YAML")
+
+
+def test_credentials_with_characters_outside_base64_are_refused(guarded: Guarded) -> None:
+    """Strict base64: a lenient decoder would drop the junk and let these in."""
+    assert call(guarded, basic("alice", "s3cret") + "!!").status == "401 Unauthorized"
+
+
+def test_headers_middleware_passes_status_and_exc_info_through(tmp_path: Path) -> None:
+    """An application replacing its response after an error (PEP 3333 exc_info) keeps doing so behind the web
+    config's headers."""
+    seen: list[tuple[str, object]] = []
+
+    def failing(environ: dict, start_response) -> Iterable[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        error = (ValueError, ValueError("late"), None)
+        start_response("500 Internal Server Error", [("Content-Type", "text/plain")], error)
+        return [b"failed"]
+
+    path = tmp_path / "web.yml"
+    path.write_text("http_server_config:\n  headers:\n    X-Frame-Options: deny\n")
+    guard = Guarded(failing, WebConfigSource(path), "tee-exporter")
+
+    def start(status: str, headers: list[tuple[str, str]], exc_info: object = None) -> None:
+        seen.append((status, exc_info))
+        assert ("X-Frame-Options", "deny") in headers
+
+    assert b"".join(guard({"REQUEST_METHOD": "GET"}, start)) == b"failed"
+    assert [status for status, _ in seen] == ["200 OK", "500 Internal Server Error"]
+    assert seen[0][1] is None and seen[1][1] is not None and seen[1][1][0] is ValueError
