@@ -347,3 +347,19 @@ def test_headers_middleware_passes_status_and_exc_info_through(tmp_path: Path) -
     assert b"".join(guard({"REQUEST_METHOD": "GET"}, start)) == b"failed"
     assert [status for status, _ in seen] == ["200 OK", "500 Internal Server Error"]
     assert seen[0][1] is None and seen[1][1] is not None and seen[1][1][0] is ValueError
+
+
+def test_head_closes_the_get_body_it_does_not_send(guarded: Guarded) -> None:
+    """PEP 3333: the server must call close() on the iterable; for HEAD the middleware is the one dropping it."""
+    closed: list[bool] = []
+
+    class Body(list):
+        def close(self) -> None:
+            closed.append(True)
+
+    def with_close(environ: dict, start_response) -> Iterable[bytes]:
+        start_response("200 OK", [("Content-Length", "5")])
+        return Body([b"hello"])
+
+    guard = Guarded(with_close, guarded.web, "tee-exporter")
+    assert call(guard, basic("alice", "s3cret"), method="HEAD").body == b"" and closed == [True]
