@@ -367,3 +367,64 @@ def test_pck_with_an_unusable_key_is_a_certificate_error(verifier, tmp_path) -> 
     broken = x509.load_der_x509_certificate(der.replace(point, point[:-1] + bytes([point[-1] ^ 1])))
     reason, message = reason_of(verifier, WORLD, tmp_path, forge.tdx_quote(WORLD.pck_key, pem(broken, PKI.ca)))
     assert reason == "certificate" and message.startswith("PCK certificate: unusable public key")
+
+
+# --- choosing the TCB info ----------------------------------------------------------------------------------------
+
+def test_tcb_info_is_valid_on_both_edges_of_its_window(verifier, tmp_path) -> None:
+    for i, (issued, next_update) in enumerate([(AT, utc(2025, 7, 1)), (utc(2025, 5, 1), AT)]):
+        world = WORLD.replace(tcb_info=tcb_info(issued=issued, next_update=next_update))
+        assert verify(verifier, world, tmp_path / str(i)).tcb_status == "UpToDate"
+
+
+def test_newest_current_tcb_info_wins(verifier, tmp_path) -> None:
+    """Two current TDX TCB infos for the FMSPC (read in file name order, older first): the newer one decides."""
+    older = tcb_info(issued=utc(2025, 5, 10))
+    newer = tcb_info(issued=utc(2025, 5, 25), levels=[tcb_level(status="OutOfDate")])
+    world = WORLD.replace(tcb_info="", extra_files={"a-older.json": older.encode(), "b-newer.json": newer.encode()})
+    assert verify(verifier, world, tmp_path).tcb_status == "OutOfDate"
+
+
+def test_stale_tcb_infos_name_the_newest(verifier, tmp_path) -> None:
+    old = tcb_info(issued=utc(2024, 12, 1), next_update=utc(2025, 1, 1))
+    newer = tcb_info(issued=utc(2025, 1, 1), next_update=utc(2025, 2, 1))
+    world = WORLD.replace(tcb_info="", extra_files={"b-old.json": old.encode(), "a-newer.json": newer.encode()})
+    reason, message = reason_of(verifier, world, tmp_path)
+    assert reason == "expired"
+    assert message == (f"TDX TCB info for FMSPC b0c06f000000 is not valid at {AT.isoformat()} (issued "
+                       "2025-01-01T00:00:00+00:00, next update 2025-02-01T00:00:00+00:00)")
+
+
+def test_missing_tdx_tcb_info_names_the_others_of_its_fmspc(verifier, tmp_path) -> None:
+    """Only non-TDX TCB infos for the FMSPC: each id named once, cut to 10 characters, sorted."""
+    world = WORLD.replace(tcb_info="", extra_files={
+        "sgx.json": tcb_info(kind="SGX").encode(), "odd.json": tcb_info(kind="ABCDEFGHIJKL").encode()})
+    reason, message = reason_of(verifier, world, tmp_path)
+    expected = "no TDX TCB info for FMSPC b0c06f000000 (only ABCDEFGHIJ, SGX TCB info) in the collateral"
+    assert (reason, message) == ("collateral", expected)
+
+
+def test_missing_tdx_tcb_info_without_others_says_only_what_is_missing(verifier, tmp_path) -> None:
+    world = WORLD.replace(tcb_info=tcb_info(fmspc=bytes(6)))
+    assert reason_of(verifier, world, tmp_path) == ("collateral",
+                                                    "no TDX TCB info for FMSPC b0c06f000000 in the collateral")
+
+
+# --- the CRL verdict memo -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("stale", ["crl", "issuer", "child"])
+def test_crl_verdict_is_not_taken_from_a_recycled_id(verifier, tmp_path, stale: str) -> None:
+    """A CRL verdict is memoised by the ids of (CRL, issuer, child); an entry left under those ids by other objects
+    (ids are recycled after garbage collection) must not be used. Simulated by planting one that says 'not
+    revoked' while the real CRL revokes the PCK."""
+    world = WORLD.replace(crls=(PKI.crl("ca", [WORLD.pck.serial_number]), PKI.crl("root")))
+    collateral = world.collateral(tmp_path)
+    pck_chain = verifier.pck(WORLD.chain_pem).chain
+    crl = next(c for c in collateral.crls if c.issuer == PKI.ca.subject)
+    child, issuer = pck_chain[0], pck_chain[1]
+    planted = {"crl": (OTHER.crl("ca"), issuer, child, False), "issuer": (crl, OTHER.ca, child, False),
+               "child": (crl, issuer, OTHER.ca, False)}[stale]
+    verifier._crl_ok[(id(crl), id(issuer), id(child))] = planted
+    with pytest.raises(EvidenceError) as err:
+        verifier.verify(WORLD.quote(), AT, collateral)
+    assert err.value.reason == "revoked"
