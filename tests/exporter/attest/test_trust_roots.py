@@ -123,3 +123,29 @@ def test_oversized_trust_root_file_is_not_read(tmp_path) -> None:
     assert (err.value.reason, str(err.value)) == ("certificate", expected)
     path.write_bytes(text + b"#" * (1024 * 1024 - len(text)))  # exactly at the cap
     assert INTEL_PKI.root in TrustStore.default([path]).anchors
+
+
+def test_certificate_without_a_common_name_is_refused_by_shape_not_a_traceback() -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    nameless = x509.Name([x509.NameAttribute(x509.NameOID.ORGANIZATION_NAME, "Intel Corporation")])
+    leaf = issue(nameless, INTEL_PKI.ca.subject, key.public_key(), INTEL_PKI.ca_key, ca=False, usage=forge.LEAF_USAGE)
+    assert refusal([leaf, INTEL_PKI.ca], INTEL, intel_pck_shape, INTEL_PKI.root) == (
+        "chain", "PCK chain: unexpected certificate ''")
+
+
+def test_a_shipped_root_that_does_not_match_its_pin_stops_start_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    from exporter.attest import trust
+    monkeypatch.setitem(trust.ROOT_FINGERPRINT_PREFIXES, "ARK-Genoa", "0" * 16)
+    with pytest.raises(RuntimeError, match="^shipped trust root ARK-Genoa is missing or does not match its pinned "
+                                           "fingerprint$"):
+        TrustStore.default()
+
+
+def test_nul_padded_certificate_file_is_read() -> None:
+    """Some tools pad certificate files with NULs (snpguest's fixed-size buffers)."""
+    from exporter.attest.trust import load_certificates
+    assert load_certificates(pem(INTEL_PKI.root) + bytes(64), "padded") == [INTEL_PKI.root]
+
+
+def test_empty_chain_is_refused() -> None:
+    assert refusal([], INTEL, intel_pck_shape, INTEL_PKI.root) == ("chain", "no certificates to verify")
