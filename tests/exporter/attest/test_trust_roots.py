@@ -149,3 +149,16 @@ def test_nul_padded_certificate_file_is_read() -> None:
 
 def test_empty_chain_is_refused() -> None:
     assert refusal([], INTEL, intel_pck_shape, INTEL_PKI.root) == ("chain", "no certificates to verify")
+
+
+def test_chain_memo_is_not_taken_from_a_recycled_id() -> None:
+    """Verified chains are memoised by the ids of the certificates given; an entry left under those ids by other
+    objects (ids are recycled after garbage collection) must not be used. Simulated by planting one."""
+    from exporter.attest import trust
+    other = forge.intel_pki("other")
+    _, pck = INTEL_PKI.pck()
+    _, other_pck = other.pck()
+    chains = ChainVerifier(forge.trust_with(INTEL_PKI.root))
+    chains._cache[(INTEL, intel_pck_shape, id(pck), id(INTEL_PKI.ca))] = trust._Chain(
+        (other_pck, other.ca), (other_pck, other.ca, other.root), utc(2024, 1, 1), utc(2034, 1, 1))
+    assert chains.verify([pck, INTEL_PKI.ca], AT, INTEL, intel_pck_shape) == (pck, INTEL_PKI.ca, INTEL_PKI.root)
