@@ -245,6 +245,9 @@ def main(argv: list[str]) -> int:
                         help="the changed modules and today's module in rotation (scripts/test.sh)")
     parser.add_argument("--toml", action="store_true",
                         help="print new survivors as TOML entries (to review and complete, not to paste blindly)")
+    parser.add_argument("--record", metavar="WHY",
+                        help="append the new survivors to survivors.toml with WHY as their 'missing' text (a debt "
+                             "entry, for a module mutated for the first time; judge each one later)")
     args = parser.parse_args(argv)
     modules = load_modules()
     if args.list:
@@ -266,6 +269,13 @@ def main(argv: list[str]) -> int:
             for s in outcome.survivors:
                 print(f'\n[[mutant]]\nmodule = "{s.module}"\nfunction = "{s.function}"\n'
                       f"diff = '''\n{s.diff}\n'''\nreason = \"\"  # or: missing = \"\" (survivors.toml)")
+    if args.record:
+        with (HERE / "survivors.toml").open("a") as out:
+            for outcome in outcomes:
+                for s in outcome.survivors:
+                    out.write(f'\n[[mutant]]\nmodule = "{s.module}"\nfunction = "{s.function}"\n'
+                              f"diff = '''\n{s.diff}\n'''\nmissing = {json.dumps(args.record)}\n")
+        return 0
     return 1 if any(o.survivors for o in outcomes) else 0
 
 
