@@ -172,11 +172,13 @@ def describe(module: Module, mutant: str, status: str, sources: dict[str, str]) 
     return Survivor(module.name, readable, normalise("\n".join(changed)), mutant, status)
 
 
-def run_module(module: Module, jobs: int) -> Outcome:
+def run_module(module: Module, jobs: int, reuse: bool = False) -> Outcome:
+    """Mutate ``module`` afresh, or with ``reuse`` only judge the results its scratch directory already holds."""
     started = time.monotonic()
-    work = prepare(module)
+    work = SCRATCH / module.name if reuse else prepare(module)
     globs = [f"{module.dotted}.{pattern}" for pattern in module.functions]
-    mutmut(work, "run", "--max-children", str(jobs), *globs, log=work / "mutmut.log")
+    if not reuse:
+        mutmut(work, "run", "--max-children", str(jobs), *globs, log=work / "mutmut.log")
     results = {name: status for name, status in statuses(work).items()
                if name.startswith(module.dotted + ".")
                and (not globs or any(_glob(name, g) for g in globs))}
@@ -245,6 +247,8 @@ def main(argv: list[str]) -> int:
                         help="the changed modules and today's module in rotation (scripts/test.sh)")
     parser.add_argument("--toml", action="store_true",
                         help="print new survivors as TOML entries (to review and complete, not to paste blindly)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="judge the results of the last run in .mutation/<module> again, without mutating")
     parser.add_argument("--record", metavar="WHY",
                         help="append the new survivors to survivors.toml with WHY as their 'missing' text (a debt "
                              "entry, for a module mutated for the first time; judge each one later)")
@@ -260,8 +264,8 @@ def main(argv: list[str]) -> int:
     chosen = args.modules or (ci_modules(modules, dt.datetime.now(dt.UTC).date()) if args.ci else list(modules))
     outcomes = []
     for name in chosen:
-        print(f"== mutating {modules[name].path}", file=sys.stderr, flush=True)
-        outcomes.append(run_module(modules[name], args.jobs))
+        print(f"== {'judging' if args.reuse else 'mutating'} {modules[name].path}", file=sys.stderr, flush=True)
+        outcomes.append(run_module(modules[name], args.jobs, args.reuse))
     print_table(outcomes)
     print_survivors(outcomes)
     if args.toml:
