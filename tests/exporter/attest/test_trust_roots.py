@@ -162,3 +162,42 @@ def test_chain_memo_is_not_taken_from_a_recycled_id() -> None:
     chains._cache[(INTEL, intel_pck_shape, id(pck), id(INTEL_PKI.ca))] = trust._Chain(
         (other_pck, other.ca), (other_pck, other.ca, other.root), utc(2024, 1, 1), utc(2034, 1, 1))
     assert chains.verify([pck, INTEL_PKI.ca], AT, INTEL, intel_pck_shape) == (pck, INTEL_PKI.ca, INTEL_PKI.root)
+
+
+@pytest.mark.parametrize("edge", ["not_before", "not_after"])
+def test_validity_includes_both_ends_and_names_the_certificate_out_of_it(edge: str) -> None:
+    """The PCK is valid exactly at its edge; the expired CA is the one named."""
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = issue(intel_name("Intel SGX PCK Platform CA"), INTEL_PKI.root.subject, ca_key.public_key(),
+               INTEL_PKI.root_key, ca=True, path_len=0, usage=forge.CA_USAGE, not_after=utc(2025, 1, 1))
+    key = ec.generate_private_key(ec.SECP256R1())
+    window = {"not_before": AT} if edge == "not_before" else {"not_after": AT}
+    pck = issue(intel_name("Intel SGX PCK Certificate"), ca.subject, key.public_key(), ca_key, ca=False,
+                usage=forge.LEAF_USAGE, **window)
+    reason, message = refusal([pck, ca], INTEL, intel_pck_shape, INTEL_PKI.root)
+    assert reason == "expired" and message.startswith("certificate 'Intel SGX PCK Platform CA' is not valid at")
+
+
+def test_anchor_whose_self_signature_fails_anchors_nothing() -> None:
+    """A store built with an anchor that is self-issued but not self-signed (TrustStore.default refuses such a
+    file; a store built in code is checked again when it anchors a chain)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    fake_root = issue(intel_name("Intel SGX Root CA"), intel_name("Intel SGX Root CA"), key.public_key(),
+                      ec.generate_private_key(ec.SECP256R1()), ca=True, path_len=1, usage=forge.CA_USAGE)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = issue(intel_name("Intel SGX PCK Platform CA"), fake_root.subject, ca_key.public_key(), key, ca=True,
+               path_len=0, usage=forge.CA_USAGE)
+    _, pck = INTEL_PKI.pck(signer=ca_key, issuer=ca.subject)
+    chains = ChainVerifier(TrustStore((fake_root,), ()))
+    with pytest.raises(EvidenceError) as err:
+        chains.verify([pck, ca], AT, INTEL, intel_pck_shape)
+    assert (err.value.reason, str(err.value)) == ("chain", "trust root 'Intel SGX Root CA' self-signature invalid")
+
+
+def test_malformed_trust_root_file_is_named_with_the_parsers_reason(tmp_path) -> None:
+    path = tmp_path / "root.pem"
+    path.write_bytes(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+    with pytest.raises(EvidenceError) as err:
+        TrustStore.default([path])
+    prefix = f"{path}: not a valid certificate: "
+    assert str(err.value).startswith(prefix) and str(err.value) != prefix + "None"
