@@ -261,3 +261,25 @@ def test_report_as_dict_names_every_field() -> None:
         "intact": False, "chain": CHAIN, "records": 3, "checkpoints": 0, "unsealed_tail": 3, "expired": 0,
         "last_seq": 2, "findings": [{"kind": "modified", "seq": 1, "detail": "content does not match its hash"}],
         "findings_not_listed": 0, "failure_store": []}
+
+
+# --- the trusted checkpoint an auditor starts from ------------------------------------------------------------
+
+def test_trusted_checkpoint_must_be_readable_and_signed_by_the_key() -> None:
+    from audit.verify import VerifyError, trusted_checkpoint
+    assert trusted_checkpoint(note(3), KEY.public_key()).size == 3
+    with pytest.raises(VerifyError, match="^trusted checkpoint: not a signed note"):
+        trusted_checkpoint("garbage", KEY.public_key())
+    with pytest.raises(VerifyError, match="^trusted checkpoint is not signed by the given public key$"):
+        trusted_checkpoint(note(3, Ed25519PrivateKey.generate()), KEY.public_key())
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    (lambda: note(3, chain_id="h2"), "the trusted checkpoint is of 'tee-audit/h2', not of chain 'h1'"),
+    (lambda: note(0), "the trusted checkpoint is of an empty chain"),
+])
+def test_trusted_checkpoint_of_another_chain_or_of_nothing_is_refused(text, message: str) -> None:
+    from audit.verify import VerifyError
+    with pytest.raises(VerifyError) as err:
+        report(lines(3), trusted=cp.parse(text()))
+    assert str(err.value) == message
