@@ -283,3 +283,12 @@ def test_trusted_checkpoint_of_another_chain_or_of_nothing_is_refused(text, mess
     with pytest.raises(VerifyError) as err:
         report(lines(3), trusted=cp.parse(text()))
     assert str(err.value) == message
+
+
+def test_non_ascii_in_the_link_fields_is_modified_not_a_crash() -> None:
+    """peek_link reads seq and prev_hash off the bytes without parsing; text that is not ASCII there must fall
+    through to the full parse, which reports the record modified."""
+    raw = lines(3)
+    prev = raw[1].split(b'"prev_hash":"')[1][:64]
+    raw[1] = raw[1].replace(prev, "\u00e9".encode() + prev[2:], 1)
+    assert found(raw) == [("modified", 1)]
