@@ -292,3 +292,11 @@ def test_non_ascii_in_the_link_fields_is_modified_not_a_crash() -> None:
     prev = raw[1].split(b'"prev_hash":"')[1][:64]
     raw[1] = raw[1].replace(prev, "\u00e9".encode() + prev[2:], 1)
     assert found(raw) == [("broken-link", 1), ("modified", 1)]
+
+
+def test_seq_that_is_not_a_number_is_not_a_record_not_a_crash() -> None:
+    raw = lines(3)
+    raw[1] = raw[1].replace(b'"seq":1}', b'"seq":"1"}')
+    r = report(raw)
+    assert sorted((f.kind, f.seq) for f in r.findings) == [("inserted", None), ("missing", 1)]
+    assert any("chain fields have the wrong types" in f.detail for f in r.findings)
