@@ -181,3 +181,40 @@ def test_policy_file_that_is_not_json_is_named(tmp_path) -> None:
     with pytest.raises(PolicyError) as err:
         load_policy(path)
     assert str(err.value).startswith(f"{path}: not valid JSON: Expecting property name")
+
+
+def test_rules_left_out_are_off() -> None:
+    policy = attestation()
+    assert (policy.enforce_debug_disabled, policy.require_secure_boot, policy.allow_migrate_ma) == (False, False, True)
+
+
+def test_unsupported_version_string_is_refused() -> None:
+    with pytest.raises(PolicyError, match=r"^version: expected one of \['1.0'\] \(got '2.0'\)$"):
+        parse_policy({"version": "2.0"})
+
+
+def test_non_boolean_rule_is_named() -> None:
+    with pytest.raises(PolicyError, match="^attestation_policy.require_secure_boot: expected true or false"):
+        attestation(require_secure_boot="yes")
+
+
+def test_sgx_tcb_in_an_snp_policy_says_which_components_exist() -> None:
+    with pytest.raises(PolicyError) as err:
+        attestation(tee_type="snp", min_tcb_level={"sgx_tcb": "0x01"})
+    assert str(err.value) == ("attestation_policy.min_tcb_level.sgx_tcb: not valid with tee_type sev-snp (an SGX TCB "
+                              "exists only on Intel TDX platforms; use bootloader, tee, snp, microcode, fmc)")
+
+
+def test_unknown_field_lists_the_allowed_ones() -> None:
+    with pytest.raises(PolicyError) as err:
+        parse_policy({"version": "1.0", "runtime_policy": {"max_ram": 1}})
+    assert str(err.value) == ("runtime_policy.max_ram: unknown field (allowed: allowed_devices, max_cpus, max_memory, "
+                              "network_policy)")
+
+
+def test_duplicate_key_names_the_file_and_the_key(tmp_path) -> None:
+    path = tmp_path / "policy.json"
+    path.write_text('{"version": "1.0", "version": "1.0"}')
+    with pytest.raises(PolicyError) as err:
+        load_policy(path)
+    assert str(err.value) == f"{path}: duplicate key 'version'"
