@@ -180,7 +180,7 @@ def load_public(path: Path) -> Ed25519PublicKey:
     parts = data.decode(errors="replace").strip().split("+", 2)  # base64 may itself contain "+"
     try:
         raw = base64.b64decode(parts[2], validate=True)
-    except (IndexError, binascii.Error):
+    except (IndexError, ValueError):  # binascii.Error, or non-ASCII text (a file that is not UTF-8)
         raise CheckpointError(f"{path}: neither a PEM public key nor a note verifier key") from None
     if len(raw) != 33 or raw[:1] != _ED25519:
         raise CheckpointError(f"{path}: not an Ed25519 verifier key")

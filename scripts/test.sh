@@ -15,5 +15,15 @@ echo "== ruff check" >&2
 .venv/bin/ruff check .
 echo "== mypy (files and scope: [tool.mypy] in pyproject.toml)" >&2
 .venv/bin/mypy
+# Mutation testing of the trust modules (docs/testing.md): the ones changed since the merge base with main plus
+# one in daily rotation; TEE_MUTATION=all mutates every module, TEE_MUTATION=off skips the step. A run given
+# pytest arguments (a subset of the tests) skips it unless TEE_MUTATION says otherwise.
+default_mutation=ci
+[ "$#" -eq 0 ] || default_mutation=off
+case "${TEE_MUTATION:-$default_mutation}" in
+  off) ;;
+  all) echo "== mutation testing (all modules)" >&2; bash scripts/mutation.sh ;;
+  *) echo "== mutation testing (changed modules and today's in rotation)" >&2; bash scripts/mutation.sh --ci ;;
+esac
 bash scripts/start-libvirtd.sh
 exec .venv/bin/python -m pytest "$@"

@@ -188,7 +188,7 @@ def parse_crl(data: bytes, what: str) -> x509.CertificateRevocationList:
         # cryptography decodes these lazily: make a malformed CRL fail here, typed, not during verification
         _ = (crl.issuer, crl.extensions, crl.last_update_utc, crl.next_update_utc, [r.serial_number for r in crl])
         return crl
-    except (ValueError, TypeError, x509.InvalidVersion) as exc:
+    except (ValueError, TypeError, x509.InvalidVersion, x509.DuplicateExtension) as exc:
         raise EvidenceError("collateral", f"{what}: not a valid CRL: {str(exc)[:200]}") from None
 
 

@@ -69,7 +69,7 @@ def load_certificates(data: bytes, what: str) -> list[x509.Certificate]:
             for cert in certs:  # cryptography decodes these lazily: make a malformed one fail here, typed
                 _ = (cert.subject, cert.issuer, cert.extensions, cert.not_valid_before_utc, cert.not_valid_after_utc)
             return certs
-        except (ValueError, TypeError, x509.InvalidVersion) as exc:
+        except (ValueError, TypeError, x509.InvalidVersion, x509.DuplicateExtension) as exc:
             raise EvidenceError("certificate", f"{what}: not a valid certificate: {str(exc)[:200]}") from None
 
 

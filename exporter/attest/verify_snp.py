@@ -96,7 +96,7 @@ def _leaf_facts(cert: x509.Certificate) -> _LeafFacts:
     product = issuer.removeprefix("SEV-VLEK-").removeprefix("SEV-")
     try:
         exts = {e.oid.dotted_string: e.value for e in cert.extensions}
-    except ValueError as exc:
+    except (ValueError, x509.DuplicateExtension) as exc:  # not a ValueError (cryptography 42-46)
         raise EvidenceError("certificate", f"{kind.upper()} extensions unreadable: {exc}") from None
     required = (*REQUIRED_TCB, "fmc") if product == "Turin" else REQUIRED_TCB
     missing = [name for name in required if OID_TCB[name] not in exts]

@@ -56,6 +56,7 @@ from exporter.attest.trust import (
     common_name,
     intel_pck_shape,
     intel_tcb_signing_shape,
+    issued_by,
     load_certificates,
     public_key,
 )
@@ -253,7 +254,8 @@ def _signer_for(item: SignedJson, collateral: CollateralSet, root: x509.Certific
     if item.chain:
         return item.chain[0]
     named = [c for c in collateral.certs if common_name(c.subject) == INTEL_TCB_SIGNING_CN]
-    under_root = [c for c in named if c.issuer == root.subject]
+    # By signature, not only by name: two configured roots may share the Intel root's name (a test hierarchy).
+    under_root = [c for c in named if c.issuer == root.subject and issued_by(c, root)]
     if not named:
         raise EvidenceError("collateral", f"{item.kind}: no {INTEL_TCB_SIGNING_CN} certificate in the collateral")
     return (under_root or named)[0]

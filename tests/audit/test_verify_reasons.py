@@ -1,0 +1,302 @@
+"""The streaming verifier's findings on chains built in memory: each tampering named by its kind and seq.
+
+tests/audit/test_verify_fast.py and test_tamper.py prove the same on chains the real shipper stored; these build the
+stored lines in process (seal + RFC 8785, exactly the shipper's form) and feed ``audit.verify`` through its public
+functions, so that mutation testing (docs/testing.md) can afford to run them for every mutant. No checkpoint here
+depends on what a checkpoint's root is: only signatures and origins are judged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from audit import checkpoint as cp
+from audit.canonical import canonicalize
+from audit.chain import GENESIS, Head, seal
+from audit.verify import (
+    MAX_LISTED_MISSING,
+    Finding,
+    Promise,
+    Rec,
+    Report,
+    flag_misplaced,
+    judge_tail,
+    parse_record,
+    verify,
+)
+
+KEY = Ed25519PrivateKey.generate()
+CHAIN = "h1"
+
+
+def lines(count: int, chain_id: str = CHAIN, start: Head | None = None) -> list[bytes]:
+    head, out = start or Head(chain_id), []
+    for i in range(count):
+        doc, head = seal({"@timestamp": "2026-01-01T00:00:00Z", "message": f"event {i}", "n": i}, head)
+        out.append(canonicalize(doc))
+    return out
+
+
+def stored(raw: Iterable[bytes]) -> Iterator[Rec | Finding]:
+    """What the local store reader yields: records in file order, misplacement flagged, then line findings."""
+    chain_json = canonicalize(CHAIN)
+    found: list[Finding] = []
+
+    def parsed() -> Iterator[Rec]:
+        expect = None
+        for arrival, line in enumerate(raw):
+            item = parse_record(line, arrival, chain_json, expect)
+            if isinstance(item, Finding):
+                found.append(item)
+                expect = None
+            else:
+                expect = (item.seq + 1, item.hash)
+                yield item
+
+    yield from flag_misplaced(parsed())
+    yield from found
+
+
+def report(raw: list[bytes], checkpoints: Iterable[str] = (), **kwargs) -> Report:
+    return verify(CHAIN, stored(raw), checkpoints, KEY.public_key(), **kwargs)
+
+
+def found(raw: list[bytes], **kwargs) -> list[tuple[str, int | None]]:
+    return [(f.kind, f.seq) for f in report(raw, **kwargs).findings]
+
+
+def test_intact_chain() -> None:
+    r = report(lines(5))
+    assert (r.intact, r.records, r.last_seq, r.findings, r.expired) == (True, 5, 4, [], 0)
+
+
+def test_modified_content_is_modified_with_the_reason() -> None:
+    raw = lines(5)
+    raw[2] = raw[2].replace(b'"n":2', b'"n":7')
+    r = report(raw)
+    assert [(f.kind, f.seq, f.detail) for f in r.findings] == [("modified", 2, "content does not match its hash")]
+
+
+def test_respelled_bytes_are_modified_with_the_reason() -> None:
+    raw = lines(3)
+    raw[1] = raw[1].replace(b'"n":1', b'"n":1.0')
+    r = report(raw)
+    assert [(f.kind, f.seq) for f in r.findings] == [("modified", 1)]
+    assert r.findings[0].detail.startswith("stored bytes are not the record's RFC 8785 form")
+
+
+def test_deleted_record_is_missing() -> None:
+    raw = lines(6)
+    del raw[3]
+    assert found(raw) == [("missing", 3)]  # after a gap the successor's link cannot be judged
+
+
+def test_long_gap_is_one_missing_finding() -> None:
+    raw = lines(MAX_LISTED_MISSING + 5)
+    del raw[1:MAX_LISTED_MISSING + 3]
+    r = report(raw)
+    assert [(f.kind, f.seq) for f in r.findings] == [("missing", 1)]
+    assert r.findings[0].detail.endswith(f"seq 1..{MAX_LISTED_MISSING + 2} ({MAX_LISTED_MISSING + 2} records)")
+
+
+def test_gap_just_short_of_the_limit_lists_each_seq() -> None:
+    raw = lines(MAX_LISTED_MISSING + 2)
+    del raw[1:MAX_LISTED_MISSING + 1]
+    assert found(raw) == [("missing", seq) for seq in range(1, MAX_LISTED_MISSING + 1)]
+
+
+def test_swapped_neighbours_are_reordered() -> None:
+    raw = lines(6)
+    raw[2], raw[3] = raw[3], raw[2]
+    assert found(raw) == [("reordered", 2), ("reordered", 3)]
+
+
+def test_record_stored_far_out_of_order_is_reordered() -> None:
+    raw = lines(12)
+    moved = raw.pop(1)
+    raw.append(moved)
+    assert found(raw, window=2) == [("missing", 1), ("reordered", 1)]
+
+
+def test_duplicate_keeps_the_genuine_and_names_the_copy() -> None:
+    raw = lines(5)
+    raw.insert(3, raw[2])
+    r = report(raw)
+    assert [(f.kind, f.seq) for f in r.findings] == [("duplicate", 2)] and r.records == 5
+
+
+def test_forged_record_between_two_genuine_ones_is_inserted() -> None:
+    raw = lines(5)
+    forged = lines(1, start=Head(CHAIN, 2, "ab" * 32))[0]  # seq 2, hash right, linked to nothing
+    raw.insert(3, forged)
+    kinds = found(raw)
+    assert ("inserted", 2) in kinds and ("broken-link", 2) not in kinds
+
+
+def test_line_of_another_chain_is_inserted() -> None:
+    raw = lines(3)
+    raw.insert(1, lines(1, chain_id="h2")[0])
+    r = report(raw)
+    assert [(f.kind, f.seq) for f in r.findings] == [("inserted", 0)]
+    assert "is a record of chain 'h2'" in r.findings[0].detail
+
+
+def test_line_that_is_not_a_record_is_inserted() -> None:
+    raw = lines(3)
+    raw.insert(1, b'{"message": "hello"}')
+    r = report(raw)
+    assert [(f.kind, f.seq) for f in r.findings] == [("inserted", None)]
+    assert r.findings[0].detail.startswith("stored entry #1 is not a chained record")
+
+
+def test_relinked_record_is_a_broken_link() -> None:
+    """A record re-sealed onto another predecessor hash: its own hash is right, its link is not."""
+    raw = lines(4)
+    raw[2] = lines(1, start=Head(CHAIN, 2, "cd" * 32))[0]
+    raw[3] = lines(1, start=Head(CHAIN, 3, "ef" * 32))[0]
+    assert found(raw) == [("broken-link", 2), ("broken-link", 3)]
+
+
+def test_first_record_must_link_to_genesis() -> None:
+    raw = lines(2, start=Head(CHAIN, 0, "ab" * 32))
+    assert found(raw) == [("broken-link", 0)]
+    assert lines(1)[0].count(GENESIS.encode()) == 1
+
+
+# --- checkpoints: signatures and origins (their roots are judged by the shipper-built tests) ---------------------
+
+def note(size: int, key: Ed25519PrivateKey = KEY, chain_id: str = CHAIN) -> str:
+    return cp.sign(key, chain_id, size, "ab" * 32)
+
+
+def test_checkpoint_by_another_key_is_a_bad_signature() -> None:
+    r = report(lines(3), [note(3, Ed25519PrivateKey.generate())])
+    assert [(f.kind, f.seq, f.detail) for f in r.findings] == [
+        ("bad-signature", 2, "checkpoint of size 3 is not signed by the trusted key")]
+    assert r.checkpoints == 0
+
+
+def test_unreadable_checkpoint_is_a_bad_signature() -> None:
+    r = report(lines(3), ["not a note"])
+    assert [(f.kind, f.seq) for f in r.findings] == [("bad-signature", None)]
+    assert r.findings[0].detail.startswith("unreadable checkpoint: ")
+
+
+def test_checkpoint_of_another_chain_is_a_mismatch() -> None:
+    r = report(lines(3), [note(3, chain_id="h2")])
+    assert [(f.kind, f.seq, f.detail) for f in r.findings] == [
+        ("checkpoint-mismatch", 2, "checkpoint of size 3 belongs to 'tee-audit/h2', not 'tee-audit/h1'")]
+
+
+def test_empty_chain_checkpoint_counts_nothing() -> None:
+    r = report(lines(2), [note(0)])
+    assert (r.findings, r.checkpoints, r.unsealed_tail) == ([], 0, 2)
+
+
+# --- the checkpoint promise -----------------------------------------------------------------------------------------
+
+def tail_report(records: int) -> Report:
+    r = Report(CHAIN, records=records, last_seq=records - 1, unsealed_tail=records)
+    return r
+
+
+def test_tail_longer_than_promised_is_unsealed() -> None:
+    r = tail_report(11)
+    judge_tail(r, Promise(every_records=10, every_seconds=0), 0.0, [])
+    expected = ("records 0..10 are covered by no checkpoint: 11 records, but the shipper signs a checkpoint at "
+                "least every 10")
+    assert [(f.kind, f.seq, f.detail) for f in r.findings] == [("unsealed", 0, expected)]
+
+
+def test_tail_as_long_as_promised_is_fine() -> None:
+    r = tail_report(10)
+    judge_tail(r, Promise(every_records=10, every_seconds=0), 0.0, [])
+    assert r.findings == []
+
+
+@pytest.mark.parametrize(("stamp", "stale"), [
+    ("2026-01-01T00:02:00Z", False),  # exactly 60 s + 60 s grace old
+    ("2026-01-01T00:01:59Z", True),
+    ("2026-01-01T00:05:00Z", False),  # 60 s in the future: within the grace
+    ("2026-01-01T00:05:01Z", True),
+    ("2026-01-01T00:04:00", False),  # no zone: UTC
+    ("yesterday", True),
+    (None, True),
+])
+def test_tail_older_than_promised_is_unsealed(stamp, stale: bool) -> None:
+    now = 1767225840.0  # 2026-01-01T00:04:00Z
+    r = tail_report(1)
+    judge_tail(r, Promise(every_records=10, every_seconds=60, grace_seconds=60), now, [(0, stamp)])
+    assert [f.kind for f in r.findings] == (["unsealed"] if stale else [])
+    if stale:
+        assert r.findings[0].detail == ("records 0..0 are covered by no checkpoint: 1 of them timestamped more than "
+                                        "120 s ago (or in the future), but the shipper signs a checkpoint at least "
+                                        "every 60 s")
+
+
+def test_no_promise_or_no_tail_is_never_a_finding() -> None:
+    r = tail_report(100)
+    judge_tail(r, None, 0.0, [])
+    judge_tail(r, Promise(every_records=0, every_seconds=0), 0.0, [])
+    empty = tail_report(0)
+    judge_tail(empty, Promise(every_records=1), 0.0, [(0, None)])
+    assert r.findings == [] and empty.findings == []
+
+
+# --- retention --------------------------------------------------------------------------------------------------
+
+def test_records_below_the_retention_floor_are_expired_not_missing() -> None:
+    raw = lines(8)[3:]
+    r = report(raw, floor=3)
+    assert (r.findings, r.expired, r.records) == ([], 3, 5)
+
+
+def test_report_as_dict_names_every_field() -> None:
+    raw = lines(3)
+    raw[1] = raw[1].replace(b'"n":1', b'"n":2')
+    assert report(raw).as_dict() == {
+        "intact": False, "chain": CHAIN, "records": 3, "checkpoints": 0, "unsealed_tail": 3, "expired": 0,
+        "last_seq": 2, "findings": [{"kind": "modified", "seq": 1, "detail": "content does not match its hash"}],
+        "findings_not_listed": 0, "failure_store": []}
+
+
+# --- the trusted checkpoint an auditor starts from ------------------------------------------------------------
+
+def test_trusted_checkpoint_must_be_readable_and_signed_by_the_key() -> None:
+    from audit.verify import VerifyError, trusted_checkpoint
+    assert trusted_checkpoint(note(3), KEY.public_key()).size == 3
+    with pytest.raises(VerifyError, match="^trusted checkpoint: not a signed note"):
+        trusted_checkpoint("garbage", KEY.public_key())
+    with pytest.raises(VerifyError, match="^trusted checkpoint is not signed by the given public key$"):
+        trusted_checkpoint(note(3, Ed25519PrivateKey.generate()), KEY.public_key())
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    (lambda: note(3, chain_id="h2"), "the trusted checkpoint is of 'tee-audit/h2', not of chain 'h1'"),
+    (lambda: note(0), "the trusted checkpoint is of an empty chain"),
+])
+def test_trusted_checkpoint_of_another_chain_or_of_nothing_is_refused(text, message: str) -> None:
+    from audit.verify import VerifyError
+    with pytest.raises(VerifyError) as err:
+        report(lines(3), trusted=cp.parse(text()))
+    assert str(err.value) == message
+
+
+def test_non_ascii_in_the_link_fields_is_modified_not_a_crash() -> None:
+    """peek_link reads seq and prev_hash off the bytes without parsing; text that is not ASCII there must fall
+    through to the full parse, which reports the record modified."""
+    raw = lines(3)
+    prev = raw[1].split(b'"prev_hash":"')[1][:64]
+    raw[1] = raw[1].replace(prev, "\u00e9".encode() + prev[2:], 1)
+    assert found(raw) == [("broken-link", 1), ("modified", 1)]
+
+
+def test_seq_that_is_not_a_number_is_not_a_record_not_a_crash() -> None:
+    raw = lines(3)
+    raw[1] = raw[1].replace(b'"seq":1}', b'"seq":"1"}')
+    r = report(raw)
+    assert sorted((f.kind, f.seq) for f in r.findings) == [("inserted", None), ("missing", 1)]
+    assert any("chain fields have the wrong types" in f.detail for f in r.findings)
