@@ -172,6 +172,16 @@ def verify_consistency(m: int, n: int, proof: Sequence[bytes], first: bytes, sec
         raise ProofError(f"consistency proof leads to another root of size {n} than the checkpoint's")
 
 
+def frontier_at(sub: Subtrees, size: int) -> Frontier:
+    """The frontier of the first ``size`` leaves, from stored subtrees (to go on from a tree's middle)."""
+    hashes, lo = [], 0
+    for level in reversed(range(size.bit_length())):
+        if size >> level & 1:
+            hashes.append(sub(level, lo >> level))
+            lo += 1 << level
+    return Frontier(size, hashes)
+
+
 class Frontier:
     """The roots of the complete subtrees a tree of ``size`` leaves decomposes into (largest first): enough to
     append leaves and compute the root, in O(log n) memory. The shipper keeps one to sign checkpoints."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import closing
@@ -25,6 +25,8 @@ from audit import checkpoint as cp
 from audit.readers import localstore as store_reader
 from audit.readers.elasticsearch import EsOptions
 from audit.readers.localstore import CHUNK_BYTES, default_workers
+from audit.tiles import TileReader
+from audit.treeverify import TreeNote, TreeWalk, tree_notes
 from audit.verify import (
     Finding,
     Promise,
@@ -49,7 +51,8 @@ def local_records(chain_dir: Path) -> Iterator[Rec | Finding]:
 
 def verify_store(store: Path, chain: str | None, key: Ed25519PublicKey, trusted: cp.Checkpoint | None,
                  progress: bool = False, workers: int = 1, chunk_bytes: int = CHUNK_BYTES,
-                 promise: Promise | None = None, now: float | None = None) -> Report:
+                 promise: Promise | None = None, now: float | None = None,
+                 known: Sequence[Known] = ()) -> Report:
     """Chunk summaries computed by ``workers`` processes, the full path only around chunks that are not intact
     (``verify_chunked``); from a trusted checkpoint, the fast path when the chain is stored intact and in order,
     else the full path. Anything in the directory that is not a record: the full path. ``promise``: judge the
@@ -69,9 +72,51 @@ def verify_store(store: Path, chain: str | None, key: Ed25519PublicKey, trusted:
             report = verify(lay.chain, store_reader.records(lay), lay.notes, key, trusted, progress=progress)
         first = report.last_seq - report.unsealed_tail + 1
         judge_tail(report, promise, time.time() if now is None else now, store_reader.tail(lay, first))
+        check_tree(store, lay, key, trusted, known, report)
     except OSError as exc:
         raise VerifyError(f"{store}: cannot read: {exc}") from None
     return report
+
+
+def check_tree(store: Path, lay: store_reader.Layout, key: Ed25519PublicKey, trusted: cp.Checkpoint | None,
+               known: Sequence[Known], report: Report) -> None:
+    """The tree checkpoints against the stored records and tiles (audit/treeverify.py), into ``report``."""
+    notes = outside_notes(known, lay.chain, key, trusted) + tree_notes(lay.notes, lay.chain, key, "store")
+    if notes:
+        walk = TreeWalk(trusted.size - 1 if trusted else 0, notes, TileReader(Path(store) / lay.chain))
+        for seq, line in store_reader.seq_lines(lay, walk.begin):
+            walk.add(seq, line)
+        add_findings(report, walk.finish())
+
+
+@dataclass(frozen=True)
+class Known:
+    """A checkpoint the auditor knows from outside the log (``--known-checkpoint``)."""
+
+    source: str
+    text: str
+
+
+def outside_notes(known: Sequence[Known], chain: str, key: Ed25519PublicKey,
+                  trusted: cp.Checkpoint | None) -> list[TreeNote]:
+    """The known checkpoints of ``chain`` and the trusted one, as tree notes. A known checkpoint that is not a tree
+    checkpoint of this chain signed by ``key`` cannot be judged: ``VerifyError``."""
+    notes = tree_notes([trusted.text], chain, key, "the trusted checkpoint", walked=True) if trusted else []
+    for item in known:
+        found = tree_notes([item.text], chain, key, item.source)
+        if not found:
+            raise VerifyError(f"{item.source}: not a tree checkpoint of chain {chain!r} signed by the public key")
+        notes += found
+    return notes
+
+
+def add_findings(report: Report, findings: list[Finding]) -> None:
+    """The tree walk's findings, less a tree root's disagreement with records the chain walk already found damaged
+    at or before it (a modified record changes every later root: one finding, at the record, says it)."""
+    damaged = min((f.seq for f in report.findings if f.seq is not None), default=None)
+    report.findings.extend(f for f in findings if not (f.kind == "checkpoint-mismatch" and damaged is not None
+                                                       and f.seq is not None and f.seq >= damaged))
+    report.findings.sort(key=lambda f: (f.seq is None, f.seq or 0, f.kind))  # verify.py's order
 
 
 def verify_es(conn: EsOptions, chain: str | None, key: Ed25519PublicKey, trusted: cp.Checkpoint | None,
@@ -116,8 +161,14 @@ def _verify_es_chain(client: Any, stream: str, chain: str, key: Ed25519PublicKey
 
     notes = reader.checkpoints(client, stream, chain)
     floor, _ = reader.retention_floor(client, stream, chain)
-    report = verify(chain, reader.records(client, stream, chain), notes, key, trusted, progress=progress,
-                    window=0, floor=floor)
+    # Tree roots from the records need the tree from seq 0: Elasticsearch stores no tiles (docs/audit.md); past a
+    # retention floor or a trusted checkpoint the tree checkpoints' head lines still bind the records.
+    trees = tree_notes(notes, chain, key, "store")
+    walk = TreeWalk(0, trees, None) if trees and floor == 0 and trusted is None else None
+    stored = reader.records(client, stream, chain, tap=walk.add if walk else None)
+    report = verify(chain, stored, notes, key, trusted, progress=progress, window=0, floor=floor)
+    if walk is not None:
+        add_findings(report, walk.finish())
     if report.records == 0 and not notes and trusted is None:
         raise VerifyError(f"{stream}: no records and no checkpoints of chain {chain!r}")
     report.failure_store = reader.failures(client, stream, chain)

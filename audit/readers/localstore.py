@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 
 from audit.canonical import canonicalize
+from audit.tiles import SIZE_FILE, TILES
 from audit.verify import (
     ChunkSummary,
     Finding,
@@ -135,6 +136,8 @@ def _layout(chain_dir: Path, chain: str, must_exist: bool) -> Layout:
         match = SEGMENT.fullmatch(path.name)
         if path.name == "checkpoints" and path.is_dir():
             notes = _notes(path, findings)
+        elif (path.name == TILES and path.is_dir()) or (path.name == SIZE_FILE and path.is_file()):
+            continue  # the Merkle tiles: checked against the records and checkpoints by audit/treeverify.py
         elif match and path.is_file():
             first = _first_seq(path, chain_json) if path.stat().st_size else None
             named.append((int(match.group(1)) if first is None else first, int(match.group(1)), path))
@@ -224,6 +227,28 @@ def tail(lay: Layout, first: int) -> Iterator[tuple[int, Any]]:
                 continue
             if type(seq) is int and seq >= first:
                 yield seq, doc.get("@timestamp")
+
+
+def seq_lines(lay: Layout, first: int) -> Iterator[tuple[int, bytes]]:
+    """``(seq, stored line)`` of the records from seq ``first`` on, in file order (for the Merkle tree: the leaves
+    are the stored bytes). Lines that are not records are left out; the chain walk reports them."""
+    chain_json = canonicalize(lay.chain)
+    later = [i for i, seg in enumerate(lay.segments) if seg.first > first]
+    start = max(0, (later[0] if later else len(lay.segments)) - 1)
+    for seg in lay.segments[start:]:
+        for line in _lines(seg):
+            link = peek_link(line, chain_json)
+            if link is None:
+                try:
+                    seq = orjson.loads(line)["chain"]["seq"]
+                except (orjson.JSONDecodeError, KeyError, TypeError):
+                    continue
+                if type(seq) is not int:
+                    continue
+            else:
+                seq = link[0]
+            if seq >= first:
+                yield seq, line
 
 
 # -- the fast path's chunks -------------------------------------------------------------------------------------

@@ -4,9 +4,11 @@ Layout (readable with ``jq``)::
 
     <store>/<chain>/records-<first seq, 20 digits>.jsonl   one record per line, exactly the Elasticsearch document
     <store>/<chain>/checkpoints/<size, 20 digits>.note     C2SP signed notes
+    <store>/<chain>/tile/..., tree-size                    the records' Merkle tree as C2SP tiles (audit/tiles.py)
 
 Writes are idempotent by ``seq``: on start the store reads its own last record (cutting off a line torn by a crash),
-so replaying the spool after a crash never duplicates a record. What it already holds is compared, not trusted: a
+so replaying the spool after a crash never duplicates a record. The tiles follow the records: written after them,
+and on start brought up to the last record from the records themselves (the tiles' own crash safety: tiles.py). What it already holds is compared, not trusted: a
 replayed record must match the stored line of its seq (lines past what this shipper wrote, appended by someone
 else, are found here) and an existing checkpoint note must be ours, else ``SinkConflict`` stops the sink.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +28,9 @@ import orjson
 
 from audit.canonical import CanonicalError, loads
 from audit.chain import record_hash
+from audit.merkle import leaf_hash
 from audit.sinks import SinkConflict
+from audit.tiles import TileError, TileWriter
 
 SEGMENT_BYTES = 64 * 1024 * 1024
 
@@ -159,6 +164,25 @@ class LocalStore:
         self.next_seq = 0
         self._stored: Iterator[tuple[int | None, bytes]] | None = None  # lines read back for a replay
         self._load_tail()
+        self.tiles = self._open_tiles()
+
+    def _open_tiles(self) -> TileWriter:
+        """The tile writer, caught up with the stored records (after a crash between records and tiles). Tiles that
+        cannot be read, or describe more records than there are, are rebuilt from the records."""
+        try:
+            tiles = TileWriter.open(self.dir)
+        except (TileError, OSError):
+            tiles = None
+        if tiles is None or tiles.size > self.next_seq:
+            shutil.rmtree(self.dir / "tile", ignore_errors=True)
+            tiles = TileWriter(self.dir)
+        if tiles.size < self.next_seq and not self._unreadable:
+            for seq, line in self._read_from(tiles.size):
+                if seq is None or seq != tiles.size:
+                    break  # not our record: verify reports it; the tree stops where the chain does
+                tiles.append([leaf_hash(line)])
+            tiles.flush()
+        return tiles
 
     def _load_tail(self) -> None:
         """``next_seq`` from the last stored record (a line torn by a crash is cut off first)."""
@@ -210,6 +234,9 @@ class LocalStore:
                 self._cut_back(committed)
                 raise
             self.next_seq = fresh[-1][0] + 1
+            if self.tiles.size == fresh[0][0]:
+                self.tiles.append(leaf_hash(doc) for _, doc in fresh)
+                self.tiles.flush()
         for cp in checkpoints:
             path = self._note_path(cp["size"])
             if not os.path.lexists(path):

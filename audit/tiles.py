@@ -1,0 +1,192 @@
+"""The Merkle tree stored as C2SP tlog-tiles hash tiles (https://c2sp.org/tlog-tiles), so proofs cost O(log n).
+
+Layout under a chain directory (the spec's URL paths, as files):
+
+- ``tile/<L>/<N>``: the full tile N at level L: 256 hashes of tree level 8L (level 0: the leaf hashes; level L > 0:
+  the roots of the full tiles of level L - 1), 32 bytes each, concatenated.
+- ``tile/<L>/<N>.p/<W>``: the partial tile N of width W (1..255): the first W hashes of that tile, for the tree's
+  right edge. Only the newest width is kept; the full tile replaces them once it exists.
+- ``<N>`` is written in groups of three decimal digits, all but the last prefixed with ``x``: 1234067 is
+  ``x001/x234/067``.
+- ``tree-size``: the tree size the tiles describe (ours, not the spec's). It is written after the tiles, and stale
+  partial tiles are deleted only after it, so a crash at any point leaves the tiles of that size intact; the
+  records beyond it are hashed again on start (``TileWriter.open``). Entry bundles (``tile/entries``) are not
+  written: the records are the store's segments.
+
+Every file is written with ``write_atomic`` (temporary file, fsync, rename, directory fsync).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+
+from audit.merkle import HASH_SIZE, node_hash
+from common.fsio import write_atomic
+
+HEIGHT = 8
+WIDTH = 1 << HEIGHT
+SIZE_FILE = "tree-size"
+TILES = "tile"
+
+
+class TileError(Exception):
+    """The tiles cannot give a hash the tree needs (missing, short, or not written by us); the message says why."""
+
+
+def index_path(index: int) -> str:
+    """C2SP tlog-tiles encoding of a tile index: 3-digit groups, all but the last prefixed with ``x``."""
+    groups = [f"{index % 1000:03d}"]
+    index //= 1000
+    while index:
+        groups.append(f"x{index % 1000:03d}")
+        index //= 1000
+    return "/".join(reversed(groups))
+
+
+def tile_path(level: int, index: int, width: int = WIDTH) -> str:
+    base = f"tile/{level}/{index_path(index)}"
+    return base if width == WIDTH else f"{base}.p/{width}"
+
+
+def _subtree_of(hashes: list[bytes]) -> bytes:
+    """The root of a complete tree over ``hashes`` (a power of two of them)."""
+    while len(hashes) > 1:
+        hashes = [node_hash(hashes[i], hashes[i + 1]) for i in range(0, len(hashes), 2)]
+    return hashes[0]
+
+
+def _split(data: bytes) -> list[bytes]:
+    return [data[i:i + HASH_SIZE] for i in range(0, len(data), HASH_SIZE)]
+
+
+class TileReader:
+    """``subtree(level, index)`` (audit/merkle.py ``Subtrees``) from the tiles in ``root``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self._cache: dict[tuple[int, int], bytes] = {}
+
+    def size(self) -> int:
+        """The tree size the tiles were last written for (0 when there are none)."""
+        try:
+            text = (self.root / SIZE_FILE).read_text()
+        except FileNotFoundError:
+            return 0
+        if not text.strip().isdigit():
+            raise TileError(f"{self.root / SIZE_FILE}: not a tree size")
+        return int(text)
+
+    def _tile(self, level: int, index: int, need: int) -> bytes:
+        cached = self._cache.get((level, index))
+        if cached is not None and len(cached) >= need * HASH_SIZE:
+            return cached
+        full = self.root / tile_path(level, index)
+        try:
+            data = full.read_bytes()
+        except FileNotFoundError:
+            partials = self.root / f"{tile_path(level, index)}.p"
+            widths = [int(p.name) for p in partials.iterdir() if p.name.isdigit()] if partials.is_dir() else []
+            if not widths or max(widths) < need:
+                raise TileError(f"no tile {tile_path(level, index)} with {need} hashes") from None
+            data = (partials / str(max(widths))).read_bytes()
+            if len(data) != max(widths) * HASH_SIZE:
+                raise TileError(f"{tile_path(level, index, max(widths))} is {len(data)} bytes, not a tile")
+        else:
+            if len(data) != WIDTH * HASH_SIZE:
+                raise TileError(f"{tile_path(level, index)} is {len(data)} bytes, not a full tile")
+        if len(self._cache) > 64:
+            self._cache.clear()
+        self._cache[(level, index)] = data
+        return data
+
+    def subtree(self, level: int, index: int) -> bytes:
+        tile_level, rest = divmod(level, HEIGHT)
+        first = index << rest  # in hashes of tree level 8 * tile_level
+        tile_index, offset = divmod(first, WIDTH)
+        data = self._tile(tile_level, tile_index, offset + (1 << rest))
+        return _subtree_of(_split(data[offset * HASH_SIZE:(offset + (1 << rest)) * HASH_SIZE]))
+
+
+class TileWriter:
+    """Appends leaf hashes and writes the tiles they complete or extend. Holds the rightmost tile of each level."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.size = 0
+        self.levels: list[list[bytes]] = [[]]
+        self._full: list[tuple[int, int, bytes]] = []
+        self._dirty: set[int] = set()
+
+    @classmethod
+    def open(cls, root: Path) -> TileWriter:
+        """The writer at the size the tiles were last completely written for (``TileError`` when unreadable)."""
+        writer = cls(root)
+        size = TileReader(root).size()
+        level, count = 0, size
+        while count:
+            index, width = divmod(count, WIDTH)
+            if width:
+                path = writer.root / tile_path(level, index, width)
+                try:
+                    data = path.read_bytes()
+                except FileNotFoundError:
+                    raise TileError(f"{path}: missing for tree size {size}") from None
+                if len(data) != width * HASH_SIZE:
+                    raise TileError(f"{path}: {len(data)} bytes, not a tile of width {width}")
+                while len(writer.levels) <= level:
+                    writer.levels.append([])
+                writer.levels[level] = _split(data)
+            level, count = level + 1, count // WIDTH
+        writer.size = size
+        return writer
+
+    def append(self, leaves: Iterable[bytes]) -> None:
+        for leaf in leaves:
+            self._add(0, leaf)
+            self.size += 1
+
+    def _add(self, level: int, digest: bytes) -> None:
+        while len(self.levels) <= level:
+            self.levels.append([])
+        row = self.levels[level]
+        row.append(digest)
+        self._dirty.add(level)
+        if len(row) == WIDTH:
+            index = self._hashes_at(level) // WIDTH - 1
+            self._full.append((level, index, b"".join(row)))
+            self.levels[level] = []
+            self._add(level + 1, _subtree_of(row))
+
+    def _hashes_at(self, level: int) -> int:
+        """How many hashes of tree level 8 * ``level`` the tree holds after the leaf being added."""
+        return (self.size + 1) >> (HEIGHT * level)
+
+    def flush(self) -> None:
+        """Write the tiles changed since the last flush, then the size, then drop what they superseded."""
+        for level, index, data in self._full:
+            self._write(tile_path(level, index), data)
+        partial = []
+        for level in sorted(self._dirty):
+            row = self.levels[level]
+            if row:
+                index = (self.size >> (HEIGHT * level)) // WIDTH
+                self._write(tile_path(level, index, len(row)), b"".join(row))
+                partial.append((level, index, len(row)))
+        write_atomic(self.root / SIZE_FILE, b"%d\n" % self.size)
+        for level, index, _ in self._full:
+            shutil.rmtree(self.root / f"{tile_path(level, index)}.p", ignore_errors=True)
+        for level, index, width in partial:
+            directory = self.root / f"{tile_path(level, index)}.p"
+            for stale in directory.iterdir():
+                if stale.name != str(width):
+                    stale.unlink(missing_ok=True)
+        self._full.clear()
+        self._dirty.clear()
+
+    def _write(self, relative: str, data: bytes) -> None:
+        path = self.root / relative
+        os.makedirs(path.parent, exist_ok=True)
+        write_atomic(path, data)
