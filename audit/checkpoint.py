@@ -138,7 +138,7 @@ def parse(text: str) -> Checkpoint:
         raise CheckpointError(f"checkpoint size {size_text!r} is not a decimal number")
     try:
         root = base64.b64decode(root_text, validate=True)
-    except binascii.Error:
+    except ValueError:  # binascii.Error, or non-ASCII text
         raise CheckpointError("checkpoint root is not base64") from None
     if len(root) != 32:
         raise CheckpointError("checkpoint root is not a SHA-256 hash")
@@ -153,10 +153,12 @@ def _parse_signatures(block: str) -> tuple[tuple[str, bytes, bytes], ...]:
         name, _, blob = line[len(_DASH):].partition(" ")
         try:
             raw = base64.b64decode(blob, validate=True)
-        except binascii.Error:
+        except ValueError:  # binascii.Error, or non-ASCII text
             raise CheckpointError("signature is not base64") from None
         if len(raw) < 5:
             raise CheckpointError("signature too short")
+        if base64.b64encode(raw).decode() != blob:  # e.g. non-zero padding bits: one signature, one spelling
+            raise CheckpointError("signature is not in canonical base64")
         out.append((name, raw[:4], raw[4:]))
     if not out:
         raise CheckpointError("checkpoint carries no signature")

@@ -128,3 +128,33 @@ def show(note: Path, public_key: Path | None) -> None:
         info["signature_valid"] = cp.verify(parsed, key)
     click.echo(json.dumps(info, indent=2))
     sys.exit(0 if info.get("signature_valid", True) else 1)
+
+
+@main.command()
+@click.option("--store", type=_PATH, required=True, help="Local store directory holding the record and its tiles.")
+@click.option("--chain", help="Chain id. [default: the only chain present]")
+@click.option("--seq", type=click.IntRange(min=0), required=True, help="The record to prove.")
+@click.option("--checkpoint", "note", type=_PATH,
+              help="Tree checkpoint note to prove against. [default: the store's newest, with its cosignatures]")
+@click.option("--out", type=_PATH, help="Write the receipt here. [default: stdout]")
+def prove(store: Path, chain: str | None, seq: int, note: Path | None, out: Path | None) -> None:
+    """Write an offline receipt (C2SP tlog-proof) that record SEQ is in the signed, witnessed log."""
+    from audit.prove_cli import run_prove
+
+    sys.exit(run_prove(store, chain, seq, note, out))
+
+
+@main.command(name="verify-proof")
+@click.argument("receipt", type=_PATH)
+@click.option("--public-key", type=_PATH, required=True, help="The log's Ed25519 public key (PEM or note vkey).")
+@click.option("--witness-key", "witness_keys", multiple=True,
+              help="A witness verifier key (name+id+base64), or a file holding one; repeatable.")
+@click.option("--quorum", type=click.IntRange(min=0),
+              help="How many of the --witness-key witnesses must have cosigned. [default: all of them]")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def verify_proof(receipt: Path, public_key: Path, witness_keys: tuple[str, ...], quorum: int | None,
+                 as_json: bool) -> None:
+    """Check a receipt with nothing else at hand; exit 0 valid, 1 invalid (with the reason), 2 unreadable input."""
+    from audit.prove_cli import run_verify_proof
+
+    sys.exit(run_verify_proof(receipt, public_key, witness_keys, quorum, as_json))
