@@ -209,6 +209,22 @@ def load_private(path: Path) -> Ed25519PrivateKey:
     return key
 
 
+def raw_public(key: Ed25519PublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def load_public_text(vkey_text: str) -> bytes:
+    """The raw Ed25519 key of a note verifier key ``name+id+base64(0x01 || key)`` given as text."""
+    parts = vkey_text.strip().split("+", 2)
+    try:
+        raw = base64.b64decode(parts[2], validate=True)
+    except (IndexError, ValueError):
+        raise CheckpointError(f"{vkey_text[:60]!r} is not a note verifier key") from None
+    if len(raw) != 33 or raw[:1] != _ED25519:
+        raise CheckpointError(f"{vkey_text[:60]!r} is not an Ed25519 verifier key")
+    return raw[1:]
+
+
 def load_public(path: Path) -> Ed25519PublicKey:
     """A PEM public key, or a note verifier key (``name+id+base64``)."""
     try:

@@ -76,19 +76,26 @@ def ship(ctx: click.Context, config_file: Path | None, **flags: Any) -> None:
                    "finding (0: not checked).")
 @click.option("--seal-grace-seconds", type=click.FloatRange(min=0), default=60.0, show_default=True,
               help="Allowance for clocks and delivery on top of --checkpoint-every-seconds.")
+@click.option("--known-checkpoint", "known_checkpoints", type=_PATH, multiple=True,
+              help="A tree checkpoint seen before (an auditor's copy, a witness-cosigned one): the log must extend "
+                   "it, else a 'fork' finding. Repeatable.")
+@click.option("--policy", type=_PATH,
+              help="Witness policy (log, witness <name> <vkey>, quorum <n>): a checkpoint without the quorum of "
+                   "cosignatures does not seal its records. With --store.")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable findings.")
 def verify(store: Path | None, es: str | None, data_stream: str | None, es_ca_file: Path | None,
            es_api_key_file: Path | None, es_username: str | None, es_password_file: Path | None,
            public_key: Path, chain: str | None, from_checkpoint: Path | None, all_chains: bool,
            checkpoint_every_records: int, checkpoint_every_seconds: float, seal_grace_seconds: float,
-           as_json: bool) -> None:
+           known_checkpoints: tuple[Path, ...], policy: Path | None, as_json: bool) -> None:
     """Verify a chain; exit 0 intact, 1 not intact, 2 verification could not run."""
     from audit import verify_cli
     from audit.verify import Promise
 
     conn = verify_cli.EsOptions(es, data_stream, es_ca_file, es_api_key_file, es_username, es_password_file)
     promise = Promise(checkpoint_every_records, checkpoint_every_seconds, seal_grace_seconds)
-    sys.exit(verify_cli.run(store, conn, public_key, chain, from_checkpoint, as_json, promise, all_chains))
+    sys.exit(verify_cli.run(store, conn, public_key, chain, from_checkpoint, as_json, promise, all_chains,
+                            known_checkpoints, policy))
 
 
 @main.command()

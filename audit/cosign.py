@@ -2,8 +2,10 @@
 
 - A cosignature is a signed-note signature line ``— <witness name> <base64(key id || timestamp || signature)>``:
   key id = first 4 bytes of SHA-256(name || 0x0A || 0x04 || public key), timestamp = 8 bytes big-endian (seconds
-  since the epoch), signature = Ed25519 over ``cosignature/v1\\ntime <timestamp>\\n`` followed by the checkpoint's
-  first three lines (origin, size, root; extension lines are not cosigned).
+  since the epoch), signature = Ed25519 over ``cosignature/v1\\ntime <timestamp>\\n`` followed by the checkpoint
+  body. litewitness v0.6.1 (torchwood) signs the whole body, extension lines included; later torchwood versions
+  sign its first three lines only (origin, size, root). Both are accepted: each is the witness's statement about
+  this checkpoint's tree, and the extension (our chain head line) is signed by the log key anyway.
 - A witness verifier key is ``<name>+<hex key id>+<base64(0x04 || public key)>`` (as litewitness prints it).
 - A policy (``verify --policy``) follows C2SP tlog-policy's shape: ``log <vkey>`` names the log key, ``witness <name>
   <vkey>`` each witness, ``quorum <n>`` how many of them must have cosigned a checkpoint for it to count as sealed.
@@ -56,10 +58,10 @@ def key_id(name: str, raw_public: bytes) -> bytes:
     return hashlib.sha256(name.encode() + b"\n" + _COSIGNATURE_V1 + raw_public).digest()[:4]
 
 
-def message(note: cp.Checkpoint, timestamp: int) -> bytes:
-    """The bytes a cosignature/v1 signs for ``note`` at ``timestamp``."""
-    head = "\n".join(note.body.split("\n")[:3])
-    return f"cosignature/v1\ntime {timestamp}\n{head}\n".encode()
+def message(note: cp.Checkpoint, timestamp: int, whole: bool = True) -> bytes:
+    """The bytes a cosignature/v1 signs for ``note`` at ``timestamp``: its whole body, or its first three lines."""
+    body = note.body if whole else "\n".join(note.body.split("\n")[:3]) + "\n"
+    return f"cosignature/v1\ntime {timestamp}\n{body}".encode()
 
 
 def cosigned(note: cp.Checkpoint, witness: WitnessKey) -> int | None:
@@ -68,11 +70,13 @@ def cosigned(note: cp.Checkpoint, witness: WitnessKey) -> int | None:
         if name != witness.name or kid != witness.key_id or len(blob) != 8 + 64:
             continue
         (timestamp,) = struct.unpack(">Q", blob[:8])
-        try:
-            witness.public.verify(blob[8:], message(note, timestamp))
-        except InvalidSignature:
-            return None
-        return timestamp
+        for whole in (True, False):
+            try:
+                witness.public.verify(blob[8:], message(note, timestamp, whole))
+            except InvalidSignature:
+                continue
+            return timestamp
+        return None
     return None
 
 

@@ -311,6 +311,8 @@ class Pipeline:
             return
         self._gauged = time.monotonic()
         self.metrics.spool_bytes.set(self.spool.bytes)
+        for runner in self.runners:  # the local store's tree: signed and witnessed sizes
+            self.metrics.set_tree(self.spool.state.head.chain_id, getattr(runner.sink, "tree_sizes", None))
         slowest = min((r.cursor for r in self.runners), key=lambda c: c.pos, default=None)
         if slowest is None:
             return
@@ -339,7 +341,7 @@ def build_sinks(s: ShipSettings) -> list[Sink]:
     if s.store is not None:
         from audit.sinks.localstore import LocalStore
 
-        sinks.append(LocalStore(s.store, s.chain))
+        sinks.append(LocalStore(s.store, s.chain, witnesses=s.witnesses))
     if s.es is not None:
         from audit.sinks import elasticsearch as es
 

@@ -61,6 +61,7 @@ class Report:
     findings: list[Finding] = field(default_factory=list)
     truncated_findings: int = 0
     failure_store: list[dict[str, Any]] = field(default_factory=list)  # Elasticsearch: documents it refused
+    witnessed_size: int | None = None  # with a witness policy: records covered by a checkpoint with its quorum
 
     @property
     def intact(self) -> bool:
@@ -71,7 +72,8 @@ class Report:
                 "checkpoints": self.checkpoints, "unsealed_tail": self.unsealed_tail, "expired": self.expired,
                 "last_seq": self.last_seq,
                 "findings": [f.as_dict() for f in self.findings],
-                "findings_not_listed": self.truncated_findings, "failure_store": self.failure_store}
+                "findings_not_listed": self.truncated_findings, "failure_store": self.failure_store,
+                "witnessed_size": self.witnessed_size}
 
 
 @dataclass

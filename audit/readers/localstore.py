@@ -38,6 +38,7 @@ from audit.verify import (
     peek_link,
     scan_chunk,
 )
+from audit.witness import STATE_FILE as WITNESS_STATE
 
 SEGMENT = re.compile(r"records-(\d{20})\.jsonl")
 NOTE = re.compile(r"\d{20}\.note")
@@ -141,6 +142,8 @@ def _layout(chain_dir: Path, chain: str, must_exist: bool) -> Layout:
             notes = _notes(path, findings)
         elif (path.name == TILES and path.is_dir()) or (path.name == SIZE_FILE and path.is_file()):
             continue  # the Merkle tiles: checked against the records and checkpoints by audit/treeverify.py
+        elif path.name == WITNESS_STATE and path.is_file():
+            continue  # the size each witness cosigned last (audit/witness.py): a hint for the next request
         elif match and path.is_file():
             first = _first_seq(path, chain_json) if path.stat().st_size else None
             named.append((int(match.group(1)) if first is None else first, int(match.group(1)), path))

@@ -26,11 +26,13 @@ from typing import Any, BinaryIO
 
 import orjson
 
+from audit import checkpoint
 from audit.canonical import CanonicalError, loads
 from audit.chain import record_hash
 from audit.merkle import leaf_hash
 from audit.sinks import SinkConflict
-from audit.tiles import TileError, TileWriter
+from audit.tiles import TileError, TileReader, TileWriter
+from audit.witness import Witnessing
 
 SEGMENT_BYTES = 64 * 1024 * 1024
 
@@ -155,8 +157,11 @@ class LocalStore:
 
     name = "localstore"
 
-    def __init__(self, root: Path, chain_id: str, segment_bytes: int = SEGMENT_BYTES) -> None:
+    def __init__(self, root: Path, chain_id: str, segment_bytes: int = SEGMENT_BYTES,
+                 witnesses: tuple[str, ...] = ()) -> None:
         self.dir = Path(root) / chain_id
+        self.witnessing = Witnessing(self.dir, witnesses)
+        self.tree_sizes: tuple[int, dict[str, int]] | None = None  # signed, {witness: cosigned}: metrics
         (self.dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         self.segment_bytes = segment_bytes
         self._fh: BinaryIO | None = None
@@ -241,6 +246,18 @@ class LocalStore:
             path = self._note_path(cp["size"])
             if not os.path.lexists(path):
                 write_atomic(path, cp["note"].encode())
+        self._witness([cp["note"] for cp in checkpoints])
+
+    def _witness(self, notes: list[str]) -> None:
+        """Offer the newest tree checkpoint (it carries the chain head line) to the witnesses, after its records,
+        tiles and note are durable. A witness that fails does not hold up the records: the next one retries."""
+        trees = [note for note in notes if checkpoint.parse(note).head is not None]
+        if not trees:
+            return
+        newest = trees[-1]
+        size = checkpoint.parse(newest).size
+        witnessed = self.witnessing.submit(newest, TileReader(self.dir).subtree) if self.witnessing.urls else {}
+        self.tree_sizes = (size, witnessed)
 
     def _note_path(self, size: int) -> Path:
         return self.dir / "checkpoints" / f"{size:020d}.note"
