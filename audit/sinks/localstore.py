@@ -257,7 +257,7 @@ class LocalStore:
         newest = trees[-1]
         size = checkpoint.parse(newest).size
         witnessed = self.witnessing.submit(newest, TileReader(self.dir).subtree) if self.witnessing.urls else {}
-        self.tree_sizes = (size, witnessed)
+        self.tree_sizes = (size, {url: witnessed.get(url, 0) for url in self.witnessing.urls})
 
     def _note_path(self, size: int) -> Path:
         return self.dir / "checkpoints" / f"{size:020d}.note"
