@@ -133,6 +133,10 @@ class TreeWalk:
         except TileError as exc:
             self.findings.append(Finding("bad-tiles", None, str(exc)))
             return
+        newest = max((note.size for note in self.notes if note.source == "store"), default=0)
+        if size < newest:
+            self.findings.append(Finding("bad-tiles", size, f"the tiles cover {size} records, the newest checkpoint "
+                                         f"{newest}: no proofs can be made for what lies between"))
         for note in self.notes:
             if note.source != "store" or note.size > size:
                 continue

@@ -182,8 +182,10 @@ class LocalStore:
             shutil.rmtree(self.dir / "tile", ignore_errors=True)
             tiles = TileWriter(self.dir)
         if tiles.size < self.next_seq and not self._unreadable:
-            for seq, line in self._read_from(tiles.size):
-                if seq is None or seq != tiles.size:
+            for seq, line in self._read_from(tiles.size):  # from the start of the segment holding it
+                if seq is not None and seq < tiles.size:
+                    continue
+                if seq != tiles.size:
                     break  # not our record: verify reports it; the tree stops where the chain does
                 tiles.append([leaf_hash(line)])
             tiles.flush()
@@ -242,6 +244,8 @@ class LocalStore:
             if self.tiles.size == fresh[0][0]:
                 self.tiles.append(leaf_hash(doc) for _, doc in fresh)
                 self.tiles.flush()
+            else:  # behind (a tile write failed before): catch up from the records themselves
+                self.tiles = self._open_tiles()
         for cp in checkpoints:
             path = self._note_path(cp["size"])
             if not os.path.lexists(path):

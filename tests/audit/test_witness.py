@@ -192,3 +192,52 @@ def test_policy_with_an_impossible_quorum_cannot_be_used(host: Host) -> None:
     host.policy.write_text(f"witness {host.witness.name} {host.witness.vkey}\nquorum 2\n")
     code, _ = host.verify("--policy", str(host.policy))
     assert code == 2
+
+
+def _store_cursor(spool: Path) -> int:
+    try:
+        return json.loads((spool / "cursor-localstore.json").read_text())["next_seq"]
+    except (OSError, ValueError):
+        return 0
+
+
+def test_kill_9_while_tiles_and_checkpoints_are_written_then_rerun_is_intact_and_witnessed(
+        tmp_path: Path, litewitness: Litewitness) -> None:
+    """Small batches (a tile and note write every 50 records, a cosignature every 100) so the kills land among
+    those writes; after a rerun the tiles are the records' tree, verify is intact and the witness accepted it all."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from tests.audit.kit import TEE_AUDIT
+
+    host = Host(tmp_path, litewitness)
+    events = 6000
+    write_journal(host.journal, events)
+    spool = tmp_path / "spool"
+    cmd = [*TEE_AUDIT, "ship", "--once", "--source", str(host.journal), "--store", str(host.store),
+           "--signing-key", str(host.key_file), "--spool.dir", str(spool), "--chain", CHAIN,
+           "--checkpoint.every-records", "100", "--es.batch-size", "50", "--witness.urls", litewitness.url,
+           "--log.level", "error"]
+    kills = 0
+    for i in range(6):
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        mark = (i + 1) * events // 8
+        while proc.poll() is None and _store_cursor(spool) < mark:
+            time.sleep(0.005)
+        time.sleep(0.007 * i)
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            kills += 1
+        proc.wait()
+    assert kills >= 5, "the kills must land while the run is still going"
+    assert subprocess.run(cmd, check=False, timeout=300).returncode == 0
+    leaves = [merkle.leaf_hash(line) for line in localstore.read_lines(host.dir)]
+    assert len(leaves) == events
+    tree = merkle.MemoryTree(leaves)
+    assert TileReader(host.dir).size() == events
+    assert merkle.root(tiles_reader(host.dir), events) == merkle.root(tree.subtree, events)
+    assert host.witness.known(ORIGIN)[0] == events
+    code, report = host.verify("--policy", str(host.policy))
+    assert code == 0 and report["witnessed_size"] == events, report["findings"]
