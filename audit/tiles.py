@@ -79,7 +79,8 @@ class TileReader:
             raise TileError(f"{self.root / SIZE_FILE}: not a tree size")
         return int(text)
 
-    def _tile(self, level: int, index: int, need: int) -> bytes:
+    def tile(self, level: int, index: int, need: int) -> bytes:
+        """The tile's bytes, holding at least ``need`` hashes (a full tile, else the widest partial one)."""
         cached = self._cache.get((level, index))
         if cached is not None and len(cached) >= need * HASH_SIZE:
             return cached
@@ -106,8 +107,23 @@ class TileReader:
         tile_level, rest = divmod(level, HEIGHT)
         first = index << rest  # in hashes of tree level 8 * tile_level
         tile_index, offset = divmod(first, WIDTH)
-        data = self._tile(tile_level, tile_index, offset + (1 << rest))
+        data = self.tile(tile_level, tile_index, offset + (1 << rest))
         return _subtree_of(_split(data[offset * HASH_SIZE:(offset + (1 << rest)) * HASH_SIZE]))
+
+
+    def broken_links(self, size: int) -> list[str]:
+        """Full tiles whose root is not the hash the level above stores for them (for a tree of ``size``)."""
+        bad = []
+        level, count = 0, size
+        while count >= WIDTH:
+            full = count // WIDTH
+            for start in range(0, full, WIDTH):  # one tile of the level above per WIDTH full tiles here
+                above = _split(self.tile(level + 1, start // WIDTH, min(WIDTH, full - start)))
+                for k in range(start, min(full, start + WIDTH)):
+                    if _subtree_of(_split(self.tile(level, k, WIDTH))) != above[k - start]:
+                        bad.append(tile_path(level, k))
+            level, count = level + 1, full
+        return bad
 
 
 class TileWriter:

@@ -26,8 +26,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from audit import checkpoint as cp
 from audit import merkle
-from audit.merkle import Frontier, ProofError, leaf_hash
-from audit.tiles import TileError, TileReader
+from audit.merkle import HASH_SIZE, Frontier, ProofError, leaf_hash
+from audit.tiles import WIDTH, TileError, TileReader
 from audit.verify import Finding
 
 
@@ -65,6 +65,13 @@ class TreeWalk:
                 self.wanted.setdefault(note.size, []).append(note)
         self.tree: Frontier | None = Frontier()
         self.broken = False
+        self.tile_problem = False
+        self.tile0: tuple[int, bytes] = (-1, b"")
+        try:
+            self.tiles_size = tiles.size() if tiles is not None else 0
+        except TileError as exc:
+            self.tiles_size = 0
+            self._tile_problem(None, str(exc))
         if begin:
             try:
                 self.tree = merkle.frontier_at(self._sub(), begin)
@@ -86,10 +93,31 @@ class TreeWalk:
         if seq > tree.size:
             self.broken = True  # records missing: the chain walk reports them; no root past here can be computed
             return
-        tree.append(leaf_hash(line))
+        leaf = leaf_hash(line)
+        self._against_tiles(tree.size, leaf)
+        tree.append(leaf)
         for note in self.wanted.get(tree.size, ()):
             if tree.root() != note.root:
                 self.findings.append(self._disagrees(note))
+
+    def _against_tiles(self, seq: int, leaf: bytes) -> None:
+        """The level-0 tiles must hold the records' leaf hashes (the first disagreement is reported, once)."""
+        if self.tiles is None or self.tile_problem or seq >= self.tiles_size:
+            return
+        index, offset = divmod(seq, WIDTH)
+        if self.tile0[0] != index:
+            try:
+                data = self.tiles.tile(0, index, min(WIDTH, self.tiles_size - index * WIDTH))
+            except TileError as exc:
+                self._tile_problem(seq, str(exc))
+                return
+            self.tile0 = (index, data)
+        if self.tile0[1][offset * HASH_SIZE:(offset + 1) * HASH_SIZE] != leaf:
+            self._tile_problem(seq, f"the tiles hold another leaf hash for record {seq} than its stored bytes give")
+
+    def _tile_problem(self, seq: int | None, detail: str) -> None:
+        self.tile_problem = True
+        self.findings.append(Finding("bad-tiles", seq, detail))
 
     @staticmethod
     def _disagrees(note: TreeNote) -> Finding:
@@ -126,12 +154,17 @@ class TreeWalk:
                                              f"{newest.size}: {exc}"))
 
     def _tiles_agree(self) -> None:
-        if self.tiles is None:
+        """The tiles' levels link up, and give each checkpoint's root."""
+        if self.tiles is None or self.tile_problem:
             return
+        size = self.tiles_size
         try:
-            size = self.tiles.size()
+            broken = self.tiles.broken_links(size)
         except TileError as exc:
-            self.findings.append(Finding("bad-tiles", None, str(exc)))
+            broken = [str(exc)]
+        if broken:
+            self._tile_problem(None, f"{broken[0]}: its root is not what the level above stores "
+                               f"({len(broken)} tile(s))")
             return
         newest = max((note.size for note in self.notes if note.source == "store"), default=0)
         if size < newest:

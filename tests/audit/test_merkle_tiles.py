@@ -98,4 +98,20 @@ def test_tampered_tile_is_reported_by_verify(tmp_path: Path) -> None:
     data[5 * 32] ^= 1  # the leaf hash of record 5
     tile.write_bytes(bytes(data))
     code, report = verify_json("--store", str(store), "--public-key", str(public))
-    assert code == 1 and kinds(report) == [("bad-tiles", 99), ("bad-tiles", 199), ("bad-tiles", 299)], report
+    assert code == 1 and kinds(report) == [("bad-tiles", 5)], report
+    assert "another leaf hash for record 5" in report["findings"][0]["detail"]
+
+
+def test_tampered_upper_level_tile_is_reported_by_verify(tmp_path: Path) -> None:
+    """Level-1 hashes are what proofs beyond one tile use: they must be the roots of the level-0 tiles."""
+    from tests.audit.kit import kinds, verify_json
+
+    key, public = keys(tmp_path / "keys")
+    journal = tmp_path / "journal.jsonl"
+    write_journal(journal, 300)
+    store = tmp_path / "store"
+    assert ship_once([journal], key, tmp_path / "spool", store=store, every=100) == 0
+    (store / "h1" / "tile/1/000.p/1").write_bytes(b"\x00" * 32)
+    code, report = verify_json("--store", str(store), "--public-key", str(public))
+    assert code == 1 and kinds(report) == [("bad-tiles", None)], report
+    assert report["findings"][0]["detail"].startswith("tile/0/000: its root is not what the level above stores")
