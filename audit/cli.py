@@ -165,3 +165,19 @@ def verify_proof(receipt: Path, public_key: Path, witness_keys: tuple[str, ...],
     from audit.prove_cli import run_verify_proof
 
     sys.exit(run_verify_proof(receipt, public_key, witness_keys, quorum, as_json))
+
+
+@main.command(name="witness-key")
+@click.option("--public-key", type=_PATH, required=True, help="The log's Ed25519 public key (PEM or note vkey).")
+@click.option("--chain", required=True, help="Chain id: the log's origin is tee-audit/<chain>.")
+def witness_key(public_key: Path, chain: str) -> None:
+    """Print the origin and the verifier key a witness must know to cosign this chain's tree checkpoints."""
+    from audit import checkpoint as cp
+
+    try:
+        key = cp.load_public(public_key)
+    except cp.CheckpointError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    origin = cp.origin_for(chain)
+    click.echo(f"origin: {origin}\nvkey: {cp.vkey(origin, key)}")

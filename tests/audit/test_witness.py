@@ -241,3 +241,14 @@ def test_kill_9_while_tiles_and_checkpoints_are_written_then_rerun_is_intact_and
     assert host.witness.known(ORIGIN)[0] == events
     code, report = host.verify("--policy", str(host.policy))
     assert code == 0 and report["witnessed_size"] == events, report["findings"]
+
+
+def test_witness_key_command_prints_what_the_witness_is_registered_with(tmp_path: Path) -> None:
+    import subprocess
+
+    from tests.audit.kit import TEE_AUDIT
+
+    _, public = keys(tmp_path / "keys")
+    out = subprocess.run([*TEE_AUDIT, "witness-key", "--public-key", str(public), "--chain", CHAIN],
+                         capture_output=True, text=True, check=True, timeout=60).stdout
+    assert out == f"origin: {ORIGIN}\nvkey: {cp.vkey(ORIGIN, cp.load_public(public))}\n"
