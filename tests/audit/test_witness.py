@@ -252,3 +252,35 @@ def test_witness_key_command_prints_what_the_witness_is_registered_with(tmp_path
     out = subprocess.run([*TEE_AUDIT, "witness-key", "--public-key", str(public), "--chain", CHAIN],
                          capture_output=True, text=True, check=True, timeout=60).stdout
     assert out == f"origin: {ORIGIN}\nvkey: {cp.vkey(ORIGIN, cp.load_public(public))}\n"
+
+
+def test_daemon_exposes_signed_and_witnessed_sizes(tmp_path: Path, litewitness: Litewitness) -> None:
+    import signal
+    import subprocess
+
+    from tests.audit.kit import TEE_AUDIT
+    from tests.audit.test_daemon import _scrape, _wait
+    from tests.fixtures.prometheus import free_port
+
+    host = Host(tmp_path, litewitness)
+    write_journal(host.journal, 300)
+    port = free_port()
+    proc = subprocess.Popen([*TEE_AUDIT, "ship", "--source", str(host.journal), "--store", str(host.store),
+                             "--chain", CHAIN, "--signing-key", str(host.key_file), "--spool.dir",
+                             str(tmp_path / "spool"), "--web.listen-address", f"127.0.0.1:{port}",
+                             "--checkpoint.every-seconds", "0.3", "--source.poll-seconds", "0.1",
+                             "--witness.urls", litewitness.url], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def sizes() -> tuple[float | None, float | None]:
+            try:
+                metrics = _scrape(f"http://127.0.0.1:{port}/metrics")
+            except OSError:
+                return None, None
+            return (metrics.get(("tee_audit_signed_size", (("chain", CHAIN),))),
+                    metrics.get(("tee_audit_witnessed_size", (("chain", CHAIN), ("witness", litewitness.url)))))
+
+        _wait(lambda: sizes() == (300, 300), "signed and witnessed size 300")
+        assert litewitness.known(ORIGIN)[0] == 300
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
