@@ -8,7 +8,8 @@ Layout under a chain directory (the spec's URL paths, as files):
   right edge. Only the newest width is kept; the full tile replaces them once it exists.
 - ``<N>`` is written in groups of three decimal digits, all but the last prefixed with ``x``: 1234067 is
   ``x001/x234/067``.
-- ``tree-size``: the tree size the tiles describe (ours, not the spec's). It is written after the tiles, and stale
+- ``tile/tree-size``: the tree size the tiles describe (ours, not the spec's; inside ``tile/`` so that the chain
+  directory, whose changes the local store watches for files planted by others, does not change for it). It is written after the tiles, and stale
   partial tiles are deleted only after it, so a crash at any point leaves the tiles of that size intact; the
   records beyond it are hashed again on start (``TileWriter.open``). Entry bundles (``tile/entries``) are not
   written: the records are the store's segments.
@@ -36,6 +37,7 @@ HEIGHT = 8
 WIDTH = 1 << HEIGHT
 SIZE_FILE = "tree-size"
 TILES = "tile"
+SIZE_PATH = f"{TILES}/{SIZE_FILE}"  # inside tile/: the chain directory itself never changes for the tiles' sake
 
 
 class TileError(Exception):
@@ -78,11 +80,11 @@ class TileReader:
     def size(self) -> int:
         """The tree size the tiles were last written for (0 when there are none)."""
         try:
-            text = (self.root / SIZE_FILE).read_text()
+            text = (self.root / SIZE_PATH).read_text()
         except FileNotFoundError:
             return 0
         if not text.strip().isdigit():
-            raise TileError(f"{self.root / SIZE_FILE}: not a tree size")
+            raise TileError(f"{self.root / SIZE_PATH}: not a tree size")
         return int(text)
 
     def tile(self, level: int, index: int, need: int) -> bytes:
@@ -199,7 +201,8 @@ class TileWriter:
                 index = (self.size >> (HEIGHT * level)) // WIDTH
                 self._write(tile_path(level, index, len(row)), b"".join(row))
                 partial.append((level, index, len(row)))
-        write_atomic(self.root / SIZE_FILE, b"%d\n" % self.size)
+        (self.root / TILES).mkdir(exist_ok=True)
+        write_atomic(self.root / SIZE_PATH, b"%d\n" % self.size)
         for level, index, _ in self._full:
             shutil.rmtree(self.root / f"{tile_path(level, index)}.p", ignore_errors=True)
         for level, index, width in partial:

@@ -7,7 +7,7 @@ signature and that the new tree extends the one it cosigned last, and answers wi
 consistency proof) and 403 are refusals: a witness that refuses our checkpoint has caught a fork or rollback, or
 our tree is wrong; either way the checkpoint stays unwitnessed, which ``verify --policy`` reports.
 
-``Witnessing`` keeps, per chain directory, the size each witness URL cosigned last (``witnesses.json``) and stores
+``Witnessing`` keeps, per chain directory, the size each witness URL cosigned last (``checkpoints/witnesses.json``) and stores
 the cosignatures next to the note (``checkpoints/<size>.cosig``), both written atomically.
 """
 
@@ -26,7 +26,7 @@ from audit import merkle
 from audit.tiles import TileError
 from common.fsio import write_atomic
 
-STATE_FILE = "witnesses.json"
+STATE_FILE = "witnesses.json"  # in checkpoints/: the chain directory is watched for files planted by others
 TIMEOUT = 5.0
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ class Witnessing:
 
     def state(self) -> dict[str, int]:
         try:
-            data = json.loads((self.chain_dir / STATE_FILE).read_text())
+            data = json.loads((self.chain_dir / "checkpoints" / STATE_FILE).read_text())
         except (OSError, ValueError):
             return {}
         return {k: v for k, v in data.items() if isinstance(k, str) and type(v) is int}
@@ -94,7 +94,7 @@ class Witnessing:
                 continue
             self._store(note.size, lines)
             state[url] = note.size
-            write_atomic(self.chain_dir / STATE_FILE, json.dumps(state, sort_keys=True).encode())
+            write_atomic(self.chain_dir / "checkpoints" / STATE_FILE, json.dumps(state, sort_keys=True).encode())
         return state
 
     @staticmethod

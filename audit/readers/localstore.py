@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 
 from audit.canonical import canonicalize
-from audit.tiles import SIZE_FILE, TILES
+from audit.tiles import TILES
 from audit.verify import (
     ChunkSummary,
     Finding,
@@ -95,8 +95,8 @@ def _first_seq(path: Path, chain_json: bytes) -> int | None:
 def _notes(directory: Path, findings: list[Finding]) -> list[str]:
     texts = []
     for path in sorted(directory.iterdir()):
-        if COSIGNATURES.fullmatch(path.name) and path.is_file():
-            continue  # witnesses' cosignatures of a note (audit/witness.py): read by cosignatures()
+        if (COSIGNATURES.fullmatch(path.name) or path.name == WITNESS_STATE) and path.is_file():
+            continue  # witnesses' cosignatures of a note, the size each cosigned last (audit/witness.py)
         if not (NOTE.fullmatch(path.name) and path.is_file()):
             findings.append(Finding("stray", None, f"checkpoints/{path.name}: not a checkpoint note"))
             continue
@@ -140,10 +140,8 @@ def _layout(chain_dir: Path, chain: str, must_exist: bool) -> Layout:
         match = SEGMENT.fullmatch(path.name)
         if path.name == "checkpoints" and path.is_dir():
             notes = _notes(path, findings)
-        elif (path.name == TILES and path.is_dir()) or (path.name == SIZE_FILE and path.is_file()):
+        elif path.name == TILES and path.is_dir():
             continue  # the Merkle tiles: checked against the records and checkpoints by audit/treeverify.py
-        elif path.name == WITNESS_STATE and path.is_file():
-            continue  # the size each witness cosigned last (audit/witness.py): a hint for the next request
         elif match and path.is_file():
             first = _first_seq(path, chain_json) if path.stat().st_size else None
             named.append((int(match.group(1)) if first is None else first, int(match.group(1)), path))

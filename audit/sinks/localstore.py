@@ -4,7 +4,7 @@ Layout (readable with ``jq``)::
 
     <store>/<chain>/records-<first seq, 20 digits>.jsonl   one record per line, exactly the Elasticsearch document
     <store>/<chain>/checkpoints/<size, 20 digits>.note     C2SP signed notes
-    <store>/<chain>/tile/..., tree-size                    the records' Merkle tree as C2SP tiles (audit/tiles.py)
+    <store>/<chain>/tile/...                               the records' Merkle tree as C2SP tiles (audit/tiles.py)
 
 Writes are idempotent by ``seq``: on start the store reads its own last record (cutting off a line torn by a crash),
 so replaying the spool after a crash never duplicates a record. The tiles follow the records: written after them,
@@ -31,7 +31,7 @@ from audit.canonical import CanonicalError, loads
 from audit.chain import record_hash
 from audit.merkle import leaf_hash
 from audit.sinks import SinkConflict
-from audit.tiles import TileError, TileReader, TileWriter
+from audit.tiles import TILES, TileError, TileReader, TileWriter
 from audit.witness import Witnessing
 
 SEGMENT_BYTES = 64 * 1024 * 1024
@@ -163,6 +163,7 @@ class LocalStore:
         self.witnessing = Witnessing(self.dir, witnesses)
         self.tree_sizes: tuple[int, dict[str, int]] | None = None  # signed, {witness: cosigned}: metrics
         (self.dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        (self.dir / TILES).mkdir(exist_ok=True)  # now: later, the chain directory must not change for the tiles
         self.segment_bytes = segment_bytes
         self._fh: BinaryIO | None = None
         self._path: Path | None = None  # the segment self._fh appends to
@@ -179,7 +180,8 @@ class LocalStore:
         except (TileError, OSError):
             tiles = None
         if tiles is None or tiles.size > self.next_seq:
-            shutil.rmtree(self.dir / "tile", ignore_errors=True)
+            for level in (self.dir / TILES).glob("[0-9]*"):
+                shutil.rmtree(level, ignore_errors=True)
             tiles = TileWriter(self.dir)
         if tiles.size < self.next_seq and not self._unreadable:
             for seq, line in self._read_from(tiles.size):  # from the start of the segment holding it

@@ -77,7 +77,7 @@ def test_local_store_brings_its_tiles_up_to_the_records_on_start(tmp_path: Path,
         for path in sorted(chain.glob("tile/**/*"), reverse=True):
             path.unlink() if path.is_file() else path.rmdir()
     else:  # a crash after the records of 256..299 were durable, before their tiles were
-        (chain / SIZE_FILE).write_text("256\n")
+        (chain / "tile" / SIZE_FILE).write_text("256\n")
     localstore.LocalStore(store, "h1").close()
     leaves = [merkle.leaf_hash(line) for line in localstore.read_lines(chain)]
     assert TileReader(chain).size() == 300

@@ -18,7 +18,7 @@ from audit import merkle
 from audit.canonical import canonicalize, loads
 from audit.chain import Head, seal
 from audit.sinks import localstore
-from audit.tiles import SIZE_FILE, TileReader, TileWriter
+from audit.tiles import TileReader, TileWriter
 from audit.witness import WitnessError, Witnessing, add_checkpoint
 from tests.audit.kit import keys, ship_once, verify_json, write_journal
 from tests.fixtures.litewitness import Litewitness
@@ -76,7 +76,6 @@ class Host:
             segment.unlink()
         (self.dir / f"records-{0:020d}.jsonl").write_bytes(b"".join(line + b"\n" for line in out))
         shutil.rmtree(self.dir / "tile")
-        (self.dir / SIZE_FILE).unlink()
         tiles = TileWriter(self.dir)
         tiles.append(merkle.leaf_hash(line) for line in out)
         tiles.flush()
@@ -109,7 +108,7 @@ def test_shipper_gets_each_checkpoint_cosigned_and_the_witness_follows_the_log(h
     assert [name for name, _, _ in note.signatures] == [ORIGIN, host.witness.name]
     host.ship(250)  # the witness must accept the consistency proof from 300 to 550
     assert host.witness.known(ORIGIN)[0] == 550
-    assert json.loads((host.dir / "witnesses.json").read_text()) == {host.witness.url: 550}
+    assert json.loads((host.dir / "checkpoints" / "witnesses.json").read_text()) == {host.witness.url: 550}
     code, report = host.verify("--policy", str(host.policy))
     assert code == 0 and report["intact"] and report["witnessed_size"] == 550, report["findings"]
 
