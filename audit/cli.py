@@ -132,7 +132,9 @@ def show(note: Path, public_key: Path | None) -> None:
     info = {"origin": parsed.origin, "size": parsed.size, "root": parsed.root_hex,
             "signatures": [{"name": n, "key_id": k.hex()} for n, k, _ in parsed.signatures]}
     if key is not None:
-        info["signature_valid"] = cp.verify(parsed, key)
+        tree = cp.is_tree(parsed, key)
+        info["signature_valid"] = tree or cp.verify(parsed, key)
+        info["kind"] = "tree" if tree else "head"  # docs/audit.md, Transparency log
     click.echo(json.dumps(info, indent=2))
     sys.exit(0 if info.get("signature_valid", True) else 1)
 

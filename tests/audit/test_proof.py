@@ -213,3 +213,10 @@ def test_non_utf8_receipt_is_invalid_not_a_crash(log: Log, tmp_path: Path) -> No
     run = subprocess.run([*TEE_AUDIT, "verify-proof", str(receipt), "--public-key", str(log.public_file)],
                          capture_output=True, text=True, timeout=60, check=False)
     assert run.returncode == 1 and run.stdout.startswith("INVALID: the receipt is not UTF-8 text"), run.stdout
+
+
+def test_checkpoint_show_knows_tree_checkpoints(log: Log) -> None:
+    note = log.dir / "checkpoints" / f"{600:020d}.note"
+    run = subprocess.run([*TEE_AUDIT, "checkpoint", "show", str(note), "--public-key", str(log.public_file)],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert run.returncode == 0 and '"signature_valid": true' in run.stdout and '"kind": "tree"' in run.stdout
