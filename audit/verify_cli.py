@@ -142,11 +142,18 @@ def outside_notes(known: Sequence[Known], chain: str, key: Ed25519PublicKey,
 
 
 def add_findings(report: Report, findings: list[Finding]) -> None:
-    """The tree walk's findings, less a tree root's disagreement with records the chain walk already found damaged
-    at or before it (a modified record changes every later root: one finding, at the record, says it)."""
+    """The tree walk's findings, less those the chain walk's findings already explain: a tree root disagreeing
+    with records found damaged at or before it (a modified record changes every later root), and the tiles
+    disagreeing with records found damaged anywhere (the tiles kept the leaves of the records as shipped, which
+    is why they differ). A report is not intact either way; the finding at the record says where."""
     damaged = min((f.seq for f in report.findings if f.seq is not None), default=None)
-    report.findings.extend(f for f in findings if not (f.kind == "checkpoint-mismatch" and damaged is not None
-                                                       and f.seq is not None and f.seq >= damaged))
+
+    def explained(f: Finding) -> bool:
+        if damaged is None or f.seq is None:
+            return False
+        return f.kind == "bad-tiles" or (f.kind == "checkpoint-mismatch" and f.seq >= damaged)
+
+    report.findings.extend(f for f in findings if not explained(f))
     report.findings.sort(key=lambda f: (f.seq is None, f.seq or 0, f.kind))  # verify.py's order
 
 

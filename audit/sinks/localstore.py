@@ -257,11 +257,17 @@ class LocalStore:
     def _witness(self, notes: list[str]) -> None:
         """Offer the newest tree checkpoint (it carries the chain head line) to the witnesses, after its records,
         tiles and note are durable. A witness that fails does not hold up the records: the next one retries."""
-        trees = [note for note in notes if checkpoint.parse(note).head is not None]
+        trees = []
+        for text in notes:
+            try:
+                note = checkpoint.parse(text)
+            except checkpoint.CheckpointError:
+                continue  # not a checkpoint a witness could cosign (the shipper signs only parseable ones)
+            if note.head is not None:
+                trees.append((note.size, text))
         if not trees:
             return
-        newest = trees[-1]
-        size = checkpoint.parse(newest).size
+        size, newest = trees[-1]
         witnessed = self.witnessing.submit(newest, TileReader(self.dir).subtree) if self.witnessing.urls else {}
         self.tree_sizes = (size, {url: witnessed.get(url, 0) for url in self.witnessing.urls})
 
