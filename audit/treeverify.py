@@ -21,12 +21,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from hashlib import sha256
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from audit import checkpoint as cp
 from audit import merkle
-from audit.merkle import HASH_SIZE, Frontier, ProofError, leaf_hash
+from audit.merkle import HASH_SIZE, Frontier, ProofError
 from audit.tiles import WIDTH, TileError, TileReader
 from audit.verify import Finding
 
@@ -66,7 +67,7 @@ class TreeWalk:
         self.tree: Frontier | None = Frontier()
         self.broken = False
         self.tile_problem = False
-        self.tile0: tuple[int, bytes] = (-1, b"")
+        self.pending: list[bytes] = []  # leaf hashes walked since the last tile boundary
         try:
             self.tiles_size = tiles.size() if tiles is not None else 0
         except TileError as exc:
@@ -93,27 +94,39 @@ class TreeWalk:
         if seq > tree.size:
             self.broken = True  # records missing: the chain walk reports them; no root past here can be computed
             return
-        leaf = leaf_hash(line)
-        self._against_tiles(tree.size, leaf)
+        leaf = sha256(b"\x00" + line).digest()  # merkle.leaf_hash, inlined: this runs once per record
+        pending = self.pending
+        pending.append(leaf)
         tree.append(leaf)
-        for note in self.wanted.get(tree.size, ()):
-            if tree.root() != note.root:
-                self.findings.append(self._disagrees(note))
+        if tree.size % WIDTH == 0:
+            self._against_tiles()
+        if tree.size in self.wanted:
+            for note in self.wanted[tree.size]:
+                if tree.root() != note.root:
+                    self.findings.append(self._disagrees(note))
 
-    def _against_tiles(self, seq: int, leaf: bytes) -> None:
-        """The level-0 tiles must hold the records' leaf hashes (the first disagreement is reported, once)."""
-        if self.tiles is None or self.tile_problem or seq >= self.tiles_size:
+    def _against_tiles(self) -> None:
+        """The level-0 tile must hold the leaf hashes of the records just walked (``pending``, at most one tile's
+        worth, ending at the tree's size); the first disagreement is reported, once."""
+        pending, self.pending = self.pending, []
+        if self.tiles is None or self.tile_problem or self.tree is None or not pending:
             return
-        index, offset = divmod(seq, WIDTH)
-        if self.tile0[0] != index:
-            try:
-                data = self.tiles.tile(0, index, min(WIDTH, self.tiles_size - index * WIDTH))
-            except TileError as exc:
-                self._tile_problem(seq, str(exc))
-                return
-            self.tile0 = (index, data)
-        if self.tile0[1][offset * HASH_SIZE:(offset + 1) * HASH_SIZE] != leaf:
-            self._tile_problem(seq, f"the tiles hold another leaf hash for record {seq} than its stored bytes give")
+        first = self.tree.size - len(pending)
+        index, offset = divmod(first, WIDTH)
+        end = min(self.tree.size, self.tiles_size)
+        if end <= first:
+            return
+        try:
+            data = self.tiles.tile(0, index, end - index * WIDTH)
+        except TileError as exc:
+            self._tile_problem(first, str(exc))
+            return
+        held = data[offset * HASH_SIZE:(end - index * WIDTH) * HASH_SIZE]
+        walked = b"".join(pending[:end - first])
+        if held != walked:
+            at = next(i for i in range(end - first) if held[i * HASH_SIZE:(i + 1) * HASH_SIZE] != pending[i])
+            self._tile_problem(first + at, f"the tiles hold another leaf hash for record {first + at} than its "
+                               "stored bytes give")
 
     def _tile_problem(self, seq: int | None, detail: str) -> None:
         self.tile_problem = True
@@ -128,6 +141,7 @@ class TreeWalk:
                        "of this log: history rewritten after it was seen (even if re-signed with the real key)")
 
     def finish(self) -> list[Finding]:
+        self._against_tiles()
         reached = self.tree.size if self.tree is not None else self.begin
         if not self.broken and self.tree is not None:
             for note in self.notes:

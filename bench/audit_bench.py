@@ -22,6 +22,7 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -119,6 +120,7 @@ def canonical_copy(store: Path, out: Path) -> Path:
     (dst / "checkpoints").mkdir(parents=True)
     for note in (src / "checkpoints").glob("*.note"):
         (dst / "checkpoints" / note.name).write_bytes(note.read_bytes())
+    shutil.copytree(src / "tile", dst / "tile")  # the Merkle tiles: the lines' bytes are the shipper's already
     for seg in localstore.segments(src):
         with open(seg, "rb") as fh, open(dst / seg.name, "wb") as sink:
             for line in fh:

@@ -115,3 +115,19 @@ def test_tampered_upper_level_tile_is_reported_by_verify(tmp_path: Path) -> None
     code, report = verify_json("--store", str(store), "--public-key", str(public))
     assert code == 1 and kinds(report) == [("bad-tiles", None)], report
     assert report["findings"][0]["detail"].startswith("tile/0/000: its root is not what the level above stores")
+
+
+def test_tampered_leaf_in_the_partial_tile_is_reported_by_verify(tmp_path: Path) -> None:
+    from tests.audit.kit import kinds, verify_json
+
+    key, public = keys(tmp_path / "keys")
+    journal = tmp_path / "journal.jsonl"
+    write_journal(journal, 300)
+    store = tmp_path / "store"
+    assert ship_once([journal], key, tmp_path / "spool", store=store, every=100) == 0
+    tile = store / "h1" / "tile/0/001.p/44"
+    data = bytearray(tile.read_bytes())
+    data[10 * 32 + 7] ^= 0x80  # the leaf hash of record 266
+    tile.write_bytes(bytes(data))
+    code, report = verify_json("--store", str(store), "--public-key", str(public))
+    assert code == 1 and kinds(report) == [("bad-tiles", 266)], report
