@@ -80,19 +80,26 @@ def ship(ctx: click.Context, config_file: Path | None, **flags: Any) -> None:
                    "finding (0: not checked).")
 @click.option("--seal-grace-seconds", type=click.FloatRange(min=0), default=60.0, show_default=True,
               help="Allowance for clocks and delivery on top of --checkpoint-every-seconds.")
+@click.option("--known-checkpoint", "known_checkpoints", type=_PATH, multiple=True,
+              help="A tree checkpoint seen before (an auditor's copy, a witness-cosigned one): the log must extend "
+                   "it, else a 'fork' finding. Repeatable.")
+@click.option("--policy", type=_PATH,
+              help="Witness policy (log, witness <name> <vkey>, quorum <n>): a checkpoint without the quorum of "
+                   "cosignatures does not seal its records. With --store.")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable findings.")
 def verify(store: Path | None, es: str | None, data_stream: str | None, es_ca_file: Path | None,
            es_api_key_file: Path | None, es_username: str | None, es_password_file: Path | None,
            public_key: Path, chain: str | None, from_checkpoint: Path | None, all_chains: bool,
            checkpoint_every_records: int, checkpoint_every_seconds: float, seal_grace_seconds: float,
-           as_json: bool) -> None:
+           known_checkpoints: tuple[Path, ...], policy: Path | None, as_json: bool) -> None:
     """Verify a chain; exit 0 intact, 1 not intact, 2 verification could not run."""
     from audit import verify_cli
     from audit.verify import Promise
 
     conn = verify_cli.EsOptions(es, data_stream, es_ca_file, es_api_key_file, es_username, es_password_file)
     promise = Promise(checkpoint_every_records, checkpoint_every_seconds, seal_grace_seconds)
-    sys.exit(verify_cli.run(store, conn, public_key, chain, from_checkpoint, as_json, promise, all_chains))
+    sys.exit(verify_cli.run(store, conn, public_key, chain, from_checkpoint, as_json, promise, all_chains,
+                            known_checkpoints, policy))
 
 
 @main.command()
@@ -129,6 +136,54 @@ def show(note: Path, public_key: Path | None) -> None:
     info = {"origin": parsed.origin, "size": parsed.size, "root": parsed.root_hex,
             "signatures": [{"name": n, "key_id": k.hex()} for n, k, _ in parsed.signatures]}
     if key is not None:
-        info["signature_valid"] = cp.verify(parsed, key)
+        tree = cp.is_tree(parsed, key)
+        info["signature_valid"] = tree or cp.verify(parsed, key)
+        info["kind"] = "tree" if tree else "head"  # docs/audit.md, Transparency log
     click.echo(json.dumps(info, indent=2))
     sys.exit(0 if info.get("signature_valid", True) else 1)
+
+
+@main.command()
+@click.option("--store", type=_PATH, required=True, help="Local store directory holding the record and its tiles.")
+@click.option("--chain", help="Chain id. [default: the only chain present]")
+@click.option("--seq", type=click.IntRange(min=0), required=True, help="The record to prove.")
+@click.option("--checkpoint", "note", type=_PATH,
+              help="Tree checkpoint note to prove against. [default: the store's newest, with its cosignatures]")
+@click.option("--out", type=_PATH, help="Write the receipt here. [default: stdout]")
+def prove(store: Path, chain: str | None, seq: int, note: Path | None, out: Path | None) -> None:
+    """Write an offline receipt (C2SP tlog-proof) that record SEQ is in the signed, witnessed log."""
+    from audit.prove_cli import run_prove
+
+    sys.exit(run_prove(store, chain, seq, note, out))
+
+
+@main.command(name="verify-proof")
+@click.argument("receipt", type=_PATH)
+@click.option("--public-key", type=_PATH, required=True, help="The log's Ed25519 public key (PEM or note vkey).")
+@click.option("--witness-key", "witness_keys", multiple=True,
+              help="A witness verifier key (name+id+base64), or a file holding one; repeatable.")
+@click.option("--quorum", type=click.IntRange(min=0),
+              help="How many of the --witness-key witnesses must have cosigned. [default: all of them]")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def verify_proof(receipt: Path, public_key: Path, witness_keys: tuple[str, ...], quorum: int | None,
+                 as_json: bool) -> None:
+    """Check a receipt with nothing else at hand; exit 0 valid, 1 invalid (with the reason), 2 unreadable input."""
+    from audit.prove_cli import run_verify_proof
+
+    sys.exit(run_verify_proof(receipt, public_key, witness_keys, quorum, as_json))
+
+
+@main.command(name="witness-key")
+@click.option("--public-key", type=_PATH, required=True, help="The log's Ed25519 public key (PEM or note vkey).")
+@click.option("--chain", required=True, help="Chain id: the log's origin is tee-audit/<chain>.")
+def witness_key(public_key: Path, chain: str) -> None:
+    """Print the origin and the verifier key a witness must know to cosign this chain's tree checkpoints."""
+    from audit import checkpoint as cp
+
+    try:
+        key = cp.load_public(public_key)
+    except cp.CheckpointError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    origin = cp.origin_for(chain)
+    click.echo(f"origin: {origin}\nvkey: {cp.vkey(origin, key)}")

@@ -42,6 +42,7 @@ class ShipSettings:
     checkpoint_every_records: int = 1000
     checkpoint_every_seconds: float = 60.0
     verify_every_seconds: float = 300.0
+    witness_urls: str | None = None
     web_listen_address: str = ":9941"
     web_config_file: Path | None = None
     alertmanager_listen_address: str | None = None
@@ -53,6 +54,10 @@ class ShipSettings:
     @property
     def quarantine(self) -> Path:
         return self.quarantine_dir or self.spool / "quarantine"
+
+    @property
+    def witnesses(self) -> tuple[str, ...]:
+        return tuple(url.strip() for url in (self.witness_urls or "").split(",") if url.strip())
 
     @property
     def spool(self) -> Path:
@@ -89,6 +94,8 @@ OPTIONS: tuple[Option, ...] = (
            bound="positive"),
     Option("verify.every-seconds", "verify_every_seconds",
            "Re-verify what each sink holds this often (tee_audit_chain_intact).", bound="positive"),
+    Option("witness.urls", "witness_urls", "Comma-separated C2SP tlog-witness URLs that cosign the local store's "
+           "tree checkpoints (docs/audit.md, Transparency log)."),
     Option("web.listen-address", "web_listen_address", "Address for the tee_audit_* metrics."),
     Option("web.config.file", "web_config_file",
            "exporter-toolkit web config (TLS, client certificates, basic auth) for the metrics port and the "
@@ -120,6 +127,8 @@ def validate(settings: ShipSettings) -> ShipSettings:
         raise ConfigError("es.password-file needs es.username")
     if settings.es_password_file and settings.es_api_key_file:
         raise ConfigError("give es.api-key-file or es.username/es.password-file, not both")
+    if settings.witness_urls and settings.store is None:
+        raise ConfigError("witness.urls needs store: cosignatures are stored and proven from the local store")
     if any(c.isspace() or c in "+/" for c in settings.chain):
         raise ConfigError(f"chain: {settings.chain!r} must not contain whitespace, '+' or '/'")
     return settings

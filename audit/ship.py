@@ -21,6 +21,7 @@ from audit.canonical import CanonicalError
 from audit.chain import ChainError, Head
 from audit.config import ShipSettings
 from audit.ingest import Quarantine, check_event
+from audit.merkle import Frontier, leaf_hash
 from audit.sinks import NotSetUp, SinkConflict
 from audit.sources.journal import JournalSource, Line
 from audit.spool import Cursor, Entry, Spool, SpoolError, record_entry
@@ -203,6 +204,7 @@ class Pipeline:
                ) -> tuple[list[Entry], dict[str, dict[str, int]]]:
         head = self.spool.state.head
         since = self.spool.state.since_checkpoint
+        tree = None if self.spool.state.tree is None else self.spool.state.tree.copy()
         entries: list[Entry] = []
         offsets: dict[str, dict[str, int]] = {}
         items: list[tuple[str, Line | None, dict[str, Any] | None, bool]] = []
@@ -228,11 +230,15 @@ class Pipeline:
                 continue
             head = new_head
             src = [line.source, line.ino, line.end] if line else None
-            entries.append(record_entry(head.next_seq - 1, head.hash, stamp, src, data))
+            leaf = None
+            if tree is not None:
+                leaf = leaf_hash(data)
+                tree.append(leaf)
+            entries.append(record_entry(head.next_seq - 1, head.hash, stamp, src, data, leaf))
             counts[label] = counts.get(label, 0) + 1
             since += 1
             if since >= self.s.checkpoint_every_records:
-                entries.append(self._checkpoint(head))
+                entries.append(self._checkpoint(head, tree))
                 since = 0
         for label, count in counts.items():
             self.metrics.records_in.labels(label).inc(count)
@@ -276,10 +282,15 @@ class Pipeline:
             label = self._labels[key] = Path(key).name
         return label
 
-    def _checkpoint(self, head: Head) -> Entry:
+    def _checkpoint(self, head: Head, tree: Frontier | None) -> Entry:
+        """A tree checkpoint (RFC 9162 root of the first ``head.next_seq`` records); a head checkpoint for a chain
+        begun before tee-audit v2, whose spool state has no Merkle frontier (docs/audit.md, migration)."""
         with self.tracer.start_as_current_span("audit.sign") as span:
             span.set_attribute("audit.size", head.next_seq)
-            note = cp.sign(self.key, head.chain_id, head.next_seq, head.hash)
+            if tree is not None:
+                note = cp.sign_tree(self.key, head.chain_id, head.next_seq, tree.root(), head.hash)
+            else:
+                note = cp.sign(self.key, head.chain_id, head.next_seq, head.hash)
         self.last_checkpoint = time.monotonic()
         self.metrics.last_checkpoint.labels(head.chain_id).set(time.time())
         return Entry("c", {"k": "c", "size": head.next_seq, "hash": head.hash, "t": time.time(), "note": note})
@@ -290,7 +301,7 @@ class Pipeline:
         if not final and time.monotonic() - self.last_checkpoint < self.s.checkpoint_every_seconds:
             return False
         try:
-            self.spool.append([self._checkpoint(self.spool.state.head)])
+            self.spool.append([self._checkpoint(self.spool.state.head, self.spool.state.tree)])
         except SpoolError as exc:
             self._spool_failed(exc, time.monotonic(), [])
             return False
@@ -326,6 +337,8 @@ class Pipeline:
             return
         self._gauged = time.monotonic()
         self.metrics.spool_bytes.set(self.spool.bytes)
+        for runner in self.runners:  # the local store's tree: signed and witnessed sizes
+            self.metrics.set_tree(self.spool.state.head.chain_id, getattr(runner.sink, "tree_sizes", None))
         slowest = min((r.cursor for r in self.runners), key=lambda c: c.pos, default=None)
         if slowest is None:
             return
@@ -357,7 +370,7 @@ def build_sinks(s: ShipSettings) -> list[Sink]:
     if s.store is not None:
         from audit.sinks.localstore import LocalStore
 
-        sinks.append(LocalStore(s.store, s.chain))
+        sinks.append(LocalStore(s.store, s.chain, witnesses=s.witnesses))
     if s.es is not None:
         from audit.sinks import elasticsearch as es
 

@@ -5,6 +5,10 @@ Each line is ``<header JSON>\\t<document JSON>\\n``; compact JSON never contains
 tab is exact and the document bytes go to the sinks without being re-serialised. Header kinds: ``r`` (a sealed
 record: seq, hash, spool time, source position) and ``c`` (a signed checkpoint note).
 
+The state also holds the Merkle frontier of the records chained so far (audit/merkle.py ``Frontier``: O(log n)
+hashes), from which the shipper signs tree checkpoints. A state written before tee-audit v2 has none: such a chain
+keeps head checkpoints (docs/audit.md, "Transparency log", migration).
+
 Crash safety (kill -9 at any instruction): ``state.json`` (chain head, source offsets, the spool end it describes)
 is replaced atomically after each fsync'd append; on start the spool cuts a torn last line off and replays every
 entry after the state's position, so the head and the offsets are exactly those of the last durable entry. Sink
@@ -24,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from audit.chain import GENESIS, Head
+from audit.merkle import Frontier, leaf_hash
 from audit.sinks.localstore import write_atomic
 
 SEGMENT_BYTES = 16 * 1024 * 1024
@@ -48,14 +53,16 @@ class Entry:
     doc: bytes = b""
     end: Pos = Pos(0, 0)
     encoded_header: bytes | None = None
+    leaf: bytes | None = None  # a record's RFC 9162 leaf hash, when the shipper computed it already
 
 
-def record_entry(seq: int, digest: str, stamp: float, src: list[Any] | None, doc: bytes) -> Entry:
+def record_entry(seq: int, digest: str, stamp: float, src: list[Any] | None, doc: bytes,
+                 leaf: bytes | None = None) -> Entry:
     """A record entry with its header serialised once (the hot path of shipping)."""
     header = {"k": "r", "seq": seq, "hash": digest, "t": stamp, "src": src}
     encoded = b'{"k":"r","seq":%d,"hash":"%s","t":%r,"src":%s}' % (
         seq, digest.encode(), stamp, b"null" if src is None else _src_json(src))
-    return Entry("r", header, doc, Pos(0, 0), encoded)
+    return Entry("r", header, doc, Pos(0, 0), encoded, leaf)
 
 
 _SRC_KEYS: dict[str, bytes] = {}
@@ -74,11 +81,13 @@ class State:
     offsets: dict[str, dict[str, int]] = field(default_factory=dict)
     since_checkpoint: int = 0
     end: Pos = Pos(0, 0)
+    tree: Frontier | None = field(default_factory=Frontier)  # None: a v1 chain without one (head checkpoints)
 
     def to_json(self) -> bytes:
+        tree = None if self.tree is None else [h.hex() for h in self.tree.hashes]
         return json.dumps({"chain": self.head.chain_id, "next_seq": self.head.next_seq, "hash": self.head.hash,
                            "offsets": self.offsets, "since_checkpoint": self.since_checkpoint,
-                           "end": [self.end.segment, self.end.offset]}).encode()
+                           "end": [self.end.segment, self.end.offset], "tree": tree}).encode()
 
 
 def encode(entry: Entry) -> bytes:
@@ -114,8 +123,11 @@ class Spool:
         data = json.loads(path.read_bytes())
         if data["chain"] != chain_id:
             raise SpoolError(f"{self.dir} belongs to chain {data['chain']!r}, not {chain_id!r}")
+        tree = data.get("tree")
+        frontier = (Frontier(data["next_seq"], [bytes.fromhex(h) for h in tree]) if tree is not None
+                    else Frontier() if data["next_seq"] == 0 else None)
         return State(Head(chain_id, data["next_seq"], data["hash"]), data["offsets"], data["since_checkpoint"],
-                     Pos(*data["end"]))
+                     Pos(*data["end"]), frontier)
 
     def _segments(self) -> list[Path]:
         return sorted(self.dir.glob("*.spool"))
@@ -142,6 +154,12 @@ class Spool:
     def _account(self, entry: Entry) -> None:
         h = entry.header
         if entry.kind == "r":
+            tree = self.state.tree
+            if tree is not None:
+                if tree.size == h["seq"]:
+                    tree.append(entry.leaf or leaf_hash(entry.doc))
+                else:  # cannot happen for a spool this shipper wrote; never sign a root that would be wrong
+                    self.state.tree = None
             self.state.head = Head(self.state.head.chain_id, h["seq"] + 1, h["hash"])
             self.state.since_checkpoint += 1
             if h.get("src"):

@@ -67,6 +67,10 @@ class Telemetry:
                                         registry=r)
         self.spool_write_errors = Counter("tee_audit_spool_write_errors",
                                           "Spool appends that failed (disk full, read-only).", registry=r)
+        self.signed_size = Gauge("tee_audit_signed_size", "Records covered by the newest tree checkpoint stored.",
+                                 ["chain"], registry=r)
+        self.witnessed_size = Gauge("tee_audit_witnessed_size", "Records covered by the newest tree checkpoint "
+                                    "each witness cosigned.", ["chain", "witness"], registry=r)
         self.backpressure = Gauge("tee_audit_backpressure", "1 while reading is paused because the spool is full.",
                                   registry=r)
         for source in sources:  # present from the start: rate() needs the zero
@@ -77,6 +81,14 @@ class Telemetry:
             self.sink_conflicts.labels(sink)
             self.selfcheck_errors.labels(sink)
         self.sources = sources
+
+    def set_tree(self, chain: str, sizes: tuple[int, dict[str, int]] | None) -> None:
+        """The newest tree checkpoint's size and, per witness URL, the size it cosigned last."""
+        if sizes is None:
+            return
+        self.signed_size.labels(chain).set(sizes[0])
+        for url, size in sizes[1].items():
+            self.witnessed_size.labels(chain, url).set(size)
 
     def set_lag(self, seconds: float) -> None:
         for source in self.sources:

@@ -61,6 +61,7 @@ class Report:
     findings: list[Finding] = field(default_factory=list)
     truncated_findings: int = 0
     failure_store: list[dict[str, Any]] = field(default_factory=list)  # Elasticsearch: documents it refused
+    witnessed_size: int | None = None  # with a witness policy: records covered by a checkpoint with its quorum
 
     @property
     def intact(self) -> bool:
@@ -71,7 +72,8 @@ class Report:
                 "checkpoints": self.checkpoints, "unsealed_tail": self.unsealed_tail, "expired": self.expired,
                 "last_seq": self.last_seq,
                 "findings": [f.as_dict() for f in self.findings],
-                "findings_not_listed": self.truncated_findings, "failure_store": self.failure_store}
+                "findings_not_listed": self.truncated_findings, "failure_store": self.failure_store,
+                "witnessed_size": self.witnessed_size}
 
 
 @dataclass
@@ -207,14 +209,21 @@ def _judge(before: Rec | None, rec: Rec, after: Rec | None) -> None:
 
 
 class _Checkpoints:
+    """The signed checkpoints of one chain. The head hash of each (a head checkpoint's root, a tree checkpoint's
+    ``tee-audit-head`` line) is compared with the record hash at ``size - 1`` (``by_last``); tree roots are
+    recomputed from the stored records by audit/treeverify.py (``trees``: their sizes)."""
+
     def __init__(self, chain_id: str, texts: Iterable[str], key: Ed25519PublicKey, report: Report) -> None:
         self.by_last: dict[int, list[bytes]] = {}
+        self.trees: set[int] = set()  # sizes of the tree checkpoints
         self.max_size = 0
+        self.key = key
         origin = cp.origin_for(chain_id)
         for text in dict.fromkeys(texts):  # the same note stored twice (two streams) counts once
             try:
                 note = cp.parse(text)
-                signed = cp.verify(note, key)
+                tree = cp.is_tree(note, key)
+                signed = tree or cp.verify(note, key)
             except (cp.CheckpointError, UnicodeError) as exc:
                 report.findings.append(Finding("bad-signature", None, f"unreadable checkpoint: {exc}"))
                 continue
@@ -226,7 +235,11 @@ class _Checkpoints:
                 report.findings.append(Finding("checkpoint-mismatch", last, f"checkpoint of size {note.size} "
                                                f"belongs to {note.origin!r}, not {origin!r}"))
             elif note.size > 0:
-                self.by_last.setdefault(last, []).append(note.root)
+                head = note.head if tree else note.root
+                if tree:
+                    self.trees.add(note.size)
+                if head is not None:
+                    self.by_last.setdefault(last, []).append(head)
                 self.max_size = max(self.max_size, note.size)
                 report.checkpoints += 1
 
@@ -254,6 +267,8 @@ def anchor_for(chain_id: str, cps: _Checkpoints, trusted: cp.Checkpoint | None, 
         if trusted.size == 0:
             raise VerifyError("the trusted checkpoint is of an empty chain")
         start, root, sealed = trusted.size - 1, trusted.root, trusted.size
+        if cp.is_tree(trusted, cps.key):
+            root = trusted.head  # its tree root: checked against the records by audit/treeverify.py
     if floor > start:
         roots = cps.by_last.get(floor - 1, [])
         return Anchor(floor, None, roots[0].hex() if roots else None, max(sealed, floor), floor)
@@ -353,6 +368,7 @@ class _Walker:
             self.missing(max(self.last + 1, self.start), vouched - 1,
                          "covered by a signed checkpoint but gone (tail truncated)")
         covered = [s + 1 for s in self.cps.by_last if s <= self.last]
+        covered += [s for s in self.cps.trees if s <= self.last + 1]
         sealed = max([*covered, self.a.sealed, self.start])
         self.r.unsealed_tail = max(0, self.last + 1 - sealed)
         self.r.last_seq = self.last
@@ -417,7 +433,7 @@ def verify(chain_id: str, stored: Iterable[Rec | Finding], checkpoints: Iterable
 def trusted_checkpoint(text: str, key: Ed25519PublicKey) -> cp.Checkpoint:
     try:
         note = cp.parse(text)
-        signed = cp.verify(note, key)
+        signed = cp.signed_any(note, key)
     except (cp.CheckpointError, UnicodeError) as exc:
         raise VerifyError(f"trusted checkpoint: {exc}") from None
     if not signed:

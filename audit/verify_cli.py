@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import closing
@@ -22,9 +22,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from audit import checkpoint as cp
+from audit.cosign import Policy, WitnessKeyError, load_policy
+from audit.prove_cli import cosignatures
 from audit.readers import localstore as store_reader
 from audit.readers.elasticsearch import EsOptions
 from audit.readers.localstore import CHUNK_BYTES, default_workers
+from audit.tiles import TileReader
+from audit.treeverify import TreeNote, TreeWalk, tree_notes
 from audit.verify import (
     Finding,
     Promise,
@@ -49,7 +53,8 @@ def local_records(chain_dir: Path) -> Iterator[Rec | Finding]:
 
 def verify_store(store: Path, chain: str | None, key: Ed25519PublicKey, trusted: cp.Checkpoint | None,
                  progress: bool = False, workers: int = 1, chunk_bytes: int = CHUNK_BYTES,
-                 promise: Promise | None = None, now: float | None = None) -> Report:
+                 promise: Promise | None = None, now: float | None = None,
+                 known: Sequence[Known] = (), policy: Policy | None = None) -> Report:
     """Chunk summaries computed by ``workers`` processes, the full path only around chunks that are not intact
     (``verify_chunked``); from a trusted checkpoint, the fast path when the chain is stored intact and in order,
     else the full path. Anything in the directory that is not a record: the full path. ``promise``: judge the
@@ -67,15 +72,94 @@ def verify_store(store: Path, chain: str | None, key: Ed25519PublicKey, trusted:
                                              trusted, progress)
         if report is None:
             report = verify(lay.chain, store_reader.records(lay), lay.notes, key, trusted, progress=progress)
+        if policy is not None:
+            apply_policy(report, policy, Path(store) / lay.chain, lay.notes, key)
         first = report.last_seq - report.unsealed_tail + 1
         judge_tail(report, promise, time.time() if now is None else now, store_reader.tail(lay, first))
+        check_tree(store, lay, key, trusted, known, report)
     except OSError as exc:
         raise VerifyError(f"{store}: cannot read: {exc}") from None
     return report
 
 
+def check_tree(store: Path, lay: store_reader.Layout, key: Ed25519PublicKey, trusted: cp.Checkpoint | None,
+               known: Sequence[Known], report: Report) -> None:
+    """The tree checkpoints against the stored records and tiles (audit/treeverify.py), into ``report``."""
+    notes = outside_notes(known, lay.chain, key, trusted) + tree_notes(lay.notes, lay.chain, key, "store")
+    if notes:
+        walk = TreeWalk(trusted.size - 1 if trusted else 0, notes, TileReader(Path(store) / lay.chain))
+        for seq, line in store_reader.seq_lines(lay, walk.begin):
+            walk.add(seq, line)
+        add_findings(report, walk.finish())
+
+
+def apply_policy(report: Report, policy: Policy, chain_dir: Path, notes: list[str], key: Ed25519PublicKey) -> None:
+    """A checkpoint without the policy's quorum of witness cosignatures does not seal: the records past the
+    newest one with it count as the unsealed tail (judged by the checkpoint promise like any other)."""
+    witnessed = 0
+    for text in notes:
+        try:
+            note = cp.parse(text)
+            cosigned = cp.parse(text + cosignatures(chain_dir, note.size))
+        except (cp.CheckpointError, UnicodeError):
+            continue  # the chain walk reports it
+        if cp.is_tree(note, key) and note.size > witnessed and policy.met(cosigned)[0]:
+            witnessed = note.size
+    report.witnessed_size = witnessed
+    report.unsealed_tail = max(report.unsealed_tail, report.last_seq + 1 - witnessed)
+
+
+def load_policy_for(path: Path, key: Ed25519PublicKey) -> Policy:
+    """The policy file; its ``log`` key, when it names one, must be the ``--public-key``."""
+    try:
+        policy = load_policy(path)
+        if policy.log and cp.load_public_text(policy.log) != cp.raw_public(key):
+            raise VerifyError(f"{path}: its log key is not the --public-key")
+    except (WitnessKeyError, cp.CheckpointError) as exc:
+        raise VerifyError(str(exc)) from None
+    return policy
+
+
+@dataclass(frozen=True)
+class Known:
+    """A checkpoint the auditor knows from outside the log (``--known-checkpoint``)."""
+
+    source: str
+    text: str
+
+
+def outside_notes(known: Sequence[Known], chain: str, key: Ed25519PublicKey,
+                  trusted: cp.Checkpoint | None) -> list[TreeNote]:
+    """The known checkpoints of ``chain`` and the trusted one, as tree notes. A known checkpoint that is not a tree
+    checkpoint of this chain signed by ``key`` cannot be judged: ``VerifyError``."""
+    notes = tree_notes([trusted.text], chain, key, "the trusted checkpoint", walked=True) if trusted else []
+    for item in known:
+        found = tree_notes([item.text], chain, key, item.source)
+        if not found:
+            raise VerifyError(f"{item.source}: not a tree checkpoint of chain {chain!r} signed by the public key")
+        notes += found
+    return notes
+
+
+def add_findings(report: Report, findings: list[Finding]) -> None:
+    """The tree walk's findings, less those the chain walk's findings already explain: a tree root disagreeing
+    with records found damaged at or before it (a modified record changes every later root), and the tiles
+    disagreeing with records found damaged anywhere (the tiles kept the leaves of the records as shipped, which
+    is why they differ). A report is not intact either way; the finding at the record says where."""
+    damaged = min((f.seq for f in report.findings if f.seq is not None), default=None)
+
+    def explained(f: Finding) -> bool:
+        if damaged is None or f.seq is None:
+            return False
+        return f.kind == "bad-tiles" or (f.kind == "checkpoint-mismatch" and f.seq >= damaged)
+
+    report.findings.extend(f for f in findings if not explained(f))
+    report.findings.sort(key=lambda f: (f.seq is None, f.seq or 0, f.kind))  # verify.py's order
+
+
 def verify_es(conn: EsOptions, chain: str | None, key: Ed25519PublicKey, trusted: cp.Checkpoint | None,
-              progress: bool = False, promise: Promise | None = None, now: float | None = None) -> Report:
+              progress: bool = False, promise: Promise | None = None, now: float | None = None,
+              known: Sequence[Known] = ()) -> Report:
     from audit.readers import elasticsearch as reader
     from audit.sinks import elasticsearch as es
 
@@ -84,7 +168,7 @@ def verify_es(conn: EsOptions, chain: str | None, key: Ed25519PublicKey, trusted
     try:
         _refresh_quietly(client, stream)
         chain = chain or (trusted.chain_id if trusted else None) or _only_chain(reader.chains(client, stream), stream)
-        return _verify_es_chain(client, stream, chain, key, trusted, progress, promise, now)
+        return _verify_es_chain(client, stream, chain, key, trusted, progress, promise, now, known)
     except es.EsError as exc:
         raise VerifyError(str(exc)) from None
     except (KeyError, TypeError, IndexError, AttributeError) as exc:
@@ -111,13 +195,20 @@ def _only_chain(names: list[str], stream: str) -> str:
 
 
 def _verify_es_chain(client: Any, stream: str, chain: str, key: Ed25519PublicKey, trusted: cp.Checkpoint | None,
-                     progress: bool, promise: Promise | None, now: float | None) -> Report:
+                     progress: bool, promise: Promise | None, now: float | None,
+                     known: Sequence[Known] = ()) -> Report:
     from audit.readers import elasticsearch as reader
 
     notes = reader.checkpoints(client, stream, chain)
     floor, _ = reader.retention_floor(client, stream, chain)
-    report = verify(chain, reader.records(client, stream, chain), notes, key, trusted, progress=progress,
-                    window=0, floor=floor)
+    # Tree roots from the records need the tree from seq 0: Elasticsearch stores no tiles (docs/audit.md); past a
+    # retention floor or a trusted checkpoint the tree checkpoints' head lines still bind the records.
+    trees = tree_notes(notes, chain, key, "store") + outside_notes(known, chain, key, None)
+    walk = TreeWalk(0, trees, None) if trees and floor == 0 and trusted is None else None
+    stored = reader.records(client, stream, chain, tap=walk.add if walk else None)
+    report = verify(chain, stored, notes, key, trusted, progress=progress, window=0, floor=floor)
+    if walk is not None:
+        add_findings(report, walk.finish())
     if report.records == 0 and not notes and trusted is None:
         raise VerifyError(f"{stream}: no records and no checkpoints of chain {chain!r}")
     report.failure_store = reader.failures(client, stream, chain)
@@ -192,23 +283,30 @@ def verify_all_es(conn: EsOptions, key: Ed25519PublicKey, promise: Promise | Non
 
 
 def run(store: Path | None, conn: EsOptions, public_key: Path, chain: str | None, from_checkpoint: Path | None,
-        as_json: bool, promise: Promise | None = None, all_chains: bool = False) -> int:
+        as_json: bool, promise: Promise | None = None, all_chains: bool = False,
+        known_paths: Sequence[Path] = (), policy_path: Path | None = None) -> int:
     try:
         if (store is None) == (conn.url is None):
             raise VerifyError("give exactly one of --store or --es")
+        if policy_path is not None and store is None:
+            raise VerifyError("--policy goes with --store: witness cosignatures are kept in the local store")
         key = cp.load_public(public_key)
+        known = [Known(f"known checkpoint {path}", _read_note(path)) for path in known_paths]
+        policy = load_policy_for(policy_path, key) if policy_path else None
         trusted = trusted_checkpoint(_read_note(from_checkpoint), key) if from_checkpoint else None
         if trusted is not None and chain is not None and trusted.chain_id != chain:
             raise VerifyError(f"the trusted checkpoint is of chain {trusted.chain_id!r}, not {chain!r}")
         if all_chains:
-            if store is not None or chain or trusted:
-                raise VerifyError("--all-chains goes with --es, without --chain or --from-checkpoint")
+            if store is not None or chain or trusted or known:
+                raise VerifyError("--all-chains goes with --es, without --chain, --from-checkpoint or "
+                                  "--known-checkpoint")
             return _print_all(verify_all_es(conn, key, promise, default_workers()), as_json)
         progress = True  # every 250k records, on stderr (stdout stays clean for --json)
         if store is not None:
-            report = verify_store(store, chain, key, trusted, progress, default_workers(), promise=promise)
+            report = verify_store(store, chain, key, trusted, progress, default_workers(), promise=promise,
+                                  known=known, policy=policy)
         else:
-            report = verify_es(conn, chain, key, trusted, progress, promise)
+            report = verify_es(conn, chain, key, trusted, progress, promise, known=known)
     except (VerifyError, cp.CheckpointError) as exc:
         click.echo(f"tee-audit verify: cannot verify: {exc}", err=True)
         return 2

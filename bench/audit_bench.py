@@ -9,6 +9,7 @@
 
     .venv/bin/python bench/audit_bench.py [--events 1000000] [--rounds 5] [--es URL] [--ship-only]
     .venv/bin/python bench/audit_bench.py --verify-only --events 200000     # part 2 alone, no Elasticsearch
+    .venv/bin/python bench/audit_bench.py --ship-only --with-store          # ship side writes ES + local store
 
 Part 1 alternates the two sides over ``--rounds`` rounds (order swapped every round) and reports medians and
 spread, then times a replay of everything after a rollover (the exactly-once slow path). Without --es,
@@ -22,6 +23,7 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -120,6 +122,7 @@ def canonical_copy(store: Path, out: Path) -> Path:
     (dst / "checkpoints").mkdir(parents=True)
     for note in (src / "checkpoints").glob("*.note"):
         (dst / "checkpoints" / note.name).write_bytes(note.read_bytes())
+    shutil.copytree(src / "tile", dst / "tile")  # the Merkle tiles: the lines' bytes are the shipper's already
     for seg in localstore.segments(src):
         with open(seg, "rb") as fh, open(dst / seg.name, "wb") as sink:
             for line in fh:
@@ -179,6 +182,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="ship / bare loader rounds, alternating")
     parser.add_argument("--verify-only", action="store_true", help="only ship into a local store and verify it")
     parser.add_argument("--ship-only", action="store_true", help="only ship vs the bare loader (no verify, RSS)")
+    parser.add_argument("--with-store", action="store_true",
+                        help="the ship side also writes a local store (records, Merkle tiles, notes) in the run")
     opts = parser.parse_args()
     n = opts.events
     if opts.verify_only:
@@ -194,7 +199,7 @@ def main() -> None:
         url = f"http://127.0.0.1:{port}"
     try:
         with tempfile.TemporaryDirectory(dir=ROOT / ".cache") as tmp_name:
-            run(Path(tmp_name), url, n, opts.batch, opts.rounds, opts.ship_only)
+            run(Path(tmp_name), url, n, opts.batch, opts.rounds, opts.ship_only, opts.with_store)
     finally:
         if opts.es is None:
             subprocess.run(["bash", str(ROOT / "scripts/stop-elasticsearch.sh")], check=False, env=env)
@@ -205,7 +210,7 @@ def _spread(values: list[float]) -> str:
 
 
 def ship_vs_bare(tmp: Path, url: str, n: int, batch: int, rounds: int, store: Path,
-                 common: list[str]) -> None:
+                 common: list[str], with_store: bool = False) -> None:
     """Alternate ``ship --once`` and the bare loader (each into a fresh data stream, the order swapped every
     round, so drift in the machine's load hits both alike), then one replay after a rollover (issue 15's slow
     path: every record is already stored, found by one search per batch and skipped)."""
@@ -219,8 +224,9 @@ def ship_vs_bare(tmp: Path, url: str, n: int, batch: int, rounds: int, store: Pa
                 last_ship = f"{ns}s{r}"
                 subprocess.run([*TEE_AUDIT, "setup", "--es", url, "--es.namespace", last_ship], check=True,
                                capture_output=True, timeout=120)  # untimed: the administrator's one-time step
+                extra = ["--store", str(tmp / f"store-ship{r}")] if with_store else []
                 seconds, _ = ship([*common, "--es", url, "--es.namespace", last_ship, "--es.batch-size", str(batch),
-                                   "--spool.dir", str(tmp / f"spool-es{r}")])
+                                   "--spool.dir", str(tmp / f"spool-es{r}"), *extra])
             else:
                 seconds = bare_loader(url, store / "bench", f"logs-tee.audit-{ns}b{r}", batch)
             rates[side].append(n / seconds)
@@ -228,7 +234,8 @@ def ship_vs_bare(tmp: Path, url: str, n: int, batch: int, rounds: int, store: Pa
               f"ratio {rates['ship'][-1] / rates['bare'][-1]:.2f}", flush=True)
     ratios = [s / b for s, b in zip(rates["ship"], rates["bare"], strict=True)]
     print(f"events: {n}  (Elasticsearch at {url}, batch {batch}, {rounds} rounds alternating)")
-    print(f"ship --once -> Elasticsearch : {_spread(rates['ship'])} events/s")
+    target = "Elasticsearch + store" if with_store else "Elasticsearch"
+    print(f"ship --once -> {target:<14}: {_spread(rates['ship'])} events/s")
     print(f"bare helpers.bulk loader     : {_spread(rates['bare'])} events/s")
     print(f"  ratio ship / bare          : {statistics.median(rates['ship']) / statistics.median(rates['bare']):.2f}"
           f" of the medians; per round {', '.join(f'{x:.2f}' for x in ratios)}   (target >= 0.8)")
@@ -243,7 +250,8 @@ def ship_vs_bare(tmp: Path, url: str, n: int, batch: int, rounds: int, store: Pa
     print(f"replay of all {n} after a rollover (cursor lost): {n / seconds:8.0f} events/s, nothing written twice")
 
 
-def run(tmp: Path, url: str, n: int, batch: int, rounds: int = 1, ship_only: bool = False) -> None:
+def run(tmp: Path, url: str, n: int, batch: int, rounds: int = 1, ship_only: bool = False,
+        with_store: bool = False) -> None:
     cp.generate(tmp / "keys")
     key, public = tmp / "keys/audit.key", tmp / "keys/audit.pub"
     journal = tmp / "journal.jsonl"
@@ -251,7 +259,7 @@ def run(tmp: Path, url: str, n: int, batch: int, rounds: int = 1, ship_only: boo
     common = ["--signing-key", str(key), "--chain", "bench", "--source", str(journal)]
     store = tmp / "store"
     store_s, store_rss = ship([*common, "--store", str(store), "--spool.dir", str(tmp / "spool-store")])
-    ship_vs_bare(tmp, url, n, batch, rounds, store, common)
+    ship_vs_bare(tmp, url, n, batch, rounds, store, common, with_store)
     print(f"ship --once -> local store   : {n / store_s:10.0f} events/s  ({store_s:.1f} s, peak RSS {store_rss:.0f} MB)")
     if ship_only:
         return

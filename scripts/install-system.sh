@@ -8,7 +8,7 @@ BACKPORTS=/etc/apt/sources.list.d/bookworm-backports.sources
 BACKPORTS_PKGS=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-daemon-system libvirt-clients libvirt-dev
                 qemu-system-x86)
 STABLE_PKGS=(pkg-config gcc iproute2 conntrack iptables curl openjdk-17-jre-headless prometheus prometheus-alertmanager prometheus-libvirt-exporter nginx jq unzip
-             maven)
+             maven openssh-client)  # openssh-client: the ssh-agent holding the test witness's key (litewitness)
 
 have_all() {
   dpkg-query -W -f='${Status}\n' "$@" 2>/dev/null | grep -c 'install ok installed' | grep -qx "$#"

@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.fixtures.elasticsearch_secure",
     "tests.fixtures.elasticsearch_cluster",
     "tests.fixtures.prometheus",
+    "tests.fixtures.litewitness",
 ]

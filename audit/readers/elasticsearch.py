@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -192,8 +192,10 @@ def _chain_query(chain_id: str, fld: str) -> dict[str, Any]:
 _DOC_VALUES = ["chain.seq", "chain.hash", "chain.prev_hash"]
 
 
-def records(client: Elasticsearch, stream: str, chain_id: str) -> Iterator[Rec | Finding]:
-    """Records sorted by seq; a document whose ``_id`` names another seq of this chain is flagged misplaced."""
+def records(client: Elasticsearch, stream: str, chain_id: str,
+            tap: Callable[[int, bytes], None] | None = None) -> Iterator[Rec | Finding]:
+    """Records sorted by seq; a document whose ``_id`` names another seq of this chain is flagged misplaced.
+    ``tap`` is given each record's seq and stored bytes as it passes (the Merkle tree walk, audit/treeverify.py)."""
     chain_json = canonicalize(chain_id)
     prefix = f"{chain_id}:"
     expect: tuple[int, str] | None = None
@@ -202,6 +204,8 @@ def records(client: Elasticsearch, stream: str, chain_id: str) -> Iterator[Rec |
         item = _record(hit, stored, arrival, chain_json, expect)
         expect = (item.seq + 1, item.hash) if isinstance(item, Rec) and item.valid else None
         if isinstance(item, Rec):
+            if tap is not None and stored is not None:
+                tap(item.seq, stored)
             suffix = hit["_id"].removeprefix(prefix)
             if hit["_id"].startswith(prefix) and suffix.isdigit() and int(suffix) != item.seq:
                 item.misplaced = True

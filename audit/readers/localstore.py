@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 
 from audit.canonical import canonicalize
+from audit.tiles import TILES
 from audit.verify import (
     ChunkSummary,
     Finding,
@@ -37,9 +38,11 @@ from audit.verify import (
     peek_link,
     scan_chunk,
 )
+from audit.witness import STATE_FILE as WITNESS_STATE
 
 SEGMENT = re.compile(r"records-(\d{20})\.jsonl")
 NOTE = re.compile(r"\d{20}\.note")
+COSIGNATURES = re.compile(r"\d{20}\.cosig")
 SETTLE = 1.0
 CHUNK_BYTES = 1024 * 1024  # ~1.9k records: a finding costs few chunks of full path; still large enough to amortise IPC
 
@@ -92,6 +95,8 @@ def _first_seq(path: Path, chain_json: bytes) -> int | None:
 def _notes(directory: Path, findings: list[Finding]) -> list[str]:
     texts = []
     for path in sorted(directory.iterdir()):
+        if (COSIGNATURES.fullmatch(path.name) or path.name == WITNESS_STATE) and path.is_file():
+            continue  # witnesses' cosignatures of a note, the size each cosigned last (audit/witness.py)
         if not (NOTE.fullmatch(path.name) and path.is_file()):
             findings.append(Finding("stray", None, f"checkpoints/{path.name}: not a checkpoint note"))
             continue
@@ -135,6 +140,8 @@ def _layout(chain_dir: Path, chain: str, must_exist: bool) -> Layout:
         match = SEGMENT.fullmatch(path.name)
         if path.name == "checkpoints" and path.is_dir():
             notes = _notes(path, findings)
+        elif path.name == TILES and path.is_dir():
+            continue  # the Merkle tiles: checked against the records and checkpoints by audit/treeverify.py
         elif match and path.is_file():
             first = _first_seq(path, chain_json) if path.stat().st_size else None
             named.append((int(match.group(1)) if first is None else first, int(match.group(1)), path))
@@ -224,6 +231,71 @@ def tail(lay: Layout, first: int) -> Iterator[tuple[int, Any]]:
                 continue
             if type(seq) is int and seq >= first:
                 yield seq, doc.get("@timestamp")
+
+
+def seq_lines(lay: Layout, first: int) -> Iterator[tuple[int, bytes]]:
+    """``(seq, stored line)`` of the records from seq ``first`` on, in file order (for the Merkle tree: the leaves
+    are the stored bytes). Lines that are not records are left out; the chain walk reports them."""
+    chain_json = canonicalize(lay.chain)
+    later = [i for i, seg in enumerate(lay.segments) if seg.first > first]
+    start = max(0, (later[0] if later else len(lay.segments)) - 1)
+    for seg in lay.segments[start:]:
+        for line in _lines(seg):
+            link = peek_link(line, chain_json)
+            if link is None:
+                try:
+                    seq = orjson.loads(line)["chain"]["seq"]
+                except (orjson.JSONDecodeError, KeyError, TypeError):
+                    continue
+                if type(seq) is not int:
+                    continue
+            else:
+                seq = link[0]
+            if seq >= first:
+                yield seq, line
+
+
+def find_record(lay: Layout, seq: int) -> bytes | None:
+    """The stored line of record ``seq``, by binary search over byte offsets within its segment (records are
+    stored in seq order): O(log n) reads, whatever the store's size. None when it is not there."""
+    chain_json = canonicalize(lay.chain)
+    holding = [seg for seg in lay.segments if seg.first <= seq]
+    if not holding:
+        return None
+    seg = holding[-1]
+    with open(seg.path, "rb") as fh:
+        lo, hi = 0, seg.complete  # the line sought starts in [lo, hi)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            start = _line_start(fh, mid, lo)
+            fh.seek(start)
+            line = fh.readline().rstrip(b"\n")
+            link = peek_link(line, chain_json)
+            if link is None:
+                return None  # not in the shipper's form: leave it to verify
+            if link[0] == seq:
+                return line
+            if link[0] < seq:
+                lo = start + len(line) + 1
+            elif start == lo:
+                return None
+            else:
+                hi = start
+    return None
+
+
+def _line_start(fh: Any, pos: int, floor: int) -> int:
+    """The start of the line holding byte ``pos`` (never before ``floor``, itself a line start)."""
+    back = max(floor, pos - 65536)
+    while True:
+        fh.seek(back)
+        chunk = fh.read(pos - back)
+        nl = chunk.rfind(b"\n")
+        if nl >= 0:
+            return back + nl + 1
+        if back == floor:
+            return floor
+        back = max(floor, back - 65536)
 
 
 # -- the fast path's chunks -------------------------------------------------------------------------------------

@@ -4,9 +4,11 @@ Layout (readable with ``jq``)::
 
     <store>/<chain>/records-<first seq, 20 digits>.jsonl   one record per line, exactly the Elasticsearch document
     <store>/<chain>/checkpoints/<size, 20 digits>.note     C2SP signed notes
+    <store>/<chain>/tile/...                               the records' Merkle tree as C2SP tiles (audit/tiles.py)
 
 Writes are idempotent by ``seq``: on start the store reads its own last record (cutting off a line torn by a crash),
-so replaying the spool after a crash never duplicates a record. What it already holds is compared, not trusted: a
+so replaying the spool after a crash never duplicates a record. The tiles follow the records: written after them,
+and on start brought up to the last record from the records themselves (the tiles' own crash safety: tiles.py). What it already holds is compared, not trusted: a
 replayed record must match the stored line of its seq (lines past what this shipper wrote, appended by someone
 else, are found here) and an existing checkpoint note must be ours, else ``SinkConflict`` stops the sink.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,9 +26,13 @@ from typing import Any, BinaryIO
 
 import orjson
 
+from audit import checkpoint
 from audit.canonical import CanonicalError, loads
 from audit.chain import record_hash
+from audit.merkle import leaf_hash
 from audit.sinks import SinkConflict
+from audit.tiles import TILES, TileError, TileReader, TileWriter
+from audit.witness import Witnessing
 
 SEGMENT_BYTES = 64 * 1024 * 1024
 
@@ -150,15 +157,41 @@ class LocalStore:
 
     name = "localstore"
 
-    def __init__(self, root: Path, chain_id: str, segment_bytes: int = SEGMENT_BYTES) -> None:
+    def __init__(self, root: Path, chain_id: str, segment_bytes: int = SEGMENT_BYTES,
+                 witnesses: tuple[str, ...] = ()) -> None:
         self.dir = Path(root) / chain_id
+        self.witnessing = Witnessing(self.dir, witnesses)
+        self.tree_sizes: tuple[int, dict[str, int]] | None = None  # signed, {witness: cosigned}: metrics
         (self.dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        (self.dir / TILES).mkdir(exist_ok=True)  # now: later, the chain directory must not change for the tiles
         self.segment_bytes = segment_bytes
         self._fh: BinaryIO | None = None
         self._path: Path | None = None  # the segment self._fh appends to
         self.next_seq = 0
         self._stored: Iterator[tuple[int | None, bytes]] | None = None  # lines read back for a replay
         self._load_tail()
+        self.tiles = self._open_tiles()
+
+    def _open_tiles(self) -> TileWriter:
+        """The tile writer, caught up with the stored records (after a crash between records and tiles). Tiles that
+        cannot be read, or describe more records than there are, are rebuilt from the records."""
+        try:
+            tiles = TileWriter.open(self.dir)
+        except (TileError, OSError):
+            tiles = None
+        if tiles is None or tiles.size > self.next_seq:
+            for level in (self.dir / TILES).glob("[0-9]*"):
+                shutil.rmtree(level, ignore_errors=True)
+            tiles = TileWriter(self.dir)
+        if tiles.size < self.next_seq and not self._unreadable:
+            for seq, line in self._read_from(tiles.size):  # from the start of the segment holding it
+                if seq is not None and seq < tiles.size:
+                    continue
+                if seq != tiles.size:
+                    break  # not our record: verify reports it; the tree stops where the chain does
+                tiles.append([leaf_hash(line)])
+            tiles.flush()
+        return tiles
 
     def _load_tail(self) -> None:
         """``next_seq`` from the last stored record (a line torn by a crash is cut off first)."""
@@ -210,10 +243,33 @@ class LocalStore:
                 self._cut_back(committed)
                 raise
             self.next_seq = fresh[-1][0] + 1
+            if self.tiles.size == fresh[0][0]:
+                self.tiles.append(leaf_hash(doc) for _, doc in fresh)
+                self.tiles.flush()
+            else:  # behind (a tile write failed before): catch up from the records themselves
+                self.tiles = self._open_tiles()
         for cp in checkpoints:
             path = self._note_path(cp["size"])
             if not os.path.lexists(path):
                 write_atomic(path, cp["note"].encode())
+        self._witness([cp["note"] for cp in checkpoints])
+
+    def _witness(self, notes: list[str]) -> None:
+        """Offer the newest tree checkpoint (it carries the chain head line) to the witnesses, after its records,
+        tiles and note are durable. A witness that fails does not hold up the records: the next one retries."""
+        trees = []
+        for text in notes:
+            try:
+                note = checkpoint.parse(text)
+            except checkpoint.CheckpointError:
+                continue  # not a checkpoint a witness could cosign (the shipper signs only parseable ones)
+            if note.head is not None:
+                trees.append((note.size, text))
+        if not trees:
+            return
+        size, newest = trees[-1]
+        witnessed = self.witnessing.submit(newest, TileReader(self.dir).subtree) if self.witnessing.urls else {}
+        self.tree_sizes = (size, {url: witnessed.get(url, 0) for url in self.witnessing.urls})
 
     def _note_path(self, size: int) -> Path:
         return self.dir / "checkpoints" / f"{size:020d}.note"

@@ -1,0 +1,197 @@
+"""Tree checkpoints against the records, against the tiles and against each other (tee-audit v2).
+
+The chain walk (audit/verify.py) checks every record, every link and every head checkpoint; it binds a tree
+checkpoint to nothing. This module does, in one pass over the stored records in seq order (``TreeWalk.add``):
+
+1. *Root*: the RFC 9162 root of the stored records (leaf = the stored RFC 8785 bytes of a record) at each tree
+   checkpoint's size must be that checkpoint's root. Otherwise ``checkpoint-mismatch``: history rewritten.
+2. *Fork*: a tree checkpoint known from elsewhere (``--known-checkpoint``: an auditor's earlier copy, one a witness
+   cosigned, the trusted one) must be a prefix of this log: the root the records give at its size when they are
+   there; else (retention deleted them) a consistency proof (RFC 9162 §2.1.4) from the tiles to the newest
+   checkpoint of the store. Otherwise ``fork``: the log was rewritten after that checkpoint was seen, even if it
+   was re-signed with the real key, or it was rolled back to before it.
+3. *Tiles*: the tiles' root at each checkpoint size must be that checkpoint's root (``bad-tiles``): proofs for
+   auditors come from the tiles.
+
+A walk starting past seq 0 (a trusted checkpoint, records expired) takes the tree's frontier at that seq from the
+tiles: a wrong one cannot lead to a signed root.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from hashlib import sha256
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from audit import checkpoint as cp
+from audit import merkle
+from audit.merkle import HASH_SIZE, Frontier, ProofError
+from audit.tiles import WIDTH, TileError, TileReader
+from audit.verify import Finding
+
+
+@dataclass(frozen=True)
+class TreeNote:
+    size: int
+    root: bytes
+    source: str  # "store", or where an outside checkpoint came from
+    walked: bool = False  # the chain walk already requires its records (the trusted checkpoint)
+
+
+def tree_notes(texts: Iterable[str], chain_id: str, key: Ed25519PublicKey, source: str,
+               walked: bool = False) -> list[TreeNote]:
+    """The tree checkpoints of ``chain_id`` signed by ``key`` among ``texts`` (others are the chain walk's)."""
+    out = []
+    for text in dict.fromkeys(texts):
+        try:
+            note = cp.parse(text)
+        except (cp.CheckpointError, UnicodeError):
+            continue
+        if note.origin == cp.origin_for(chain_id) and note.size > 0 and cp.is_tree(note, key):
+            out.append(TreeNote(note.size, note.root, source, walked))
+    return out
+
+
+class TreeWalk:
+    """Feed the stored records in seq order from ``begin`` (``add``), then ``finish`` for the findings."""
+
+    def __init__(self, begin: int, notes: list[TreeNote], tiles: TileReader | None) -> None:
+        self.notes, self.tiles, self.begin = notes, tiles, begin
+        self.findings: list[Finding] = []
+        self.wanted: dict[int, list[TreeNote]] = {}
+        for note in notes:
+            if note.size > begin:
+                self.wanted.setdefault(note.size, []).append(note)
+        self.tree: Frontier | None = Frontier()
+        self.broken = False
+        self.tile_problem = False
+        self.pending: list[bytes] = []  # leaf hashes walked since the last tile boundary
+        try:
+            self.tiles_size = tiles.size() if tiles is not None else 0
+        except TileError as exc:
+            self.tiles_size = 0
+            self._tile_problem(None, str(exc))
+        if begin:
+            try:
+                self.tree = merkle.frontier_at(self._sub(), begin)
+            except TileError as exc:
+                self.tree = None
+                if self.wanted:
+                    self.findings.append(Finding("checkpoint-mismatch", begin, f"tree checkpoints past seq {begin} "
+                                                 f"cannot be recomputed: the tiles lack the tree before it ({exc})"))
+
+    def _sub(self) -> merkle.Subtrees:
+        if self.tiles is None:
+            raise TileError("no tiles are stored with these records")
+        return self.tiles.subtree
+
+    def add(self, seq: int, line: bytes) -> None:
+        tree = self.tree
+        if tree is None or self.broken or seq < tree.size:
+            return  # a duplicate or misplaced copy: the chain walk reports it
+        if seq > tree.size:
+            self.broken = True  # records missing: the chain walk reports them; no root past here can be computed
+            return
+        leaf = sha256(b"\x00" + line).digest()  # merkle.leaf_hash, inlined: this runs once per record
+        pending = self.pending
+        pending.append(leaf)
+        tree.append(leaf)
+        if tree.size % WIDTH == 0:
+            self._against_tiles()
+        if tree.size in self.wanted:
+            for note in self.wanted[tree.size]:
+                if tree.root() != note.root:
+                    self.findings.append(self._disagrees(note))
+
+    def _against_tiles(self) -> None:
+        """The level-0 tile must hold the leaf hashes of the records just walked (``pending``, at most one tile's
+        worth, ending at the tree's size); the first disagreement is reported, once."""
+        pending, self.pending = self.pending, []
+        if self.tiles is None or self.tile_problem or self.tree is None or not pending:
+            return
+        first = self.tree.size - len(pending)
+        index, offset = divmod(first, WIDTH)
+        end = min(self.tree.size, self.tiles_size)
+        if end <= first:
+            return
+        try:
+            data = self.tiles.tile(0, index, end - index * WIDTH)
+        except TileError as exc:
+            self._tile_problem(first, str(exc))
+            return
+        held = data[offset * HASH_SIZE:(end - index * WIDTH) * HASH_SIZE]
+        walked = b"".join(pending[:end - first])
+        if held != walked:
+            at = next(i for i in range(end - first) if held[i * HASH_SIZE:(i + 1) * HASH_SIZE] != pending[i])
+            self._tile_problem(first + at, f"the tiles hold another leaf hash for record {first + at} than its "
+                               "stored bytes give")
+
+    def _tile_problem(self, seq: int | None, detail: str) -> None:
+        self.tile_problem = True
+        self.findings.append(Finding("bad-tiles", seq, detail))
+
+    @staticmethod
+    def _disagrees(note: TreeNote) -> Finding:
+        if note.source == "store":
+            return Finding("checkpoint-mismatch", note.size - 1, f"tree checkpoint of size {note.size} disagrees "
+                           "with the records (history rewritten)")
+        return Finding("fork", note.size - 1, f"checkpoint of size {note.size} from {note.source} is not a prefix "
+                       "of this log: history rewritten after it was seen (even if re-signed with the real key)")
+
+    def finish(self) -> list[Finding]:
+        self._against_tiles()
+        reached = self.tree.size if self.tree is not None else self.begin
+        if not self.broken and self.tree is not None:
+            for note in self.notes:
+                if note.source != "store" and not note.walked and note.size > reached:
+                    self.findings.append(Finding("fork", reached, f"checkpoint of size {note.size} from "
+                                                 f"{note.source} is beyond the log's {reached} records: rolled back"))
+        self._consistency_below(self.begin)
+        self._tiles_agree()
+        return self.findings
+
+    def _consistency_below(self, begin: int) -> None:
+        """Outside checkpoints older than the first record still stored: by consistency proof from the tiles."""
+        old = [note for note in self.notes if note.source != "store" and note.size <= begin]
+        newest = max((n for n in self.notes if n.source == "store"), key=lambda n: n.size, default=None)
+        for note in old:
+            if newest is None or newest.size < note.size:
+                continue
+            try:
+                proof = merkle.consistency_proof(self._sub(), note.size, newest.size)
+                merkle.verify_consistency(note.size, newest.size, proof, note.root, newest.root)
+            except (ProofError, TileError) as exc:
+                self.findings.append(Finding("fork", note.size - 1, f"checkpoint of size {note.size} from "
+                                             f"{note.source} is not extended by the log's checkpoint of size "
+                                             f"{newest.size}: {exc}"))
+
+    def _tiles_agree(self) -> None:
+        """The tiles' levels link up, and give each checkpoint's root."""
+        if self.tiles is None or self.tile_problem:
+            return
+        size = self.tiles_size
+        try:
+            broken = self.tiles.broken_links(size)
+        except TileError as exc:
+            broken = [str(exc)]
+        if broken:
+            self._tile_problem(None, f"{broken[0]}: its root is not what the level above stores "
+                               f"({len(broken)} tile(s))")
+            return
+        newest = max((note.size for note in self.notes if note.source == "store"), default=0)
+        if size < newest:
+            self.findings.append(Finding("bad-tiles", size, f"the tiles cover {size} records, the newest checkpoint "
+                                         f"{newest}: no proofs can be made for what lies between"))
+        for note in self.notes:
+            if note.source != "store" or note.size > size:
+                continue
+            try:
+                ok = merkle.root(self.tiles.subtree, note.size) == note.root
+            except TileError as exc:
+                self.findings.append(Finding("bad-tiles", note.size - 1, f"tiles at size {note.size}: {exc}"))
+                continue
+            if not ok:
+                self.findings.append(Finding("bad-tiles", note.size - 1, f"the tiles' root at size {note.size} is "
+                                             "not the checkpoint's: proofs from these tiles would fail"))
