@@ -21,7 +21,7 @@ from audit.sources import alertmanager
 from audit.verify import WINDOW
 from common.backoff import Backoff
 from exporter.config import Settings
-from exporter.virt import cache
+from exporter.virt import bulk_stats, cache
 from exporter.virt.connection import LibvirtConnection
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,6 +35,9 @@ FIGURES: list[tuple[str, str, Any, Any]] = [
      (_connection["keepalive_interval"].default, _connection["keepalive_count"].default), (5, 3)),
     ("docs/exporter.md", "is waited for at most 5 s", _connection["open_timeout"].default, 5.0),
     ("docs/exporter.md", "| `--collector.timeout` | `8` |", Settings().collector_timeout, 8.0),
+    ("docs/exporter.md", "waits for the call at most 2 s (`STATS_WAIT`)", bulk_stats.STATS_WAIT, 2.0),
+    ("docs/exporter.md", "bulk call was not answered within 2 s, or because their XML was not answered within 1 s",
+     (bulk_stats.STATS_WAIT, cache.XML_WAIT), (2.0, 1.0)),
     ("docs/exporter.md", "| `--web.max-requests` | `40` |", Settings().web_max_requests, 40),
     ("docs/exporter.md", "64 MiB, off | the event journal", Settings().journal_max_bytes, 64 * MiB),
     ("docs/audit.md", "refuses bodies over 4 MiB (413)", alertmanager.MAX_BODY, 4 * MiB),
@@ -66,3 +69,10 @@ def test_xml_wait_bounds_the_scrape_below_libvirts_job_timeout() -> None:
     # exporter/virt/cache.py: a locked domain's XMLDesc waits up to libvirt's 30 s job timeout; the scrape waits
     # XML_WAIT, well inside the default --collector.timeout
     assert cache.XML_WAIT < Settings().collector_timeout / 4
+
+
+def test_a_scrape_waits_on_unanswered_libvirt_calls_less_than_its_deadline() -> None:
+    # exporter/virt/bulk_stats.py and cache.py: a scrape waits STATS_WAIT for the bulk call, then XML_WAIT for at
+    # most FETCH_THREADS late definitions (beyond them a domain is late at once); the job-free calls are answered
+    # without QEMU. All of it within the default --collector.timeout, with time left for the answered calls.
+    assert bulk_stats.STATS_WAIT + cache.FETCH_THREADS * cache.XML_WAIT < Settings().collector_timeout * 3 / 4

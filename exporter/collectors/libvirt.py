@@ -3,7 +3,9 @@
 The call uses ``VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT``: a domain whose job lock is held (migration, slow
 shutdown) is not waited for; libvirt then returns only the statistics that need no job. Such a domain is counted
 in ``tee_exporter_libvirt_domains_skipped_total`` (detected as an active domain with ``balloon.current`` but no
-``balloon.rss``: the latter is only read under the job). Definitions (TEE type, debug policy, size, devices) come
+``balloon.rss``: the latter is only read under the job). A free job the call takes, and then waits for the
+domain's QEMU: the scrape waits for it at most ``STATS_WAIT`` and else reads the job-free groups only
+(``exporter.virt.bulk_stats``); every active domain then counts as skipped. Definitions (TEE type, debug policy, size, devices) come
 from the domain XML cache, so the XML is fetched and parsed once per domain and change, not per scrape.
 
 Besides the bulk call, a scrape asks libvirt for its versions and, only for domains whose statistics say a job may
@@ -27,6 +29,7 @@ from exporter.collectors.base import Collector, CollectorContext, CollectorError
 from exporter.collectors.libvirt_jobs import JobRecord, job_families
 from exporter.collectors.libvirt_vcpu import OtherExits, vcpu_families
 from exporter.collectors.samples import add_sample
+from exporter.virt.bulk_stats import BulkStats
 from exporter.virt.cache import XML_WAIT, DefinitionLate, DomainCache, shared_cache
 from exporter.virt.connection import LibvirtConnection, LibvirtUnavailable, shared_connection
 from exporter.virt.domain_xml import DomainInfo
@@ -65,7 +68,7 @@ class LibvirtCollector(Collector):
         self.per_vcpu = per_vcpu
         self.metadata_labels = metadata_labels
         self.skipped_total = 0
-        self.late_total = 0  # domains of this scrape whose XML was not answered in time
+        self.bulk = BulkStats(STATS_GROUPS)
         self.other_exits = OtherExits()
         self.migrations = MigrationTracker()
         connection.on_domain_event(libvirt.VIR_DOMAIN_EVENT_ID_MIGRATION_ITERATION, self.migrations.on_iteration)
@@ -76,14 +79,13 @@ class LibvirtCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         try:
-            records, jobs, versions = self._records()
+            records, jobs, versions, skipped = self._records()
         except (CollectorError, LibvirtUnavailable):
             yield _up(0)
             raise
         yield _up(1)
         yield versions
-        self.skipped_total += sum(1 for r in records if skipped_by_nowait(r.stats)) + self.late_total
-        self.late_total = 0
+        self.skipped_total += skipped
         yield CounterMetricFamily("tee_exporter_libvirt_domains_skipped",
                                   "Active domains whose job-bound statistics were skipped (domain locked, NOWAIT).",
                                   value=self.skipped_total)
@@ -99,15 +101,19 @@ class LibvirtCollector(Collector):
     def unavailable(self) -> Iterable[Metric]:
         yield _up(0)  # libvirt did not answer within the deadline: that is "unreachable" to an operator
 
-    def _records(self) -> tuple[list[DomainRecord], list[JobRecord], Metric]:
+    def _records(self) -> tuple[list[DomainRecord], list[JobRecord], Metric, int]:
+        """This scrape's domains, their jobs, the versions, and how many active domains were skipped: their
+        job-bound statistics are missing (NOWAIT, or the bulk call was late) or their XML was late."""
         conn = self.connection.get()
         try:
-            raw = conn.getAllDomainStats(STATS_GROUPS, libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT)
-            records, jobs = [], []
+            raw, complete = self.bulk.read(conn)
+            records, jobs, skipped = [], [], 0
             for dom, stats in raw:
                 # A locked domain's XMLDesc would wait for its job: use what is known of it, or skip it this
                 # scrape (it is counted as skipped) until it is free.
-                info = self.cache.known(dom) if skipped_by_nowait(stats) else self._definition(dom)
+                locked = skipped_by_nowait(stats)
+                info, late = (self.cache.known(dom), False) if locked else self._definition(dom)
+                skipped += locked or late or (not complete and _active(stats))
                 if info is None:  # the domain vanished during the scrape, or is locked and unknown
                     continue
                 records.append(DomainRecord(info, stats))
@@ -122,7 +128,7 @@ class LibvirtCollector(Collector):
         uuids = {r.info.uuid for r in records}
         self.cache.retain(uuids)
         self.other_exits.retain(uuids)
-        return records, jobs, versions
+        return records, jobs, versions, skipped
 
     def _job_possible(self, uuid: str, stats: Mapping[str, Any]) -> bool:
         return skipped_by_nowait(stats) or paused_by_job(stats) or self.migrations.migrating(uuid)
@@ -145,15 +151,14 @@ class LibvirtCollector(Collector):
             return None
         return JobRecord(info.name, params)
 
-    def _definition(self, dom: libvirt.virDomain) -> DomainInfo | None:
-        """The domain's definition, unless its XML is not answered within XML_WAIT: the job may have been taken
-        after the NOWAIT stats call, or be one the heuristic cannot see (a domain being started or destroyed).
-        Such a domain is then served like a locked one, and counted as skipped."""
+    def _definition(self, dom: libvirt.virDomain) -> tuple[DomainInfo | None, bool]:
+        """The domain's definition and whether its XML was late (not answered within XML_WAIT): the job may have
+        been taken after the NOWAIT stats call, or be one the heuristic cannot see (a domain being started or
+        destroyed). A late domain is then served like a locked one, and counted as skipped."""
         try:
-            return self.cache.info(dom, wait=XML_WAIT)
+            return self.cache.info(dom, wait=XML_WAIT), False
         except DefinitionLate:
-            self.late_total += 1
-            return self.cache.known(dom)
+            return self.cache.known(dom), True
 
 
 _NO_JOB_ERRORS = {libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_OPERATION_INVALID, libvirt.VIR_ERR_NO_SUPPORT}
@@ -173,9 +178,12 @@ def _up(value: int) -> GaugeMetricFamily:
                              value=value)
 
 
+def _active(stats: Mapping[str, Any]) -> bool:
+    return stats.get("state.state", STATE_SHUTOFF) != STATE_SHUTOFF
+
+
 def skipped_by_nowait(stats: Mapping[str, Any]) -> bool:
-    return stats.get("state.state", STATE_SHUTOFF) != STATE_SHUTOFF and "balloon.current" in stats \
-        and "balloon.rss" not in stats
+    return _active(stats) and "balloon.current" in stats and "balloon.rss" not in stats
 
 
 def _gauge(name: str, doc: str, labels: list[str]) -> GaugeMetricFamily:

@@ -26,7 +26,10 @@ from exporter.virt.domain_xml import DomainInfo, DomainXMLError, parse_domain_xm
 log = logging.getLogger(__name__)
 
 XML_WAIT = 1.0  # s a scrape or event waits for XMLDesc: a free domain's answers in milliseconds
-FETCH_THREADS = 4  # bounds the threads left waiting on locked domains' XMLDesc; beyond them a domain is late at once
+# Bounds the threads left waiting on locked domains' XMLDesc; beyond them a domain is late at once. With the one bulk
+# stats call that may wait on a hung QEMU (exporter.virt.bulk_stats), at most 4 requests of the connection wait:
+# libvirtd stops reading a connection with max_client_requests (5 by default) in flight, so one stays free.
+FETCH_THREADS = 3
 
 
 class DefinitionLate(Exception):

@@ -97,10 +97,15 @@ def test_domain_destroyed_mid_scrape_is_left_out_not_an_error(tmp_path, libvirtd
     collector = libvirt_collector.build(make_ctx(tmp_path, libvirtd))
     conn = collector.connection.get()
     original = conn.getAllDomainStats
+    destroyed = []
 
     def stats_then_destroy(*args):
         result = original(*args)
-        tiny_domain.destroy()  # gone after libvirt listed it, before its XML is read
+        # gone after libvirt listed it, before its XML is read. Once: a destroy that takes longer than STATS_WAIT
+        # (a loaded host) makes the scrape list the domains again with the job-free groups meanwhile.
+        if not destroyed:
+            destroyed.append(True)
+            tiny_domain.destroy()
         return result
 
     conn.getAllDomainStats = stats_then_destroy
@@ -280,6 +285,37 @@ def test_scrape_does_not_wait_for_a_locked_domain_the_heuristic_misses(tmp_path,
         # once the job is released, the fetch that was left running fills the cache: no more skips
         assert wait_for(lambda: collector.cache.cached(tiny_domain.UUIDString()), timeout=30)
         assert value(exposition(scrape), "tee_exporter_libvirt_domains_skipped_total") == before + 2
+    finally:
+        collector.stop()
+
+
+def test_scrape_does_not_wait_for_a_hung_qemu_whose_job_is_free(tmp_path, private_domain):
+    """NOWAIT skips a domain whose job is held but takes a free one, and then asks QEMU: a QEMU that stopped
+    answering before anyone asked it anything (here SIGSTOPped, nobody holding its job) holds the bulk stats call
+    for as long as it does not answer. The scrape waits STATS_WAIT for it, then reads the job-free groups."""
+    uri, tiny_domain, pid_dir = private_domain
+    name = tiny_domain.name()
+    qemu = int((pid_dir / f"{name}.pid").read_text())
+    collector = libvirt_collector.build(make_ctx(tmp_path, uri))
+    scrape = ScrapeCollector([collector], timeout=10)
+    try:
+        text = exposition(scrape)
+        before = value(text, "tee_exporter_libvirt_domains_skipped_total")
+        assert value(text, "tee_domain_memory_rss_bytes", domain=name) > 0  # job-bound, asked of QEMU
+        os.kill(qemu, signal.SIGSTOP)
+        try:
+            for scrapes in (1, 2):  # the second does not queue a call behind the one waiting on QEMU
+                text = exposition(scrape)
+                assert value(text, "tee_exporter_collector_success", collector="libvirt") == 1
+                assert value(text, "tee_exporter_libvirt_domains_skipped_total") == before + scrapes
+                assert value(text, "tee_domain_state", domain=name) == 1  # job-free statistics still there
+                assert value(text, "tee_domain_cpu_seconds_total", domain=name) > 0
+                assert value(text, "tee_domain_memory_rss_bytes", domain=name) is None
+        finally:
+            os.kill(qemu, signal.SIGCONT)
+        # QEMU answers again: the call that waited for it ends, and the next scrape has the full statistics
+        assert wait_for(lambda: value(exposition(scrape), "tee_domain_memory_rss_bytes", domain=name) is not None,
+                        timeout=30)
     finally:
         collector.stop()
 
