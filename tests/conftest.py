@@ -9,3 +9,12 @@ pytest_plugins = [
     "tests.fixtures.prometheus",
     "tests.fixtures.litewitness",
 ]
+
+
+def pytest_configure() -> None:
+    # Both daemons switch prometheus_client's *_created series off when they build their registry, and that switch
+    # is process-wide: set it before any test, so every exposition a test sees is the one users scrape, whichever
+    # test happened to build a registry first.
+    from prometheus_client import disable_created_metrics
+
+    disable_created_metrics()

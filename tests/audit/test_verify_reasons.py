@@ -260,7 +260,7 @@ def test_report_as_dict_names_every_field() -> None:
     assert report(raw).as_dict() == {
         "intact": False, "chain": CHAIN, "records": 3, "checkpoints": 0, "unsealed_tail": 3, "expired": 0,
         "last_seq": 2, "findings": [{"kind": "modified", "seq": 1, "detail": "content does not match its hash"}],
-        "findings_not_listed": 0, "failure_store": []}
+        "findings_not_listed": 0, "failure_store": [], "witnessed_size": None}  # None: no witness policy given
 
 
 # --- the trusted checkpoint an auditor starts from ------------------------------------------------------------
