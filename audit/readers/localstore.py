@@ -17,7 +17,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from multiprocessing.connection import Connection
@@ -192,26 +192,29 @@ def _lines(seg: Segment) -> Iterator[bytes]:
 
 def records(lay: Layout) -> Iterator[Rec | Finding]:
     """Every line as a record (file order, misplacement flagged) or a finding, then the layout's findings."""
-    chain_json = canonicalize(lay.chain)
+    lines = (line for seg in lay.segments for line in _lines(seg))
+    yield from records_of_lines(lines, lay.chain)
+    yield from lay.findings
+
+
+def records_of_lines(lines: Iterable[bytes], chain: str) -> Iterator[Rec | Finding]:
+    """Stored lines of ``chain`` as records (file order, misplacement flagged), then the lines' findings."""
+    chain_json = canonicalize(chain)
     found: list[Finding] = []
 
     def parsed() -> Iterator[Rec]:
-        arrival = 0
         expect: tuple[int, str] | None = None
-        for seg in lay.segments:
-            for line in _lines(seg):
-                item = parse_record(line, arrival, chain_json, expect)
-                arrival += 1
-                if isinstance(item, Finding):
-                    found.append(item)
-                    expect = None
-                else:
-                    expect = (item.seq + 1, item.hash)
-                    yield item
+        for arrival, line in enumerate(lines):
+            item = parse_record(line, arrival, chain_json, expect)
+            if isinstance(item, Finding):
+                found.append(item)
+                expect = None
+            else:
+                expect = (item.seq + 1, item.hash)
+                yield item
 
     yield from flag_misplaced(parsed())
     yield from found
-    yield from lay.findings
 
 
 def tail(lay: Layout, first: int) -> Iterator[tuple[int, Any]]:

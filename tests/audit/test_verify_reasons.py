@@ -16,15 +16,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from audit import checkpoint as cp
 from audit.canonical import canonicalize
 from audit.chain import GENESIS, Head, seal
+from audit.readers.localstore import records_of_lines
 from audit.verify import (
     MAX_LISTED_MISSING,
     Finding,
     Promise,
     Rec,
     Report,
-    flag_misplaced,
     judge_tail,
-    parse_record,
     verify,
 )
 
@@ -42,22 +41,7 @@ def lines(count: int, chain_id: str = CHAIN, start: Head | None = None) -> list[
 
 def stored(raw: Iterable[bytes]) -> Iterator[Rec | Finding]:
     """What the local store reader yields: records in file order, misplacement flagged, then line findings."""
-    chain_json = canonicalize(CHAIN)
-    found: list[Finding] = []
-
-    def parsed() -> Iterator[Rec]:
-        expect = None
-        for arrival, line in enumerate(raw):
-            item = parse_record(line, arrival, chain_json, expect)
-            if isinstance(item, Finding):
-                found.append(item)
-                expect = None
-            else:
-                expect = (item.seq + 1, item.hash)
-                yield item
-
-    yield from flag_misplaced(parsed())
-    yield from found
+    return records_of_lines(raw, CHAIN)
 
 
 def report(raw: list[bytes], checkpoints: Iterable[str] = (), **kwargs) -> Report:
