@@ -18,7 +18,7 @@ from tests.helm.render import VARIANTS, Helm, container, one
 
 EXPORTER_PATH_KEYS = ("journal.path", "path.procfs", "path.sysfs", "path.cgroupfs", "attestation.evidence-dir",
                       "attestation.policy-file", "attestation.collateral-dir", "attestation.log-path",
-                      "kbs.log-path", "web.config.file", "attestation.trust-root")
+                      "kbs.log-path", "web.config.file", "attestation.trust-root", "host.qgs-socket")
 EXPORTER_WRITES = ("journal.path", "attestation.evidence-dir")
 AUDIT_PATH_KEYS = ("source", "store", "spool.dir", "signing-key", "es.ca-file", "es.api-key-file",
                    "es.password-file", "web.config.file")
@@ -147,3 +147,14 @@ def test_collector_switches_cover_exactly_the_exporters_collectors(helm: Helm) -
     cfg = _config(helm.manifests(), "-exporter")
     switches = {k.removeprefix("collector.") for k in cfg if k.startswith("collector.") and k != "collector.timeout"}
     assert switches == {spec.name for spec in SPECS}
+
+
+def test_qgs_socket_directory_is_mounted_by_default_and_can_be_left_out(helm: Helm, tmp_path: Path) -> None:
+    """The QGS probe needs the host's socket: mounted read-only, the exporter pointed at it; off, neither."""
+    on = helm.manifests()
+    assert _config(on, "-exporter")["host.qgs-socket"] == "/host/run/tdx-qgs/qgs.socket"
+    volume = next(v for v in one(on, "DaemonSet")["spec"]["template"]["spec"]["volumes"] if v["name"] == "qgs-socket")
+    assert volume["hostPath"] == {"path": "/var/run/tdx-qgs", "type": "DirectoryOrCreate"}
+    off = helm.manifests({"hostPaths": {"qgsSocketDir": ""}}, tmp_path)
+    assert "host.qgs-socket" not in _config(off, "-exporter")
+    assert all(m["name"] != "qgs-socket" for m in container(off, "exporter")["volumeMounts"])

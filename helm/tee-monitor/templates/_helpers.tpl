@@ -64,6 +64,7 @@ mount point's content. */}}
 {{- define "tee-monitor.collateralDir" -}}/var/lib/tee-attestation/collateral{{- end }}
 {{- define "tee-monitor.attestationLogDir" -}}/var/log/tee-monitor/attestation-service{{- end }}
 {{- define "tee-monitor.kbsLogDir" -}}/var/log/tee-monitor/kbs{{- end }}
+{{- define "tee-monitor.qgsSocketDir" -}}/host/run/tdx-qgs{{- end }}
 {{- define "tee-monitor.secretsDir" -}}/etc/tee-audit/secrets{{- end }}
 
 {{/* A Kubernetes object name from a file name: lower case, [a-z0-9-], at most 63 characters. */}}
