@@ -29,7 +29,7 @@ from typing import Any
 
 from audit.chain import GENESIS, Head
 from audit.merkle import Frontier, leaf_hash
-from audit.sinks.localstore import write_atomic
+from common.fsio import write_atomic
 
 SEGMENT_BYTES = 16 * 1024 * 1024
 

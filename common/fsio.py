@@ -6,17 +6,24 @@ import os
 from pathlib import Path
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``<path>.tmp``, fsync it, rename it over ``path`` and fsync the directory (so the rename
-    itself survives a power loss, POSIX rename(2) being atomic but not durable)."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+def fsync_dir(path: Path) -> None:
+    """Make the directory's entries (a rename, a new file) durable: rename(2) is atomic but not durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``<path>.tmp``, fsync it, rename it over ``path`` and fsync the directory."""
+    tmp = path.with_name(path.name + ".tmp")
+    # Created afresh, never followed: a symlink planted at the temporary name would make us overwrite its target.
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)

@@ -33,16 +33,9 @@ from audit.merkle import leaf_hash
 from audit.sinks import SinkConflict
 from audit.tiles import TILES, TileError, TileReader, TileWriter
 from audit.witness import Witnessing
+from common.fsio import fsync_dir, write_atomic
 
 SEGMENT_BYTES = 64 * 1024 * 1024
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def open_regular(path: Path, mode: str = "rb") -> BinaryIO:
@@ -61,20 +54,6 @@ def open_regular(path: Path, mode: str = "rb") -> BinaryIO:
         raise SinkConflict("localstore", [str(path)], "not a regular file where a store file belongs")
     os.set_blocking(fd, True)
     return os.fdopen(fd, mode)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so that a crash leaves the old or the new content, never a mix."""
-    tmp = path.with_name(path.name + ".tmp")
-    # created afresh, never followed: a symlink planted at the temporary name would make us overwrite its target
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 def segments(chain_dir: Path) -> list[Path]:
@@ -340,7 +319,7 @@ class LocalStore:
             path = self.dir / f"records-{seq:020d}.jsonl"
         self._fh = open_regular(path, "ab")  # kept open across writes, closed in close()
         self._path = path
-        _fsync_dir(self.dir)
+        fsync_dir(self.dir)
         self._listing = os.stat(self.dir).st_mtime_ns  # our own new segment
         return self._fh
 

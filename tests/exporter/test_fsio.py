@@ -25,3 +25,14 @@ def test_failed_write_keeps_the_old_content(tmp_path: Path) -> None:
         write_atomic(target, b"new")
     assert target.read_bytes() == b"old"
     assert os.path.isdir(tmp_path / "state.json.tmp")
+
+
+def test_symlink_planted_at_the_temporary_name_is_not_followed(tmp_path: Path) -> None:
+    """Whoever can write the directory plants ``state.json.tmp -> victim``: the write must not land in the victim."""
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    target = tmp_path / "state.json"
+    (tmp_path / "state.json.tmp").symlink_to(victim)
+    write_atomic(target, b"new")
+    assert victim.read_bytes() == b"precious"
+    assert target.read_bytes() == b"new" and not target.is_symlink()
