@@ -207,7 +207,7 @@ class Pipeline:
         tree = None if self.spool.state.tree is None else self.spool.state.tree.copy()
         entries: list[Entry] = []
         offsets: dict[str, dict[str, int]] = {}
-        items: list[tuple[str, Line | None, dict[str, Any] | None, bool]] = []
+        items: list[tuple[str, Line | None, dict[str, Any], bool]] = []
         for line in lines:
             offsets[line.source] = {"ino": line.ino, "offset": line.end}
             event, fast = self._parse(line)
@@ -216,20 +216,20 @@ class Pipeline:
         items += [("alertmanager", None, event, False) for _, event in alerts if self._alert_ok(event)]
         counts: dict[str, int] = {}
         stamp = time.time()
-        for label, line, event, fast in items:
+        for label, origin, event, fast in items:
             try:
                 # Stored in its RFC 8785 form: the line minus its "hash" member is then exactly the hashed bytes,
                 # which lets verify check a record without parsing it (audit/chain.py canonical_link).
                 data, new_head = sealing.seal(event, head, fast)
             except (CanonicalError, ChainError) as exc:
-                self._reject(line, label, getattr(exc, "reason", "reserved_field"), str(exc))
+                self._reject(origin, label, getattr(exc, "reason", "reserved_field"), str(exc))
                 continue
             except (ValueError, TypeError, RecursionError) as exc:
                 # e.g. a lone surrogate escape ("\udc00") parses as JSON but has no UTF-8 form to hash: never a crash
-                self._reject(line, label, "not_canonical", f"{type(exc).__name__}: {exc}")
+                self._reject(origin, label, "not_canonical", f"{type(exc).__name__}: {exc}")
                 continue
             head = new_head
-            src = [line.source, line.ino, line.end] if line else None
+            src = [origin.source, origin.ino, origin.end] if origin else None
             leaf = None
             if tree is not None:
                 leaf = leaf_hash(data)
@@ -381,7 +381,9 @@ def build_sinks(s: ShipSettings) -> list[Sink]:
 
 def run(s: ShipSettings) -> int:
     try:
-        key = cp.load_private(s.signing_key)  # type: ignore[arg-type] - validated as set
+        if s.signing_key is None:  # audit.config.validate refuses this already; no traceback for a caller that did not
+            raise cp.CheckpointError("signing-key is required")
+        key = cp.load_private(s.signing_key)
         spool = Spool(s.spool, s.chain)
         sinks = build_sinks(s)
     except (cp.CheckpointError, SpoolError, OSError) as exc:

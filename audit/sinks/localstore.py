@@ -22,7 +22,7 @@ import shutil
 import stat
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 import orjson
 
@@ -53,7 +53,7 @@ def open_regular(path: Path, mode: str = "rb") -> BinaryIO:
         os.close(fd)
         raise SinkConflict("localstore", [str(path)], "not a regular file where a store file belongs")
     os.set_blocking(fd, True)
-    return os.fdopen(fd, mode)
+    return cast(BinaryIO, os.fdopen(fd, mode))
 
 
 def segments(chain_dir: Path) -> list[Path]:
@@ -329,4 +329,4 @@ class LocalStore:
     def close(self) -> None:
         if self._fh is not None:
             self._fh.close()
-            self._fh: BinaryIO | None = None
+            self._fh = None
