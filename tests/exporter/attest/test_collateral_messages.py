@@ -288,6 +288,16 @@ def test_certificates_of_every_file_are_kept(tmp_path: Path) -> None:
     assert load_dir(tmp_path).certs == [PKI.signing, PKI.ca, PKI.root]
 
 
+@pytest.mark.parametrize(("make", "why"), [(lambda p: None, "No such file or directory"),
+                                           (lambda p: p.write_text("{}"), "Not a directory")],
+                         ids=["missing", "a-file"])
+def test_unreadable_collateral_directory_is_named(tmp_path: Path, make: Any, why: str) -> None:
+    """A start-up error naming the directory and why, not a traceback."""
+    folder = tmp_path / "collateral"
+    make(folder)
+    assert refusal(load_dir, folder) == ("collateral", f"{folder}: cannot read the collateral directory: {why}")
+
+
 # --- the CRL index memo -----------------------------------------------------------------------------------------
 
 def test_crls_from_does_not_take_a_recycled_id_entry() -> None:
