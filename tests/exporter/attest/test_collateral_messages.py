@@ -30,6 +30,7 @@ from exporter.attest.collateral import (
     tdx_tcb_info,
 )
 from exporter.attest.errors import EvidenceError
+from exporter.attest.verify_tdx import TdxVerifier
 
 from . import forge
 
@@ -113,7 +114,6 @@ def test_tcb_info_refusal_names_the_field(path: tuple[Any, ...], value: Any, mes
 
 def test_tcb_info_refusal_reaches_the_operator_through_the_verifier(tmp_path: Path) -> None:
     """Verifying a quote against that collateral reports the same reason and message."""
-    from exporter.attest.verify_tdx import TdxVerifier
     doc = edited(forge.tcb_info_doc(), (*MODULE_ID, "attributesMask"), DROP)
     world = WORLD.replace(tcb_info=forge.signed_json("tcbInfo", doc, PKI.signing_key))
     verifier = TdxVerifier(forge.trust_with(PKI.root))
