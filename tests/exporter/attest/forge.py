@@ -137,6 +137,21 @@ def pem_der(der: bytes) -> str:
     return f"-----BEGIN CERTIFICATE-----\n{lines}\n-----END CERTIFICATE-----\n"
 
 
+def off_curve_reissue(cert: x509.Certificate, issuer_key: ec.EllipticCurvePrivateKey) -> x509.Certificate:
+    """``cert`` with its EC public point moved off the curve, validly signed again by ``issuer_key`` (P-256,
+    ECDSA-SHA256): what cryptography's builder cannot issue. RFC 5280 section 4.1: Certificate ::= SEQUENCE {
+    tbsCertificate, signatureAlgorithm, signatureValue BIT STRING }; the TBS is edited in place (same length)."""
+    tbs = cert.tbs_certificate_bytes
+    point = cert.public_key().public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    assert tbs.count(point) == 1
+    tbs_off = tbs.replace(point, point[:-1] + bytes([point[-1] ^ 1]))
+    der = cert.public_bytes(serialization.Encoding.DER)
+    after_tbs = der[der.index(tbs) + len(tbs):]
+    algorithm = after_tbs[:2 + after_tbs[1]]  # AlgorithmIdentifier, short-form length (ecdsa-with-SHA256)
+    signature = issuer_key.sign(tbs_off, ec.ECDSA(hashes.SHA256()))
+    return x509.load_der_x509_certificate(der_seq(tbs_off, algorithm, _tlv(0x03, b"\0" + signature)))
+
+
 def trust_with(*roots: x509.Certificate, intermediates: Sequence[x509.Certificate] = ()) -> TrustStore:
     """The shipped store plus these roots (what ``--trust-root`` files would add)."""
     default = TrustStore.default()

@@ -104,7 +104,7 @@ def test_signed_body_found_where_the_key_also_appears_inside() -> None:
     """The inner object's exact bytes are the occurrence of the key that decodes to it, not the first mention."""
     doc = forge.tcb_info_doc()
     body = json.dumps(doc, separators=(",", ":"))
-    text = '{"note":"\\"tcbInfo\\":{}","tcbInfo":' + body + ',"signature":"' + "00" * 64 + '"}'
+    text = '{"note":{"tcbInfo":{}},"tcbInfo":' + body + ',"signature":"' + "00" * 64 + '"}'
     (item,) = parse_pcs_json(text).tcb_infos
     assert item.body == body.encode()
 
