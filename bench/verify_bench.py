@@ -41,6 +41,7 @@ from elasticsearch import Elasticsearch
 from audit import checkpoint as cp
 from audit.canonical import canonicalize
 from audit.chain import Head, seal
+from audit.merkle import Frontier, leaf_hash
 from audit.readers import localstore as store_reader
 from audit.setup import install as es_setup
 from audit.sinks.elasticsearch import ElasticsearchSink, data_stream_name
@@ -54,8 +55,11 @@ BATCH = 1000
 
 
 def sealed(chain: str, n: int, key: Ed25519PrivateKey) -> Iterator[tuple[list[tuple[int, bytes]], list[dict]]]:
-    """Batches of (seq, stored bytes) and the checkpoints due after them, as ``tee-audit ship`` makes them."""
+    """Batches of (seq, stored bytes) and the checkpoints due after them, as ``tee-audit ship`` makes them (audit/ship.py
+    ``_chain``, ``_checkpoint``): tree checkpoints carrying the RFC 9162 root of a ``merkle.Frontier`` and the head
+    line; the local store sink writes the tiles itself."""
     head = Head(chain)
+    tree = Frontier()
     batch: list[tuple[int, bytes]] = []
     notes: list[dict] = []
     for i in range(n):
@@ -63,10 +67,12 @@ def sealed(chain: str, n: int, key: Ed25519PrivateKey) -> Iterator[tuple[list[tu
                            host=chain, outcome="success", message=f"domain vm-{i % 1000} started",
                            tee={"type": "sev-snp", "vm": {"name": f"vm-{i % 1000}", "uuid": f"u-{i}"}})
         doc, head = seal(event, head)
-        batch.append((head.next_seq - 1, canonicalize(doc)))
+        data = canonicalize(doc)
+        tree.append(leaf_hash(data))
+        batch.append((head.next_seq - 1, data))
         if head.next_seq % EVERY == 0 or i == n - 1:
-            notes.append({"size": head.next_seq, "hash": head.hash, "t": time.time(),
-                          "note": cp.sign(key, chain, head.next_seq, head.hash)})
+            notes.append({"k": "c", "size": head.next_seq, "hash": head.hash, "t": time.time(),
+                          "note": cp.sign_tree(key, chain, head.next_seq, tree.root(), head.hash)})
         if len(batch) >= BATCH or i == n - 1:
             yield batch, notes
             batch, notes = [], []
