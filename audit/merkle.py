@@ -179,8 +179,8 @@ def aligned_levels(leaves: Sequence[bytes], top: int) -> list[list[bytes]]:
     levels = [list(leaves)]
     sha = hashlib.sha256
     for _ in range(top):
-        row = levels[-1]
-        levels.append([sha(b"\x01" + row[i] + row[i + 1]).digest() for i in range(0, len(row) - 1, 2)])
+        pairs = iter(levels[-1])
+        levels.append([sha(b"\x01" + left + right).digest() for left, right in zip(pairs, pairs)])  # node_hash
     return levels
 
 

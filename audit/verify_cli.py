@@ -63,11 +63,12 @@ def verify_store(store: Path, chain: str | None, key: Ed25519PublicKey, trusted:
     (``tree_walk``, ``feed_tree``)."""
     try:
         lay = store_reader.layout(store, chain or (trusted.chain_id if trusted else None), trusted is None)
-        walk = tree_walk(store, lay, key, trusted, known)
-        report = None
+        report, walk = None, None
         if not lay.findings:
             wanted = checked_seqs(lay.notes, lay.chain, key, trusted)
-            with closing(store_reader.chunks(lay, wanted, workers, chunk_bytes, walk.sizes if walk else None)) as chunks:
+            sizes = tree_sizes(lay, known, trusted)
+            with closing(store_reader.chunks(lay, wanted, workers, chunk_bytes, sizes)) as chunks:
+                walk = tree_walk(store, lay, key, trusted, known)  # checks signatures while the workers start
                 fed = feed_tree(walk, lay, chunks) if walk else chunks
                 if trusted is None:
                     report = verify_chunked(lay.chain, fed, lay.notes, key)
@@ -77,8 +78,9 @@ def verify_store(store: Path, chain: str | None, key: Ed25519PublicKey, trusted:
                 if walk is not None:
                     for _ in fed:
                         pass  # the fast path stopped at a chunk it cannot judge: the walk still needs the rest
-        elif walk is not None:
-            for seq, line in store_reader.seq_lines(lay, walk.begin):
+        else:
+            walk = tree_walk(store, lay, key, trusted, known)
+            for seq, line in store_reader.seq_lines(lay, walk.begin) if walk else ():
                 walk.add(seq, line)
         if report is None:
             report = verify(lay.chain, store_reader.records(lay), lay.notes, key, trusted, progress=progress)
@@ -91,6 +93,23 @@ def verify_store(store: Path, chain: str | None, key: Ed25519PublicKey, trusted:
     except OSError as exc:
         raise VerifyError(f"{store}: cannot read: {exc}") from None
     return report
+
+
+def tree_sizes(lay: store_reader.Layout, known: Sequence[Known], trusted: cp.Checkpoint | None
+               ) -> tuple[int, ...] | None:
+    """The sizes of the notes that look like tree checkpoints (a head line; signatures not checked yet): what the
+    workers compute leaf hashes and roots for. Only says what they compute: the walk takes only the verified
+    notes, and computes itself what the workers did not."""
+    texts = [*lay.notes, *(item.text for item in known), *([trusted.text] if trusted else [])]
+    sizes = set()
+    for text in texts:
+        try:
+            note = cp.parse(text)
+        except (cp.CheckpointError, UnicodeError):
+            continue
+        if note.head is not None:
+            sizes.add(note.size)
+    return tuple(sorted(sizes)) if sizes else None
 
 
 def tree_walk(store: Path, lay: store_reader.Layout, key: Ed25519PublicKey, trusted: cp.Checkpoint | None,
@@ -112,7 +131,7 @@ def feed_tree(walk: TreeWalk, lay: store_reader.Layout, chunks: Iterable[store_r
     paths = {seg.path for seg in store_reader.tree_segments(lay, walk.begin)}
     for summary, reread in chunks:
         if reread.path in paths:
-            if summary.ok:
+            if summary.ok and summary.leaves:
                 walk.add_run(summary.first_seq, summary.leaves, summary.groups, summary.pieces)
             else:
                 for seq, line in store_reader.seqs_of(reread(), chain_json, walk.begin):

@@ -12,6 +12,7 @@ reported when still there.
 
 from __future__ import annotations
 
+import fcntl
 import multiprocessing
 import os
 import re
@@ -43,6 +44,7 @@ SEGMENT = re.compile(r"records-(\d{20})\.jsonl")
 NOTE = re.compile(r"\d{20}\.note")
 COSIGNATURES = re.compile(r"\d{20}\.cosig")
 SETTLE = 1.0
+PIPE_BYTES = 1024 * 1024
 CHUNK_BYTES = 1024 * 1024  # ~1.9k records: a finding costs few chunks of full path; still large enough to amortise IPC
 
 
@@ -368,25 +370,34 @@ def chunks(lay: Layout, wanted: frozenset[int], workers: int, chunk_bytes: int =
     """Chunk summaries in seq order of the segments, each with a way to read its lines again (a ``Reread``).
     With ``workers`` > 1, worker k scans ranges k, k+W, k+2W... and the results are read back round-robin: no
     shared queue or lock, so stopping early is a plain kill. Forked (cheap to start) and only from a process
-    without other threads, so no lock can be inherited held; otherwise in process. A worker that dies raises
-    ``VerifyError``. ``tree``: the sorted tree checkpoint sizes, for the leaf hashes (``scan_chunk``)."""
+    without other threads, so no lock can be inherited held; otherwise in process. The workers start now, not at
+    the first summary asked for (the caller checks signatures meanwhile); close the iterator to stop them. A worker
+    that dies raises ``VerifyError``. ``tree``: the sorted tree checkpoint sizes, for the leaf hashes
+    (``scan_chunk``)."""
     tasks = list(ranges(lay, chunk_bytes))
     workers = min(workers, len(tasks))
     if workers <= 1 or threading.active_count() > 1:
-        for task in tasks:
-            yield scan_chunk(read_range(*task), wanted, lay.chain, tree), Reread(*task)
-        return
+        return ((scan_chunk(read_range(*task), wanted, lay.chain, tree), Reread(*task)) for task in tasks)
+    started = _forked(tasks, wanted, lay.chain, tree, workers)
+    next(started)  # past the start of the workers: from here, closing the generator stops them
+    return started
+
+
+def _forked(tasks: list[tuple[Path, int, int]], wanted: frozenset[int], chain: str, tree: tuple[int, ...] | None,
+            workers: int) -> Iterator[Any]:
+    """``None`` once the workers are started, then the chunks."""
     ctx = multiprocessing.get_context("fork")
     procs, pipes = [], []
     try:
         for k in range(workers):
             receiver, sender = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=_worker, args=(sender, tasks[k::workers], wanted, lay.chain, tree),
-                               daemon=True)
+            _widen(sender)
+            proc = ctx.Process(target=_worker, args=(sender, tasks[k::workers], wanted, chain, tree), daemon=True)
             proc.start()
             sender.close()
             procs.append(proc)
             pipes.append(receiver)
+        yield None
         for i, task in enumerate(tasks):
             yield pipes[i % workers].recv(), Reread(*task)
     except EOFError:
@@ -397,6 +408,16 @@ def chunks(lay: Layout, wanted: frozenset[int], workers: int, chunk_bytes: int =
             proc.join()
         for receiver in pipes:
             receiver.close()
+
+
+def _widen(pipe: Connection) -> None:
+    """A 1 MiB pipe buffer (Linux's limit for unprivileged processes) instead of 64 KiB: a summary with its leaf
+    hashes is ~60 KiB, and a worker must be able to run ~16 chunks ahead rather than wait for the parent to be
+    scheduled after each one (it was, on a busy machine). Where the system refuses, the default buffer works too."""
+    try:
+        fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+    except OSError:
+        pass
 
 
 def default_workers() -> int:
