@@ -329,3 +329,27 @@ def test_frontier_takes_a_subtree_like_its_leaves() -> None:
     assert (parts.size, parts.hashes, parts.root()) == (whole.size, whole.hashes, whole.root())
     with pytest.raises(ValueError, match="cannot start at leaf 1000"):
         parts.append_subtree(4, bytes(32))
+
+
+@pytest.mark.parametrize("chunk_bytes", CHUNKS)
+def test_checkpoint_signed_with_a_wrong_root_is_a_mismatch_and_bad_tiles(chain: Store, monkeypatch: pytest.MonkeyPatch,
+                                                                         chunk_bytes: int) -> None:
+    """The host signs a note whose root is neither the records' nor the tiles' (its head line is right): the walk's
+    root, reused for the tiles' root, must not hide that the tiles disagree with it too."""
+    head = cp.parse(chain.note(500)).head
+    assert head is not None
+    forged = cp.sign_tree(chain.key, CHAIN, 500, bytes(32), head.hex())
+    (chain.dir / "checkpoints" / f"{500:020d}.note").write_text(forged)
+    fast, slow = chain.both(monkeypatch, chunk_bytes)
+    assert same(fast, slow) == [("bad-tiles", 499), ("checkpoint-mismatch", 499)]
+
+
+@pytest.mark.parametrize("chunk_bytes", CHUNKS)
+def test_tiles_longer_than_the_records_left(chain: Store, monkeypatch: pytest.MonkeyPatch, chunk_bytes: int) -> None:
+    """The last 150 records and the checkpoints past 550 deleted: the tiles still describe 700 records."""
+    (segment,) = localstore.segments(chain.dir)
+    segment.write_bytes(b"".join(line + b"\n" for line in chain.lines()[:550]))
+    for size in (600, 700):
+        (chain.dir / "checkpoints" / f"{size:020d}.note").unlink()
+    fast, slow = chain.both(monkeypatch, chunk_bytes)
+    assert same(fast, slow) == []
