@@ -97,7 +97,9 @@ class TileReader:
             data = full.read_bytes()
         except FileNotFoundError:
             partials = self.root / f"{tile_path(level, index)}.p"
-            widths = [int(p.name) for p in partials.iterdir() if p.name.isdigit()] if partials.is_dir() else []
+            # C2SP: a partial tile is 1 to 255 hashes wide; a wider one is not a tile (and would be hashed as one)
+            widths = ([int(p.name) for p in partials.iterdir() if p.name.isdigit() and 0 < int(p.name) < WIDTH]
+                      if partials.is_dir() else [])
             if not widths or max(widths) < need:
                 raise TileError(f"no tile {tile_path(level, index)} with {need} hashes") from None
             data = (partials / str(max(widths))).read_bytes()

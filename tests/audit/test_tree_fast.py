@@ -353,3 +353,18 @@ def test_tiles_longer_than_the_records_left(chain: Store, monkeypatch: pytest.Mo
         (chain.dir / "checkpoints" / f"{size:020d}.note").unlink()
     fast, slow = chain.both(monkeypatch, chunk_bytes)
     assert same(fast, slow) == []
+
+
+@pytest.mark.parametrize("chunk_bytes", CHUNKS)
+def test_partial_tile_wider_than_a_tile_is_bad_tiles_not_a_crash(chain: Store, monkeypatch: pytest.MonkeyPatch,
+                                                                  chunk_bytes: int) -> None:
+    """C2SP partial tiles are 1 to 255 hashes wide. A full tile replaced by a ``.p/257`` holding its 256 hashes and
+    one more was read as that tile, then hashed as 257 leaves (IndexError: a traceback, no report)."""
+    full = chain.dir / "tile/0/000"
+    data = full.read_bytes()
+    full.unlink()
+    (chain.dir / "tile/0/000.p").mkdir()
+    (chain.dir / "tile/0/000.p/257").write_bytes(data + data[:32])
+    fast, slow = chain.both(monkeypatch, chunk_bytes)
+    assert same(fast, slow) == [("bad-tiles", 0)]
+    assert fast.findings[0].detail == "no tile tile/0/000 with 256 hashes"
