@@ -36,7 +36,6 @@ from audit.verify import (
     Rec,
     Report,
     VerifyError,
-    checked_seqs,
     judge_tail,
     trusted_checkpoint,
     verify,
@@ -65,8 +64,7 @@ def verify_store(store: Path, chain: str | None, key: Ed25519PublicKey, trusted:
         lay = store_reader.layout(store, chain or (trusted.chain_id if trusted else None), trusted is None)
         report, walk = None, None
         if not lay.findings:
-            wanted = checked_seqs(lay.notes, lay.chain, key, trusted)
-            sizes = tree_sizes(lay, known, trusted)
+            wanted, sizes = scan_targets(lay, known, trusted)
             with closing(store_reader.chunks(lay, wanted, workers, chunk_bytes, sizes)) as chunks:
                 walk = tree_walk(store, lay, key, trusted, known)  # checks signatures while the workers start
                 fed = feed_tree(walk, lay, chunks) if walk else chunks
@@ -95,21 +93,25 @@ def verify_store(store: Path, chain: str | None, key: Ed25519PublicKey, trusted:
     return report
 
 
-def tree_sizes(lay: store_reader.Layout, known: Sequence[Known], trusted: cp.Checkpoint | None
-               ) -> tuple[int, ...] | None:
-    """The sizes of the notes that look like tree checkpoints (a head line; signatures not checked yet): what the
-    workers compute leaf hashes and roots for. Only says what they compute: the walk takes only the verified
-    notes, and computes itself what the workers did not."""
-    texts = [*lay.notes, *(item.text for item in known), *([trusted.text] if trusted else [])]
+def scan_targets(lay: store_reader.Layout, known: Sequence[Known], trusted: cp.Checkpoint | None
+                 ) -> tuple[frozenset[int], tuple[int, ...] | None]:
+    """What the workers compute, from the notes as parsed, before any signature is checked (the walks check them
+    while the workers run): the seqs at which a checkpoint may compare a record's hash (a superset of
+    ``verify.checked_seqs``: a hash recorded at another seq is never read), and the sizes of the notes that look like
+    tree checkpoints (a head line), for the leaf hashes; None when there are none. The walks take only the verified
+    notes, and the tree walk computes itself what the workers did not."""
+    wanted = {trusted.size - 1 if trusted else 0}
     sizes = set()
-    for text in texts:
+    for text in [*lay.notes, *(item.text for item in known), *([trusted.text] if trusted else [])]:
         try:
             note = cp.parse(text)
         except (cp.CheckpointError, UnicodeError):
             continue
+        if note.size > 0:
+            wanted.add(note.size - 1)
         if note.head is not None:
             sizes.add(note.size)
-    return tuple(sorted(sizes)) if sizes else None
+    return frozenset(wanted), (tuple(sorted(sizes)) if sizes else None)
 
 
 def tree_walk(store: Path, lay: store_reader.Layout, key: Ed25519PublicKey, trusted: cp.Checkpoint | None,
