@@ -1,7 +1,9 @@
 """Tree checkpoints against the records, against the tiles and against each other (tee-audit v2).
 
 The chain walk (audit/verify.py) checks every record, every link and every head checkpoint; it binds a tree
-checkpoint to nothing. This module does, in one pass over the stored records in seq order (``TreeWalk.add``):
+checkpoint to nothing. This module does, over the stored records in seq order: one at a time (``TreeWalk.add``),
+or, for the local store's intact chunks, as the leaf hashes and tile roots verify's workers computed while they
+scanned the chunk (``TreeWalk.add_run``, same findings: the records are not read a second time):
 
 1. *Root*: the RFC 9162 root of the stored records (leaf = the stored RFC 8785 bytes of a record) at each tree
    checkpoint's size must be that checkpoint's root. Otherwise ``checkpoint-mismatch``: history rewritten.
@@ -15,6 +17,13 @@ checkpoint to nothing. This module does, in one pass over the stored records in 
 
 A walk starting past seq 0 (a trusted checkpoint, records expired) takes the tree's frontier at that seq from the
 tiles: a wrong one cannot lead to a signed root.
+
+Shortcuts, each exact: a whole tile of records advances the frontier by its root (RFC 9162 §2.1.1: appending the
+root of a complete aligned subtree gives the frontier appending its leaves gives); the link check takes the root of
+a level-0 tile the records' leaf hashes were found equal to from the walk; and when no tile disagreed and every
+level links up, the tiles describe the records' tree (and, past a trusted start, the frontier it began from), so
+the tiles' root at a walked checkpoint size is the root the walk computed there. Anything else is computed from
+the tiles as it always was.
 """
 
 from __future__ import annotations
