@@ -207,7 +207,7 @@ def test_tiles_shorter_than_the_records_are_bad_tiles(chain: Store, monkeypatch:
 
 @pytest.mark.parametrize("chunk_bytes", CHUNKS)
 @pytest.mark.parametrize("damage", ["none", "leaf after the start", "level 1 after the start",
-                                    "level 1 before the start"])
+                                    "level 1 before the start", "record after the start"])
 def test_from_a_trusted_checkpoint_inside_a_tile(chain: Store, monkeypatch: pytest.MonkeyPatch, chunk_bytes: int,
                                                  damage: str) -> None:
     """The walk starts at seq 299 with the frontier from the tiles (level 1's first hash, tile 1's first 43
@@ -221,6 +221,12 @@ def test_from_a_trusted_checkpoint_inside_a_tile(chain: Store, monkeypatch: pyte
     elif damage == "level 1 after the start":  # the root of tile 1, which the walk computes from the records
         level1.write_bytes(level1.read_bytes()[:32] + bytes(32))
         expected = [("bad-tiles", None)]
+    elif damage == "record after the start":  # the in-order fast path gives up there; the walk takes the rest
+        lines = chain.lines()
+        lines[450] = lines[450].replace(b"domain vm-", b"domain VM-")
+        (segment,) = localstore.segments(chain.dir)
+        segment.write_bytes(b"".join(line + b"\n" for line in lines))
+        expected = [("modified", 450)]
     elif damage == "level 1 before the start":  # the frontier the walk starts from: no root past it comes out
         level1.write_bytes(bytes(32) + level1.read_bytes()[32:])
         expected = [("checkpoint-mismatch", 299), ("fork", 299), ("checkpoint-mismatch", 399),
