@@ -78,8 +78,9 @@ def verify_store(store: Path, chain: str | None, key: Ed25519PublicKey, trusted:
                         pass  # the fast path stopped at a chunk it cannot judge: the walk still needs the rest
         else:
             walk = tree_walk(store, lay, key, trusted, known)
-            for seq, line in store_reader.seq_lines(lay, walk.begin) if walk else ():
-                walk.add(seq, line)
+            if walk is not None:
+                for seq, line in store_reader.seq_lines(lay, walk.begin):
+                    walk.add(seq, line)
         if report is None:
             report = verify(lay.chain, store_reader.records(lay), lay.notes, key, trusted, progress=progress)
         if policy is not None:

@@ -18,7 +18,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -366,7 +366,7 @@ Chunk = tuple[ChunkSummary, Reread]
 
 
 def chunks(lay: Layout, wanted: frozenset[int], workers: int, chunk_bytes: int = CHUNK_BYTES,
-           tree: tuple[int, ...] | None = None) -> Iterator[Chunk]:
+           tree: tuple[int, ...] | None = None) -> Generator[Chunk, None, None]:
     """Chunk summaries in seq order of the segments, each with a way to read its lines again (a ``Reread``).
     With ``workers`` > 1, worker k scans ranges k, k+W, k+2W... and the results are read back round-robin: no
     shared queue or lock, so stopping early is a plain kill. Forked (cheap to start) and only from a process
@@ -384,7 +384,7 @@ def chunks(lay: Layout, wanted: frozenset[int], workers: int, chunk_bytes: int =
 
 
 def _forked(tasks: list[tuple[Path, int, int]], wanted: frozenset[int], chain: str, tree: tuple[int, ...] | None,
-            workers: int) -> Iterator[Any]:
+            workers: int) -> Generator[Any, None, None]:
     """``None`` once the workers are started, then the chunks."""
     ctx = multiprocessing.get_context("fork")
     procs, pipes = [], []

@@ -316,7 +316,8 @@ def test_a_run_past_a_gap_stops_the_walk_like_a_missing_record(tmp_path: Path) -
         one.add(seq, data[seq])
     for start, end in [(0, 200), (201, 600)]:
         runs.add_run(start, *merkle.leaf_run(start, data[start:end], runs.sizes, HEIGHT))
-    assert runs.broken and one.broken and runs.tree is not None and runs.tree.size == one.tree.size == 200
+    assert runs.broken and one.broken and runs.tree is not None and one.tree is not None
+    assert runs.tree.size == one.tree.size == 200
     assert runs.roots == one.roots == {100: merkle.root(merkle.MemoryTree(leaves).subtree, 100)}
 
 
