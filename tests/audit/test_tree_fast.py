@@ -375,3 +375,25 @@ def test_partial_tile_wider_than_a_tile_is_bad_tiles_not_a_crash(chain: Store, m
     fast, slow = chain.both(monkeypatch, chunk_bytes)
     assert same(fast, slow) == [("bad-tiles", 0)]
     assert fast.findings[0].detail == "no tile tile/0/000 with 256 hashes"
+
+
+def test_only_the_chunks_that_are_not_intact_are_read_again_for_the_tree(chain: Store,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The point of the workers' leaf hashes: an intact chain's lines are read once; one modified record costs the
+    one chunk holding it."""
+    read_again: list[int] = []
+    real = reader.seqs_of
+
+    def counted(lines: Iterable[bytes], chain_json: bytes, first: int) -> Iterator[tuple[int, bytes]]:
+        read_again.append(first)
+        return real(lines, chain_json, first)
+
+    monkeypatch.setattr(reader, "seqs_of", counted)
+    assert verify_store(chain.store, CHAIN, chain.public, None, workers=2, chunk_bytes=3_000).intact
+    assert read_again == []
+    lines = chain.lines()
+    lines[333] = lines[333].replace(b"domain vm-", b"domain VM-")
+    (segment,) = localstore.segments(chain.dir)
+    segment.write_bytes(b"".join(line + b"\n" for line in lines))
+    report = verify_store(chain.store, CHAIN, chain.public, None, workers=2, chunk_bytes=3_000)
+    assert kinds(report) == [("modified", 333)] and len(read_again) == 1
