@@ -14,6 +14,7 @@ and the tests.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 from collections.abc import Callable, Sequence
 
@@ -172,6 +173,48 @@ def verify_consistency(m: int, n: int, proof: Sequence[bytes], first: bytes, sec
         raise ProofError(f"consistency proof leads to another root of size {n} than the checkpoint's")
 
 
+def aligned_levels(leaves: Sequence[bytes], top: int) -> list[list[bytes]]:
+    """``levels[l][j]``: the root of the complete subtree over ``leaves[j * 2**l:(j + 1) * 2**l]``, for l up to
+    ``top`` (the leaves' first index must be a multiple of ``2**top`` in the tree for these to be its subtrees)."""
+    levels = [list(leaves)]
+    sha = hashlib.sha256
+    for _ in range(top):
+        pairs = iter(levels[-1])
+        levels.append([sha(b"\x01" + left + right).digest() for left, right in zip(pairs, pairs)])  # node_hash
+    return levels
+
+
+def pieces(levels: list[list[bytes]], start: int, count: int) -> list[bytes]:
+    """The roots of the complete subtrees the ``count`` leaves of ``levels`` from ``start`` decompose into, largest
+    first (§2.1.1 recursion), for ``count`` below ``2**(len(levels) - 1)`` and ``start`` a multiple of it."""
+    out, lo = [], start
+    for level in reversed(range(len(levels))):
+        if count >> level & 1:
+            out.append(levels[level][lo >> level])
+            lo += 1 << level
+    return out
+
+
+def leaf_run(first: int, data: Sequence[bytes], sizes: Sequence[int], height: int
+             ) -> tuple[bytes, bytes, dict[int, bytes]]:
+    """For the entries ``first``, ``first + 1``... whose bytes are ``data``: their leaf hashes (concatenated), the
+    roots of the aligned subtrees of ``2**height`` leaves lying wholly among them (concatenated, from the first
+    aligned one on), and for each tree size in ``sizes`` (sorted) that ends inside such a subtree starting among them,
+    the concatenated ``pieces`` of that subtree's part below the size: what the tree's root at that size needs
+    beyond the frontier at the subtree's start. Computed where the bytes are read (verify's workers)."""
+    sha = hashlib.sha256
+    leaves = [sha(b"\x00" + entry).digest() for entry in data]
+    width = 1 << height
+    skip = -first % width
+    levels = aligned_levels(leaves[skip:], height)
+    aligned, end = first + skip, first + len(data)
+    found: dict[int, bytes] = {}
+    for size in sizes[bisect.bisect_right(sizes, aligned):bisect.bisect_right(sizes, end)]:
+        if size % width:
+            found[size] = b"".join(pieces(levels, size - size % width - aligned, size % width))
+    return b"".join(leaves), b"".join(levels[height]), found
+
+
 def frontier_at(sub: Subtrees, size: int) -> Frontier:
     """The frontier of the first ``size`` leaves, from stored subtrees (to go on from a tree's middle)."""
     hashes, lo = [], 0
@@ -200,6 +243,19 @@ class Frontier:
             self.hashes[-1] = node_hash(self.hashes[-1], right)
             size >>= 1
         self.size += 1
+
+    def append_subtree(self, level: int, root: bytes) -> None:
+        """Add the root of a complete subtree of ``2**level`` leaves; the size must be a multiple of its width (the
+        frontier is then the one appending its leaves one by one would give)."""
+        if self.size & ((1 << level) - 1):
+            raise ValueError(f"a subtree of level {level} cannot start at leaf {self.size}")
+        self.hashes.append(root)
+        size = self.size >> level
+        while size & 1:
+            right = self.hashes.pop()
+            self.hashes[-1] = node_hash(self.hashes[-1], right)
+            size >>= 1
+        self.size += 1 << level
 
     def root(self) -> bytes:
         if not self.hashes:

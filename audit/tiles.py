@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from audit.merkle import HASH_SIZE, node_hash
@@ -97,7 +97,9 @@ class TileReader:
             data = full.read_bytes()
         except FileNotFoundError:
             partials = self.root / f"{tile_path(level, index)}.p"
-            widths = [int(p.name) for p in partials.iterdir() if p.name.isdigit()] if partials.is_dir() else []
+            # C2SP: a partial tile is 1 to 255 hashes wide; a wider one is not a tile (and would be hashed as one)
+            widths = ([int(p.name) for p in partials.iterdir() if p.name.isdigit() and 0 < int(p.name) < WIDTH]
+                      if partials.is_dir() else [])
             if not widths or max(widths) < need:
                 raise TileError(f"no tile {tile_path(level, index)} with {need} hashes") from None
             data = (partials / str(max(widths))).read_bytes()
@@ -119,8 +121,10 @@ class TileReader:
         return _subtree_of(_split(data[offset * HASH_SIZE:(offset + (1 << rest)) * HASH_SIZE]))
 
 
-    def broken_links(self, size: int) -> list[str]:
-        """Full tiles whose root is not the hash the level above stores for them (for a tree of ``size``)."""
+    def broken_links(self, size: int, known: Mapping[int, bytes] | None = None) -> list[str]:
+        """Full tiles whose root is not the hash the level above stores for them (for a tree of ``size``).
+        ``known``: roots of full level-0 tiles by index, already computed from the very bytes ``tile`` gives for
+        them (verify: from the records' leaf hashes found equal to those bytes); used instead of hashing again."""
         bad = []
         level, count = 0, size
         while count >= WIDTH:
@@ -128,7 +132,10 @@ class TileReader:
             for start in range(0, full, WIDTH):  # one tile of the level above per WIDTH full tiles here
                 above = _split(self.tile(level + 1, start // WIDTH, min(WIDTH, full - start)))
                 for k in range(start, min(full, start + WIDTH)):
-                    if _subtree_of(_split(self.tile(level, k, WIDTH))) != above[k - start]:
+                    root = known.get(k) if known and level == 0 else None
+                    if root is None:
+                        root = _subtree_of(_split(self.tile(level, k, WIDTH)))
+                    if root != above[k - start]:
                         bad.append(tile_path(level, k))
             level, count = level + 1, full
         return bad

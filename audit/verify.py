@@ -25,15 +25,17 @@ import datetime as dt
 import heapq
 import sys
 from collections import deque
-from collections.abc import Callable, Container, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from audit import checkpoint as cp
+from audit import merkle
 from audit.canonical import CanonicalError, canonicalize, loads
 from audit.chain import GENESIS, canonical_link, record_hash
+from audit.tiles import HEIGHT
 
 WINDOW = 4096
 MAX_LISTED_MISSING = 100
@@ -503,12 +505,19 @@ class ChunkSummary:
     last_hash: str = ""
     marks: dict[int, str] = field(default_factory=dict)  # hash at each seq a checkpoint asks about
     lines: int = 0  # lines in the chunk, whatever they hold
+    # Asked for the Merkle tree (``tree``) and intact: merkle.leaf_run of the lines, bytes not lists, so the pipe
+    # from a worker carries ~32 bytes per record.
+    leaves: bytes = b""
+    groups: bytes = b""
+    pieces: dict[int, bytes] = field(default_factory=dict)
 
 
-def scan_chunk(lines: list[bytes], wanted: Container[int], chain_id: str = "") -> ChunkSummary:
+def scan_chunk(lines: list[bytes], wanted: Container[int], chain_id: str = "",
+               tree: Sequence[int] | None = None) -> ChunkSummary:
     """Summarise stored lines in file order, recording the hash at every seq in ``wanted``. Every line must be
     in the shipper's form (checked by ``canonical_link`` without parsing); the first line's seq and prev_hash
-    are read off it, the following ones must continue the chain."""
+    are read off it, the following ones must continue the chain. With ``tree`` (the sorted tree checkpoint sizes),
+    an intact chunk also carries its lines' RFC 9162 leaf hashes and subtree roots (audit/treeverify.py)."""
     chain_json = canonicalize(chain_id)
     marks: dict[int, str] = {}
     count, first_seq, first_prev, exp, last = 0, -1, "", -1, ""
@@ -525,7 +534,10 @@ def scan_chunk(lines: list[bytes], wanted: Container[int], chain_id: str = "") -
         if exp in wanted:
             marks[exp] = digest
         exp, last, count = exp + 1, digest, count + 1
-    return ChunkSummary(count > 0, count, first_seq, first_prev, exp - 1, last, marks, len(lines))
+    summary = ChunkSummary(count > 0, count, first_seq, first_prev, exp - 1, last, marks, len(lines))
+    if tree is not None and summary.ok:
+        summary.leaves, summary.groups, summary.pieces = merkle.leaf_run(first_seq, lines, tree, HEIGHT)
+    return summary
 
 
 def checked_seqs(checkpoints: Iterable[str], chain_id: str, key: Ed25519PublicKey,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import closing
@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from audit import checkpoint as cp
+from audit.canonical import canonicalize
 from audit.cosign import Policy, WitnessKeyError, load_policy
 from audit.prove_cli import cosignatures
 from audit.readers import localstore as store_reader
@@ -35,7 +36,6 @@ from audit.verify import (
     Rec,
     Report,
     VerifyError,
-    checked_seqs,
     judge_tail,
     trusted_checkpoint,
     verify,
@@ -58,39 +58,88 @@ def verify_store(store: Path, chain: str | None, key: Ed25519PublicKey, trusted:
     """Chunk summaries computed by ``workers`` processes, the full path only around chunks that are not intact
     (``verify_chunked``); from a trusted checkpoint, the fast path when the chain is stored intact and in order,
     else the full path. Anything in the directory that is not a record: the full path. ``promise``: judge the
-    uncovered tail."""
+    uncovered tail. The tree checkpoints are checked from the leaf hashes the workers computed along the way
+    (``tree_walk``, ``feed_tree``)."""
     try:
         lay = store_reader.layout(store, chain or (trusted.chain_id if trusted else None), trusted is None)
-        report = None
+        report, walk = None, None
         if not lay.findings:
-            wanted = checked_seqs(lay.notes, lay.chain, key, trusted)
-            with closing(store_reader.chunks(lay, wanted, workers, chunk_bytes)) as chunks:
+            wanted, sizes = scan_targets(lay, known, trusted)
+            with closing(store_reader.chunks(lay, wanted, workers, chunk_bytes, sizes)) as chunks:
+                walk = tree_walk(store, lay, key, trusted, known)  # checks signatures while the workers start
+                fed = feed_tree(walk, lay, chunks) if walk else chunks
                 if trusted is None:
-                    report = verify_chunked(lay.chain, chunks, lay.notes, key)
+                    report = verify_chunked(lay.chain, fed, lay.notes, key)
                 else:
-                    report = verify_in_order(lay.chain, (summary for summary, _ in chunks), lay.notes, key,
+                    report = verify_in_order(lay.chain, (summary for summary, _ in fed), lay.notes, key,
                                              trusted, progress)
+                if walk is not None:
+                    for _ in fed:
+                        pass  # the fast path stopped at a chunk it cannot judge: the walk still needs the rest
+        else:
+            walk = tree_walk(store, lay, key, trusted, known)
+            if walk is not None:
+                for seq, line in store_reader.seq_lines(lay, walk.begin):
+                    walk.add(seq, line)
         if report is None:
             report = verify(lay.chain, store_reader.records(lay), lay.notes, key, trusted, progress=progress)
         if policy is not None:
             apply_policy(report, policy, Path(store) / lay.chain, lay.notes, key)
         first = report.last_seq - report.unsealed_tail + 1
         judge_tail(report, promise, time.time() if now is None else now, store_reader.tail(lay, first))
-        check_tree(store, lay, key, trusted, known, report)
+        if walk is not None:
+            add_findings(report, walk.finish())
     except OSError as exc:
         raise VerifyError(f"{store}: cannot read: {exc}") from None
     return report
 
 
-def check_tree(store: Path, lay: store_reader.Layout, key: Ed25519PublicKey, trusted: cp.Checkpoint | None,
-               known: Sequence[Known], report: Report) -> None:
-    """The tree checkpoints against the stored records and tiles (audit/treeverify.py), into ``report``."""
+def scan_targets(lay: store_reader.Layout, known: Sequence[Known], trusted: cp.Checkpoint | None
+                 ) -> tuple[frozenset[int], tuple[int, ...] | None]:
+    """What the workers compute, from the notes as parsed, before any signature is checked (the walks check them
+    while the workers run): the seqs at which a checkpoint may compare a record's hash (a superset of
+    ``verify.checked_seqs``: a hash recorded at another seq is never read), and the sizes of the notes that look like
+    tree checkpoints (a head line), for the leaf hashes; None when there are none. The walks take only the verified
+    notes, and the tree walk computes itself what the workers did not."""
+    wanted = {trusted.size - 1 if trusted else 0}
+    sizes = set()
+    for text in [*lay.notes, *(item.text for item in known), *([trusted.text] if trusted else [])]:
+        try:
+            note = cp.parse(text)
+        except (cp.CheckpointError, UnicodeError):
+            continue
+        if note.size > 0:
+            wanted.add(note.size - 1)
+        if note.head is not None:
+            sizes.add(note.size)
+    return frozenset(wanted), (tuple(sorted(sizes)) if sizes else None)
+
+
+def tree_walk(store: Path, lay: store_reader.Layout, key: Ed25519PublicKey, trusted: cp.Checkpoint | None,
+              known: Sequence[Known]) -> TreeWalk | None:
+    """The walk that checks the tree checkpoints against the stored records and tiles (audit/treeverify.py), or
+    None when there are none."""
     notes = outside_notes(known, lay.chain, key, trusted) + tree_notes(lay.notes, lay.chain, key, "store")
-    if notes:
-        walk = TreeWalk(trusted.size - 1 if trusted else 0, notes, TileReader(Path(store) / lay.chain))
-        for seq, line in store_reader.seq_lines(lay, walk.begin):
-            walk.add(seq, line)
-        add_findings(report, walk.finish())
+    if not notes:
+        return None
+    return TreeWalk(trusted.size - 1 if trusted else 0, notes, TileReader(Path(store) / lay.chain))
+
+
+def feed_tree(walk: TreeWalk, lay: store_reader.Layout, chunks: Iterable[store_reader.Chunk]
+              ) -> Iterator[store_reader.Chunk]:
+    """The chunks, passed on after the walk has taken each: by the leaf hashes its worker computed when it is
+    intact, else by its lines read again, exactly as ``seq_lines`` gives them (the same segments, the same
+    lines), so that the findings do not depend on which."""
+    chain_json = canonicalize(lay.chain)
+    paths = {seg.path for seg in store_reader.tree_segments(lay, walk.begin)}
+    for summary, reread in chunks:
+        if reread.path in paths:
+            if summary.ok and summary.leaves:
+                walk.add_run(summary.first_seq, summary.leaves, summary.groups, summary.pieces)
+            else:
+                for seq, line in store_reader.seqs_of(reread(), chain_json, walk.begin):
+                    walk.add(seq, line)
+        yield summary, reread
 
 
 def apply_policy(report: Report, policy: Policy, chain_dir: Path, notes: list[str], key: Ed25519PublicKey) -> None:

@@ -8,8 +8,9 @@
 4. ``verify --es --all-chains`` over C chains x R records in one data stream vs a raw scan of the whole stream.
 
 Chains are built by the real sinks (``LocalStore``, ``ElasticsearchSink``) from exporter-shaped events sealed and
-signed as the shipper does (checkpoint every 1000 records). Each figure: median over the rounds and the spread
-(min..max); ratios are of medians.
+signed as the shipper does: a tree checkpoint (RFC 9162 root of a ``merkle.Frontier`` and the head line) every
+1000 records, the local store writing its Merkle tiles itself, so ``verify --store`` checks the tree too. Each
+figure: median over the rounds and the spread (min..max); ratios are of medians.
 
     .venv/bin/python bench/verify_bench.py [--records 200000] [--rounds 5] [--chains 100 --chain-records 10000]
                                            [--es URL] [--skip-fleet] [--skip-es] [--skip-local]
@@ -41,6 +42,7 @@ from elasticsearch import Elasticsearch
 from audit import checkpoint as cp
 from audit.canonical import canonicalize
 from audit.chain import Head, seal
+from audit.merkle import Frontier, leaf_hash
 from audit.readers import localstore as store_reader
 from audit.setup import install as es_setup
 from audit.sinks.elasticsearch import ElasticsearchSink, data_stream_name
@@ -54,8 +56,11 @@ BATCH = 1000
 
 
 def sealed(chain: str, n: int, key: Ed25519PrivateKey) -> Iterator[tuple[list[tuple[int, bytes]], list[dict]]]:
-    """Batches of (seq, stored bytes) and the checkpoints due after them, as ``tee-audit ship`` makes them."""
+    """Batches of (seq, stored bytes) and the checkpoints due after them, as ``tee-audit ship`` makes them
+    (audit/ship.py ``_chain``, ``_checkpoint``): tree checkpoints carrying the RFC 9162 root of a
+    ``merkle.Frontier`` and the head line; the local store sink writes the tiles itself."""
     head = Head(chain)
+    tree = Frontier()
     batch: list[tuple[int, bytes]] = []
     notes: list[dict] = []
     for i in range(n):
@@ -63,10 +68,12 @@ def sealed(chain: str, n: int, key: Ed25519PrivateKey) -> Iterator[tuple[list[tu
                            host=chain, outcome="success", message=f"domain vm-{i % 1000} started",
                            tee={"type": "sev-snp", "vm": {"name": f"vm-{i % 1000}", "uuid": f"u-{i}"}})
         doc, head = seal(event, head)
-        batch.append((head.next_seq - 1, canonicalize(doc)))
+        data = canonicalize(doc)
+        tree.append(leaf_hash(data))
+        batch.append((head.next_seq - 1, data))
         if head.next_seq % EVERY == 0 or i == n - 1:
-            notes.append({"size": head.next_seq, "hash": head.hash, "t": time.time(),
-                          "note": cp.sign(key, chain, head.next_seq, head.hash)})
+            notes.append({"k": "c", "size": head.next_seq, "hash": head.hash, "t": time.time(),
+                          "note": cp.sign_tree(key, chain, head.next_seq, tree.root(), head.hash)})
         if len(batch) >= BATCH or i == n - 1:
             yield batch, notes
             batch, notes = [], []
@@ -148,6 +155,8 @@ def bench_local(tmp: Path, key: Ed25519PrivateKey, n: int, n_rounds: int) -> Non
         sink.write(batch, notes)
     sink.close()
     workers = default_workers()
+    report = verify_store(store, "bench", public, None, workers=workers)
+    assert report.intact and report.records == n and (store / "bench" / "tile" / "tree-size").read_text() == f"{n}\n"
     t = rounds({"verify": lambda: verify_store(store, "bench", public, None, workers=workers),
                 "sha": lambda: raw_sha(store, "bench")}, n_rounds)
     print(line(f"verify --store ({workers} workers)", t["verify"], n))

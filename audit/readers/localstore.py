@@ -12,14 +12,14 @@ reported when still there.
 
 from __future__ import annotations
 
+import fcntl
 import multiprocessing
 import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
-from functools import partial
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,7 @@ SEGMENT = re.compile(r"records-(\d{20})\.jsonl")
 NOTE = re.compile(r"\d{20}\.note")
 COSIGNATURES = re.compile(r"\d{20}\.cosig")
 SETTLE = 1.0
+PIPE_BYTES = 1024 * 1024
 CHUNK_BYTES = 1024 * 1024  # ~1.9k records: a finding costs few chunks of full path; still large enough to amortise IPC
 
 
@@ -240,22 +241,31 @@ def seq_lines(lay: Layout, first: int) -> Iterator[tuple[int, bytes]]:
     """``(seq, stored line)`` of the records from seq ``first`` on, in file order (for the Merkle tree: the leaves
     are the stored bytes). Lines that are not records are left out; the chain walk reports them."""
     chain_json = canonicalize(lay.chain)
+    for seg in tree_segments(lay, first):
+        yield from seqs_of(_lines(seg), chain_json, first)
+
+
+def tree_segments(lay: Layout, first: int) -> list[Segment]:
+    """The segments ``seq_lines`` reads from seq ``first`` on: the one holding it and the later ones."""
     later = [i for i, seg in enumerate(lay.segments) if seg.first > first]
-    start = max(0, (later[0] if later else len(lay.segments)) - 1)
-    for seg in lay.segments[start:]:
-        for line in _lines(seg):
-            link = peek_link(line, chain_json)
-            if link is None:
-                try:
-                    seq = orjson.loads(line)["chain"]["seq"]
-                except (orjson.JSONDecodeError, KeyError, TypeError):
-                    continue
-                if type(seq) is not int:
-                    continue
-            else:
-                seq = link[0]
-            if seq >= first:
-                yield seq, line
+    return lay.segments[max(0, (later[0] if later else len(lay.segments)) - 1):]
+
+
+def seqs_of(lines: Iterable[bytes], chain_json: bytes, first: int) -> Iterator[tuple[int, bytes]]:
+    """``(seq, line)`` of the lines that are records from seq ``first`` on (see ``seq_lines``)."""
+    for line in lines:
+        link = peek_link(line, chain_json)
+        if link is None:
+            try:
+                seq = orjson.loads(line)["chain"]["seq"]
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                continue
+            if type(seq) is not int:
+                continue
+        else:
+            seq = link[0]
+        if seq >= first:
+            yield seq, line
 
 
 def find_record(lay: Layout, seq: int) -> bytes | None:
@@ -328,43 +338,68 @@ def read_range(path: Path, start: int, end: int) -> list[bytes]:
     return data.split(b"\n")[:-1]
 
 
-def _worker(conn: Connection, tasks: list[tuple[Path, int, int]], wanted: frozenset[int], chain_id: str) -> None:
+@dataclass(frozen=True)
+class Reread:
+    """Reads a chunk's lines again (its segment is ``path``)."""
+
+    path: Path
+    start: int
+    end: int
+
+    def __call__(self) -> list[bytes]:
+        return read_range(self.path, self.start, self.end)
+
+
+def _worker(conn: Connection, tasks: list[tuple[Path, int, int]], wanted: frozenset[int], chain_id: str,
+            tree: tuple[int, ...] | None) -> None:
     """Summaries of its share of the ranges, in order, through its own pipe."""
     for task in tasks:
         try:
-            summary = scan_chunk(read_range(*task), wanted, chain_id)
+            summary = scan_chunk(read_range(*task), wanted, chain_id, tree)
         except OSError:
             summary = ChunkSummary(False)
         conn.send(summary)
     conn.close()
 
 
-Chunk = tuple[ChunkSummary, Callable[[], list[bytes]]]
+Chunk = tuple[ChunkSummary, Reread]
 
 
-def chunks(lay: Layout, wanted: frozenset[int], workers: int, chunk_bytes: int = CHUNK_BYTES) -> Iterator[Chunk]:
-    """Chunk summaries in seq order of the segments, each with a way to read its lines again. With ``workers`` > 1,
-    worker k scans ranges k, k+W, k+2W... and the results are read back round-robin: no shared queue or lock, so
-    stopping early is a plain kill. Forked (cheap to start) and only from a process without other threads, so no
-    lock can be inherited held; otherwise in process. A worker that dies raises ``VerifyError``."""
+def chunks(lay: Layout, wanted: frozenset[int], workers: int, chunk_bytes: int = CHUNK_BYTES,
+           tree: tuple[int, ...] | None = None) -> Generator[Chunk, None, None]:
+    """Chunk summaries in seq order of the segments, each with a way to read its lines again (a ``Reread``).
+    With ``workers`` > 1, worker k scans ranges k, k+W, k+2W... and the results are read back round-robin: no
+    shared queue or lock, so stopping early is a plain kill. Forked (cheap to start) and only from a process
+    without other threads, so no lock can be inherited held; otherwise in process. The workers start now, not at
+    the first summary asked for (the caller checks signatures meanwhile); close the iterator to stop them. A worker
+    that dies raises ``VerifyError``. ``tree``: the sorted tree checkpoint sizes, for the leaf hashes
+    (``scan_chunk``)."""
     tasks = list(ranges(lay, chunk_bytes))
     workers = min(workers, len(tasks))
     if workers <= 1 or threading.active_count() > 1:
-        for task in tasks:
-            yield scan_chunk(read_range(*task), wanted, lay.chain), partial(read_range, *task)
-        return
+        return ((scan_chunk(read_range(*task), wanted, lay.chain, tree), Reread(*task)) for task in tasks)
+    started = _forked(tasks, wanted, lay.chain, tree, workers)
+    next(started)  # past the start of the workers: from here, closing the generator stops them
+    return started
+
+
+def _forked(tasks: list[tuple[Path, int, int]], wanted: frozenset[int], chain: str, tree: tuple[int, ...] | None,
+            workers: int) -> Generator[Any, None, None]:
+    """``None`` once the workers are started, then the chunks."""
     ctx = multiprocessing.get_context("fork")
     procs, pipes = [], []
     try:
         for k in range(workers):
             receiver, sender = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=_worker, args=(sender, tasks[k::workers], wanted, lay.chain), daemon=True)
+            _widen(sender)
+            proc = ctx.Process(target=_worker, args=(sender, tasks[k::workers], wanted, chain, tree), daemon=True)
             proc.start()
             sender.close()
             procs.append(proc)
             pipes.append(receiver)
+        yield None
         for i, task in enumerate(tasks):
-            yield pipes[i % workers].recv(), partial(read_range, *task)
+            yield pipes[i % workers].recv(), Reread(*task)
     except EOFError:
         raise VerifyError("a verifying worker process died") from None
     finally:
@@ -373,6 +408,16 @@ def chunks(lay: Layout, wanted: frozenset[int], workers: int, chunk_bytes: int =
             proc.join()
         for receiver in pipes:
             receiver.close()
+
+
+def _widen(pipe: Connection) -> None:
+    """A 1 MiB pipe buffer (Linux's limit for unprivileged processes) instead of 64 KiB: a summary with its leaf
+    hashes is ~60 KiB, and a worker must be able to run ~16 chunks ahead rather than wait for the parent to be
+    scheduled after each one (it was, on a busy machine). Where the system refuses, the default buffer works too."""
+    try:
+        fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+    except OSError:
+        pass
 
 
 def default_workers() -> int:
