@@ -132,17 +132,33 @@ def peek_link(line: bytes, chain_json: bytes) -> tuple[int, str] | None:
     return int(digits), prev.decode("ascii", "replace")
 
 
-def parse_record(line: bytes, arrival: int, chain_json: bytes, expect: tuple[int, str] | None = None) -> Rec | Finding:
+def parse_record(line: bytes, arrival: int, chain_json: bytes, expect: tuple[int, str] | None = None,
+                 sealed: int = 0) -> Rec | Finding:
     """A stored line as a ``Rec``; a line that is not a chained record of this chain at all is a finding.
 
     ``expect`` (the seq and prev_hash the previous line suggests) lets the common case skip parsing altogether:
-    ``canonical_link`` proves the line is the RFC 8785 form of a sealed record (see audit/chain.py)."""
-    if expect is not None and (digest := canonical_link(line, chain_json, *expect)) is not None:
+    ``canonical_link`` proves the line is the RFC 8785 form of a sealed record (see audit/chain.py), but only for a
+    seq below ``sealed`` (``sealed_size``). Past it no checkpoint vouches for the hash the line carries: its writer
+    chose it, so the line is parsed in full."""
+    if expect is not None and expect[0] < sealed and (digest := canonical_link(line, chain_json, *expect)):
         return Rec(expect[0], digest, expect[1], True, digest, arrival)
     link = peek_link(line, chain_json)
-    if link is not None and link != expect and (digest := canonical_link(line, chain_json, *link)) is not None:
+    if link is not None and link[0] < sealed and link != expect \
+            and (digest := canonical_link(line, chain_json, *link)) is not None:
         return Rec(link[0], digest, link[1], True, digest, arrival)
     return _parse_full(line, arrival, chain_json)
+
+
+def sealed_size(chain_id: str, checkpoints: Iterable[str], key: Ed25519PublicKey) -> int:
+    """The size of the largest checkpoint of ``chain_id`` signed by ``key``: the records below it are vouched for
+    (by its head hash and the links up to it), those from it on are the unsealed tail (``parse_record``)."""
+    return _Checkpoints(chain_id, checkpoints, key, Report(chain_id)).max_size
+
+
+def parses_as_record(line: bytes, chain_json: bytes) -> bool:
+    """``line`` read in full is a valid record of the chain (what ``canonical_link`` took it for)."""
+    item = _parse_full(line, 0, chain_json)
+    return isinstance(item, Rec) and item.valid
 
 
 def _parse_full(line: bytes, arrival: int, chain_json: bytes) -> Rec | Finding:
@@ -610,11 +626,12 @@ class _Region:
         self.machine = _Machine(walker, window)
         self.flagger = _Flagger(self.machine.push)
         self.chain_json = chain_json
+        self.sealed = walker.cps.max_size
 
     def feed(self, lines: list[bytes], arrival: int) -> None:
         expect: tuple[int, str] | None = None
         for line in lines:
-            item = parse_record(line, arrival, self.chain_json, expect)
+            item = parse_record(line, arrival, self.chain_json, expect, self.sealed)
             arrival += 1
             if isinstance(item, Finding):
                 self.machine.push(item)

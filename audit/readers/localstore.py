@@ -35,6 +35,7 @@ from audit.verify import (
     VerifyError,
     flag_misplaced,
     parse_record,
+    parses_as_record,
     peek_link,
     scan_chunk,
 )
@@ -191,14 +192,15 @@ def _lines(seg: Segment) -> Iterator[bytes]:
             yield line[:-1]
 
 
-def records(lay: Layout) -> Iterator[Rec | Finding]:
-    """Every line as a record (file order, misplacement flagged) or a finding, then the layout's findings."""
+def records(lay: Layout, sealed: int = 0) -> Iterator[Rec | Finding]:
+    """Every line as a record (file order, misplacement flagged) or a finding, then the layout's findings.
+    ``sealed``: lines of a seq below it may be checked without parsing (``verify.parse_record``)."""
     lines = (line for seg in lay.segments for line in _lines(seg))
-    yield from records_of_lines(lines, lay.chain)
+    yield from records_of_lines(lines, lay.chain, sealed)
     yield from lay.findings
 
 
-def records_of_lines(lines: Iterable[bytes], chain: str) -> Iterator[Rec | Finding]:
+def records_of_lines(lines: Iterable[bytes], chain: str, sealed: int = 0) -> Iterator[Rec | Finding]:
     """Stored lines of ``chain`` as records (file order, misplacement flagged), then the lines' findings."""
     chain_json = canonicalize(chain)
     found: list[Finding] = []
@@ -206,7 +208,7 @@ def records_of_lines(lines: Iterable[bytes], chain: str) -> Iterator[Rec | Findi
     def parsed() -> Iterator[Rec]:
         expect: tuple[int, str] | None = None
         for arrival, line in enumerate(lines):
-            item = parse_record(line, arrival, chain_json, expect)
+            item = parse_record(line, arrival, chain_json, expect, sealed)
             if isinstance(item, Finding):
                 found.append(item)
                 expect = None
@@ -235,6 +237,18 @@ def tail(lay: Layout, first: int) -> Iterator[tuple[int, Any]]:
                 continue
             if type(seq) is int and seq >= first:
                 yield seq, doc.get("@timestamp")
+
+
+def unsealed_lines_are_records(lay: Layout, sealed: int) -> bool:
+    """Every line from seq ``sealed`` on, read in full, is the record the fast path took it for: past the last
+    checkpoint a line's hash is its writer's choice, which ``canonical_link`` alone cannot refute."""
+    chain_json = canonicalize(lay.chain)
+    for seg in tree_segments(lay, sealed):
+        for line in _lines(seg):
+            link = peek_link(line, chain_json)  # only such lines can have taken the shortcut
+            if link is not None and link[0] >= sealed and not parses_as_record(line, chain_json):
+                return False
+    return True
 
 
 def seq_lines(lay: Layout, first: int) -> Iterator[tuple[int, bytes]]:
