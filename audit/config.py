@@ -127,8 +127,6 @@ def validate(settings: ShipSettings) -> ShipSettings:
         raise ConfigError("es.password-file needs es.username")
     if settings.es_password_file and settings.es_api_key_file:
         raise ConfigError("give es.api-key-file or es.username/es.password-file, not both")
-    if settings.witness_urls and settings.store is None:
-        raise ConfigError("witness.urls needs store: cosignatures are stored and proven from the local store")
     if any(c.isspace() or c in "+/" for c in settings.chain):
         raise ConfigError(f"chain: {settings.chain!r} must not contain whitespace, '+' or '/'")
     return settings

@@ -27,6 +27,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
 import ssl
@@ -50,6 +51,7 @@ from audit.estiles import EsTileReader, edge_size, tile_fields, tile_id, tile_of
 from audit.merkle import leaf_hash
 from audit.sinks import SinkConflict
 from audit.tiles import TileError, TileWriter
+from audit.witness import Witnesses
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +113,9 @@ def checkpoint_template(namespace: str) -> dict[str, Any]:
                 # the Merkle tree's C2SP tiles (audit/estiles.py): found by level and index, bytes only in _source
                 "tile": {"properties": {"level": {"type": "long"}, "index": {"type": "long"},
                                         "width": {"type": "long"}, "hashes": {"type": "binary"}}},
+                # witnesses' cosignature lines of the tree checkpoint of ``size`` (C2SP tlog-cosignature)
+                "cosignature": {"properties": {"size": {"type": "long"}, "witness": keyword,
+                                               "lines": {"type": "keyword", "index": False, "doc_values": False}}},
             }},
         },
     }
@@ -226,7 +231,8 @@ class ElasticsearchSink:
 
     name = "elasticsearch"
 
-    def __init__(self, client: Elasticsearch, chain_id: str, namespace: str = "default") -> None:
+    def __init__(self, client: Elasticsearch, chain_id: str, namespace: str = "default",
+                 witnesses: tuple[str, ...] = ()) -> None:
         self.client, self.chain_id, self.namespace = client, chain_id, namespace
         self.stream = data_stream_name(namespace)
         self.checkpoint_stream = checkpoint_stream_name(self.stream)
@@ -244,6 +250,8 @@ class ElasticsearchSink:
         self._unsent: dict[tuple[int, int], bytes] = {}
         self._edge: dict[int, tuple[int, bytes]] = {}  # level -> the rightmost stored tile, from the ceiling query
         self._tiles_off = ""  # why this chain gets no tiles (its first records are gone), logged once
+        self.witnessing = EsWitnessing(self, witnesses)
+        self.tree_sizes: tuple[int, dict[str, int]] | None = None  # signed, {witness: cosigned}: metrics
 
     def prepare(self) -> None:
         """Check, read-only and once, that an administrator's ``tee-audit setup`` is in place (templates of this
@@ -270,6 +278,21 @@ class ElasticsearchSink:
                 self._ceiling = (max([seqs, *(seq for seq, _ in records)]),
                                  max([sizes, *(cp["size"] for cp in checkpoints)]))
             raise
+        self._witness([cp["note"] for cp in checkpoints])
+
+    def _witness(self, notes: list[str]) -> None:
+        """Offer the newest tree checkpoint to the witnesses once its records and tiles are stored, with a
+        consistency proof from the tiles. A witness that fails does not hold up the records: the next one retries."""
+        trees = [note for note in (_tree_note(text) for text in notes) if note is not None]
+        if not trees or self.tree is None:
+            return
+        size, text = trees[-1]
+        witnessed: dict[str, int] = {}
+        if self.witnessing.urls:
+            refresh(self.client, self.checkpoint_stream)  # the tiles just written, for the proof's searches
+            witnessed = self.witnessing.submit(text, EsTileReader(self._fetch, self.checkpoint_stream,
+                                                                  self.chain_id, ahead=16).subtree)
+        self.tree_sizes = (size, {url: witnessed.get(url, 0) for url in self.witnessing.urls})
 
     def _bulk(self, records: list[tuple[int, bytes]], checkpoints: list[dict[str, Any]]) -> None:
         items = [Item(doc_id(self.chain_id, seq), self.stream, doc) for seq, doc in records]
@@ -337,10 +360,11 @@ class ElasticsearchSink:
             if self.tree is None and self._ceiling is not None:  # the first time: the ceiling query read the edge
                 for level, (index, data) in self._edge.items():
                     reader.seed(level, index, data)
-                size = edge_size(self._edge.get(0))
-            else:
+                size, seqs = edge_size(self._edge.get(0)), self._ceiling[0]
+            else:  # again (a batch past the tree): what is stored now (the query refreshes both streams first)
+                seqs = self._stored_ceiling()[0]
                 size = reader.size()
-            stored = max(last, self._ceiling[0] if self._ceiling is not None else self._stored_ceiling()[0]) + 1
+            stored = max(last, seqs) + 1
             if size > stored:  # planted: no tile of ours can be ahead of the records it is written after
                 raise SinkConflict(self.name, [tile_id(self.chain_id, 0, (size - 1) // 256, (size - 1) % 256 + 1)],
                                    f"the tiles describe {size} records, the data stream holds {stored}")
@@ -441,7 +465,9 @@ class ElasticsearchSink:
                              "_source": ["chain", "tile"]}}
         body = {"size": 0, "track_total_hits": False, "query": {"term": {"chain.id": self.chain_id}},
                 "aggs": {"seq": {"max": {"field": "chain.seq"}}, "size": {"max": {"field": "checkpoint.size"}},
-                         "tiles": {"terms": {"field": "tile.level", "size": 64}, "aggs": {"top": edge}}}}
+                         "tiles": {"terms": {"field": "tile.level", "size": 64}, "aggs": {"top": edge}},
+                         "cosigned": {"terms": {"field": "cosignature.witness", "size": 1000},
+                                      "aggs": {"size": {"max": {"field": "cosignature.size"}}}}}}
         try:
             refresh(self.client, self._both)
             aggs = request(self.client, "POST", f"/{self._both}/_search?ignore_unavailable=true",
@@ -457,6 +483,7 @@ class ElasticsearchSink:
             found = tile_of(hit["_source"], self.chain_id, hit["_id"])
             if found is not None:
                 self._edge[found[0]] = found[1:]
+        self.witnessing.known = {b["key"]: int(b["size"]["value"]) for b in aggs["cosigned"]["buckets"]}
         return (int(aggs["seq"]["value"]) if aggs["seq"]["value"] is not None else -1,
                 int(aggs["size"]["value"]) if aggs["size"]["value"] is not None else -1)
 
@@ -554,6 +581,42 @@ class Slot:
             return record_hash(source) == self.digest
         except (CanonicalError, TypeError, ValueError, KeyError):
             return False
+
+
+class EsWitnessing(Witnesses):
+    """Cosignatures kept as create-only documents in the checkpoint stream, ``_id`` =
+    ``<chain>:cosignature:<size>:<first 16 hex of SHA-256(lines)>`` (content-addressed: a replay meets a 409 over
+    the same lines, read back and compared). The size each witness cosigned last comes from them, with the
+    sink's start-up query (a forged larger one only makes the witness answer 409 with the size it knows)."""
+
+    def __init__(self, sink: ElasticsearchSink, urls: tuple[str, ...]) -> None:
+        self.sink, self.urls = sink, urls
+        self.known: dict[str, int] = {}
+
+    def state(self) -> dict[str, int]:
+        return dict(self.known)
+
+    def keep(self, url: str, size: int, lines: str, state: dict[str, int]) -> None:
+        sink = self.sink
+        ident = f"{sink.chain_id}:cosignature:{size}:{hashlib.sha256(lines.encode()).hexdigest()[:16]}"
+        fields = {"chain": {"id": sink.chain_id}, "cosignature": {"size": size, "witness": url, "lines": lines}}
+        doc = json.dumps({"@timestamp": utc(time.time()), **fields}).encode()
+        for index, _ in sink._send([Item(ident, sink.checkpoint_stream, doc)]):
+            stored = request(sink.client, "POST", f"/{index}/_mget", {"ids": [ident]})["docs"][0]
+            source = stored.get("_source") or {}
+            if {k: source.get(k) for k in fields} != fields:
+                raise SinkConflict(sink.name, [ident], "a cosignature document with this _id exists and is not "
+                                   "the witness's answer")
+        self.known = dict(state)
+
+
+def _tree_note(text: str) -> tuple[int, str] | None:
+    """``(size, text)`` of a tree checkpoint (it carries the chain head line), None for anything else."""
+    try:
+        note = ckpt.parse(text)
+    except ckpt.CheckpointError:
+        return None
+    return (note.size, text) if note.head is not None else None
 
 
 class _Gap(Exception):
