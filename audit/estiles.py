@@ -71,8 +71,13 @@ class EsTileReader(TileReader):
         body = {"size": size, "track_total_hits": False, "_source": ["chain", "tile"],
                 "query": {"bool": {"filter": [{"term": {"chain.id": self.chain_id}}, {"term": {"tile.level": level}},
                                               {"range": {"tile.index": index_range}}]}},
-                "collapse": {"field": "tile.index"}, "sort": [{"tile.index": order}, {"tile.width": "desc"}]}
-        hits = self.fetch("POST", f"/{self.stream}/_search?ignore_unavailable=true", body)["hits"]["hits"]
+                "collapse": {"field": "tile.index"},
+                "sort": [{"tile.index": {"order": order, "unmapped_type": "long"}},
+                         {"tile.width": {"order": "desc", "unmapped_type": "long"}}]}
+        answer = self.fetch("POST", f"/{self.stream}/_search?ignore_unavailable=true", body)
+        if (answer.get("_shards") or {}).get("failed"):
+            raise TileError(f"the search for tiles failed on some shard: {str(answer['_shards'])[:300]}")
+        hits = answer["hits"]["hits"]
         out = []
         for hit in hits:
             found = tile_of(hit.get("_source"), self.chain_id, hit.get("_id"))

@@ -114,6 +114,7 @@ def install(client: Elasticsearch, url: str, namespace: str, retention: str) -> 
         request(client, "PUT", f"/_index_template/{want.name}", want.body)
         yield f"template {want.name}: {_change(stored, want)}"
     yield _lifecycle(client, data_stream_name(namespace), retention)
+    yield _checkpoint_mapping(client, checkpoint_stream_name(data_stream_name(namespace)), namespace)
 
 
 def _change(stored: dict[str, Any] | None, want: Wanted) -> str:
@@ -148,6 +149,15 @@ def _lifecycle(client: Elasticsearch, stream: str, retention: str) -> str:
                    "stays as it was created"
         raise
     return f"data stream {stream}: retention set to {retention}"
+
+
+def _checkpoint_mapping(client: Elasticsearch, stream: str, namespace: str) -> str:
+    """A template's mappings only reach backing indices created after it: the checkpoint stream (never rolled over
+    by a lifecycle) gets new fields (the tiles, the cosignatures) on its existing indices here."""
+    if not _exists(client, stream):
+        return f"data stream {stream}: not created yet"
+    request(client, "PUT", f"/{stream}/_mapping", checkpoint_template(namespace)["template"]["mappings"])
+    return f"data stream {stream}: mapping up to date"
 
 
 def _exists(client: Elasticsearch, stream: str) -> bool:

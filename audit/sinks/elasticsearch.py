@@ -360,11 +360,11 @@ class ElasticsearchSink:
             if self.tree is None and self._ceiling is not None:  # the first time: the ceiling query read the edge
                 for level, (index, data) in self._edge.items():
                     reader.seed(level, index, data)
-                size, seqs = edge_size(self._edge.get(0)), self._ceiling[0]
-            else:  # again (a batch past the tree): what is stored now (the query refreshes both streams first)
-                seqs = self._stored_ceiling()[0]
-                size = reader.size()
-            stored = max(last, seqs) + 1
+                # tiles are written after their records: none of ours is past what was stored before this batch
+                size, stored = edge_size(self._edge.get(0)), self._ceiling[0] + 1
+            else:  # again (this batch starts past the tree): none of ours is past where this batch starts
+                refresh(self.client, self.checkpoint_stream)
+                size, stored = reader.size(), last if first is None else first
             if size > stored:  # planted: no tile of ours can be ahead of the records it is written after
                 raise SinkConflict(self.name, [tile_id(self.chain_id, 0, (size - 1) // 256, (size - 1) % 256 + 1)],
                                    f"the tiles describe {size} records, the data stream holds {stored}")
@@ -461,8 +461,9 @@ class ElasticsearchSink:
     def _stored_ceiling(self) -> tuple[int, int]:
         """The highest ``chain.seq`` and checkpoint size of this chain in the data stream (all backing indices)."""
         # the rightmost tile of each level comes along: the tree's size and right edge without another request
-        edge = {"top_hits": {"size": 1, "sort": [{"tile.index": "desc"}, {"tile.width": "desc"}],
-                             "_source": ["chain", "tile"]}}
+        edge = {"top_hits": {"size": 1, "_source": ["chain", "tile"],
+                             "sort": [{"tile.index": {"order": "desc", "unmapped_type": "long"}},
+                                      {"tile.width": {"order": "desc", "unmapped_type": "long"}}]}}
         body = {"size": 0, "track_total_hits": False, "query": {"term": {"chain.id": self.chain_id}},
                 "aggs": {"seq": {"max": {"field": "chain.seq"}}, "size": {"max": {"field": "checkpoint.size"}},
                          "tiles": {"terms": {"field": "tile.level", "size": 64}, "aggs": {"top": edge}},
@@ -470,8 +471,9 @@ class ElasticsearchSink:
                                       "aggs": {"size": {"max": {"field": "cosignature.size"}}}}}}
         try:
             refresh(self.client, self._both)
-            aggs = request(self.client, "POST", f"/{self._both}/_search?ignore_unavailable=true",
-                           body).get("aggregations")
+            answer = request(self.client, "POST", f"/{self._both}/_search?ignore_unavailable=true", body)
+            aggs = answer.get("aggregations")
+            _all_shards(answer)
         except EsError as exc:
             if exc.reason != "http_404":
                 raise
@@ -581,6 +583,15 @@ class Slot:
             return record_hash(source) == self.digest
         except (CanonicalError, TypeError, ValueError, KeyError):
             return False
+
+
+def _all_shards(answer: dict[str, Any]) -> None:
+    """A search that failed on some shard answers 200 with what the others found: not an answer to rely on."""
+    shards = answer.get("_shards") or {}
+    if shards.get("failed"):
+        reason = (shards.get("failures") or [{}])[0].get("reason")
+        raise EsError("search_shards", f"a search failed on {shards['failed']} shard(s): {_brief({'error': reason})}",
+                      True)
 
 
 class EsWitnessing(Witnesses):
