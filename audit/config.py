@@ -94,7 +94,7 @@ OPTIONS: tuple[Option, ...] = (
            bound="positive"),
     Option("verify.every-seconds", "verify_every_seconds",
            "Re-verify what each sink holds this often (tee_audit_chain_intact).", bound="positive"),
-    Option("witness.urls", "witness_urls", "Comma-separated C2SP tlog-witness URLs that cosign the local store's "
+    Option("witness.urls", "witness_urls", "Comma-separated C2SP tlog-witness URLs that cosign the sinks' "
            "tree checkpoints (docs/audit.md, Transparency log)."),
     Option("web.listen-address", "web_listen_address", "Address for the tee_audit_* metrics."),
     Option("web.config.file", "web_config_file",
