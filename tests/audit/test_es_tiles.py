@@ -248,3 +248,19 @@ def test_tiles_of_a_chain_shipped_before_tiles_are_rebuilt_from_its_records(eslo
     code, report = eslog.verify()
     assert (code, report["findings"]) == (0, []), report
     assert f"h1:{tile_path(0, 1, 144)}" in es_tiles(eslog.url, eslog.namespace)  # each stored once
+
+
+def test_setup_gives_an_existing_checkpoint_stream_the_tile_fields(elasticsearch: str, es_namespace: str) -> None:
+    """A checkpoint stream created before tiles (no lifecycle rolls it over) gets their mapping from setup."""
+    from audit.sinks.elasticsearch import checkpoint_template
+
+    es = Elasticsearch(elasticsearch)
+    stream = checkpoint_stream_name(data_stream_name(es_namespace))
+    old = checkpoint_template(es_namespace)
+    for field in ("tile", "cosignature"):
+        del old["template"]["mappings"]["properties"][field]
+    es.indices.put_index_template(name=stream, **old)
+    es.index(index=stream, op_type="create", document={"@timestamp": "2026-11-28T00:00:00Z", "chain": {"id": "x"}})
+    assert "tile" not in next(iter(es.indices.get_mapping(index=stream).values()))["mappings"]["properties"]
+    assert f"data stream {stream}: mapping up to date" in es_setup(elasticsearch, es_namespace)
+    assert "tile" in next(iter(es.indices.get_mapping(index=stream).values()))["mappings"]["properties"]
