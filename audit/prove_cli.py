@@ -148,8 +148,8 @@ def _proven(copies: list[bytes], seq: int, proof: list[bytes], note: cp.Checkpoi
         except merkle.ProofError:
             continue
         return line
-    raise ProveError(f"no stored copy of record {seq} is the one the checkpoint's tree holds (modified?); run "
-                     "`tee-audit verify --es`")
+    raise ProveError(f"record {seq} and the tiles do not lead to the checkpoint's root (one of them was modified); "
+                     "run `tee-audit verify --es`")
 
 
 def run_prove(store: Path | None, conn: EsOptions, chain: str | None, seq: int, note: Path | None,

@@ -205,8 +205,8 @@ def test_no_receipt_from_tiles_that_do_not_give_the_signed_root(eslog: EsLog) ->
     eslog.es.update(index=hit["_index"], id=hit["_id"], refresh=True,
                     doc={"tile": {"hashes": base64.b64encode(bytes(data)).decode()}})
     proc = eslog.prove(17)
-    assert proc.returncode == 2 and "no stored copy of record 17 is the one the checkpoint's tree holds" in \
-        proc.stderr, proc.stderr
+    assert proc.returncode == 2 and "record 17 and the tiles do not lead to the checkpoint's root" in proc.stderr, \
+        proc.stderr
 
 
 # -- crash safety ------------------------------------------------------------------------------------------------
@@ -264,3 +264,35 @@ def test_setup_gives_an_existing_checkpoint_stream_the_tile_fields(elasticsearch
     assert "tile" not in next(iter(es.indices.get_mapping(index=stream).values()))["mappings"]["properties"]
     assert f"data stream {stream}: mapping up to date" in es_setup(elasticsearch, es_namespace)
     assert "tile" in next(iter(es.indices.get_mapping(index=stream).values()))["mappings"]["properties"]
+
+
+def test_no_receipt_for_a_record_modified_in_elasticsearch(eslog: EsLog) -> None:
+    eslog.es.indices.refresh(index=eslog.stream)
+    rec = eslog.es.search(index=eslog.stream, query={"term": {"chain.seq": 17}}, seq_no_primary_term=True
+                          )["hits"]["hits"][0]
+    eslog.es.index(index=rec["_index"], id=rec["_id"], document=dict(rec["_source"], message="edited"),
+                   refresh=True, if_seq_no=rec["_seq_no"], if_primary_term=rec["_primary_term"])
+    proc = eslog.prove(17)
+    assert proc.returncode == 2 and "record 17 and the tiles do not lead to the checkpoint's root" in proc.stderr, \
+        proc.stderr
+    assert eslog.prove(18).returncode == 0
+
+
+def test_a_checkpoint_document_an_older_version_wrote_is_ours_when_a_replay_meets_it() -> None:
+    """Before tiles, a tree checkpoint's document held the chain head in ``checkpoint.root``: a replay after the
+    upgrade meets it and must take it for ours, and nothing else."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from audit import checkpoint as cp
+    from audit.sinks.elasticsearch import ElasticsearchSink, utc
+
+    head = "ab" * 32
+    note = cp.sign_tree(Ed25519PrivateKey.generate(), "h1", 3, b"\x01" * 32, head)
+    sink = ElasticsearchSink(Elasticsearch("http://127.0.0.1:9"), "h1")
+    slot = sink._expected([], [{"size": 3, "hash": head, "t": 0.0, "note": note}])["h1:checkpoint:3"]
+    doc = {"@timestamp": utc(0.0), "chain": {"id": "h1"}, "checkpoint": {"size": 3, "note": note}}
+    new = {**doc, "checkpoint": {**doc["checkpoint"], "root": "01" * 32, "head": head}}
+    legacy = {**doc, "checkpoint": {**doc["checkpoint"], "root": head}}
+    assert slot.holds(new, "h1") and slot.holds(legacy, "h1")
+    assert not slot.holds({**legacy, "checkpoint": {**legacy["checkpoint"], "head": head}}, "h1")
+    assert not slot.holds({**new, "checkpoint": {**new["checkpoint"], "root": head}}, "h1")
