@@ -287,11 +287,14 @@ class ElasticsearchSink:
         if not trees or self.tree is None:
             return
         size, text = trees[-1]
-        witnessed: dict[str, int] = {}
+        witnessed = self.witnessing.state()
         if self.witnessing.urls:
-            refresh(self.client, self.checkpoint_stream)  # the tiles just written, for the proof's searches
-            witnessed = self.witnessing.submit(text, EsTileReader(self._fetch, self.checkpoint_stream,
-                                                                  self.chain_id, ahead=16).subtree)
+            try:
+                refresh(self.client, self.checkpoint_stream)  # the tiles just written, for the proof's searches
+                witnessed = self.witnessing.submit(text, EsTileReader(self._fetch, self.checkpoint_stream,
+                                                                      self.chain_id, ahead=16).subtree)
+            except EsError as exc:  # reading the proof or keeping a cosignature: the next checkpoint tries again
+                log.warning("witnessing failed", extra={"sink": self.name, "size": size, "error": str(exc)})
         self.tree_sizes = (size, {url: witnessed.get(url, 0) for url in self.witnessing.urls})
 
     def _bulk(self, records: list[tuple[int, bytes]], checkpoints: list[dict[str, Any]]) -> None:
