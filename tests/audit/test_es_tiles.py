@@ -14,9 +14,11 @@ from typing import Any
 import pytest
 from elasticsearch import Elasticsearch
 
+from audit import checkpoint as cp
 from audit.sinks.elasticsearch import checkpoint_stream_name, data_stream_name
 from audit.tiles import tile_path
 from tests.audit.kit import TEE_AUDIT, es_setup, keys, ship_once, shipped_seq, verify_json, write_journal
+from tests.fixtures.litewitness import Litewitness
 
 pytestmark = pytest.mark.elasticsearch
 
@@ -118,8 +120,6 @@ def eslog(tmp_path: Path, elasticsearch: str, es_namespace: str) -> EsLog:
 
 # -- checkpoint documents ----------------------------------------------------------------------------------------
 def test_tree_checkpoint_documents_hold_the_merkle_root_and_the_chain_head_apart(eslog: EsLog) -> None:
-    from audit import checkpoint as cp
-
     docs = eslog.docs("checkpoint.size")
     assert len(docs) == 3
     for doc in docs:
@@ -211,15 +211,18 @@ def test_no_receipt_from_tiles_that_do_not_give_the_signed_root(eslog: EsLog) ->
 
 # -- crash safety ------------------------------------------------------------------------------------------------
 def test_kill_9_while_tiles_are_written_then_rerun_leaves_them_intact_and_unduplicated(
-        tmp_path: Path, elasticsearch: str, es_namespace: str) -> None:
+        tmp_path: Path, elasticsearch: str, es_namespace: str, litewitness: Litewitness) -> None:
+    """Witnessed too: after the rerun the witness has cosigned the whole log, proofs from the tiles accepted."""
     key, public = keys(tmp_path / "keys")
+    litewitness.register("tee-audit/h1", cp.vkey("tee-audit/h1", cp.load_public(public)))
     journal, spool = tmp_path / "journal.jsonl", tmp_path / "spool"
     events = 3000
     write_journal(journal, events)
     es_setup(elasticsearch, es_namespace)
     cmd = [*TEE_AUDIT, "ship", "--once", "--source", str(journal), "--es", elasticsearch, "--es.namespace",
            es_namespace, "--signing-key", str(key), "--spool.dir", str(spool), "--chain", "h1",
-           "--checkpoint.every-records", "100", "--es.batch-size", "150", "--log.level", "error"]
+           "--checkpoint.every-records", "100", "--es.batch-size", "150", "--log.level", "error",
+           "--witness.urls", litewitness.url]
     for i in range(5):
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         mark = (i + 1) * events // 7
@@ -237,6 +240,7 @@ def test_kill_9_while_tiles_are_written_then_rerun_leaves_them_intact_and_undupl
     code, report = verify_json("--es", elasticsearch, "--data-stream", data_stream_name(es_namespace),
                                "--public-key", str(public))
     assert (code, report["records"], report["findings"]) == (0, events, []), report
+    assert litewitness.known("tee-audit/h1")[0] == events
 
 
 def test_tiles_of_a_chain_shipped_before_tiles_are_rebuilt_from_its_records(eslog: EsLog) -> None:
@@ -283,7 +287,6 @@ def test_a_checkpoint_document_an_older_version_wrote_is_ours_when_a_replay_meet
     upgrade meets it and must take it for ours, and nothing else."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from audit import checkpoint as cp
     from audit.sinks.elasticsearch import ElasticsearchSink, utc
 
     head = "ab" * 32

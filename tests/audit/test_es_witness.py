@@ -5,6 +5,7 @@ is refused by the witness and caught as a fork through the cosigned checkpoint a
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from elasticsearch import Elasticsearch
 from audit import checkpoint as cp
 from audit.sinks.elasticsearch import ElasticsearchSink, checkpoint_stream_name, data_stream_name
 from audit.witness import WitnessError, add_checkpoint
-from tests.audit.kit import keys, ship_once, verify_json, write_journal
+from tests.audit.kit import TEE_AUDIT, keys, ship_once, verify_json, write_journal
 from tests.fixtures.litewitness import Litewitness
 
 pytestmark = pytest.mark.elasticsearch
@@ -77,6 +78,16 @@ def test_the_es_sink_gets_checkpoints_cosigned_and_keeps_the_cosignatures(host: 
     assert code == 0 and report["witnessed_size"] == 550, report
     sizes = [d["cosignature"]["size"] for d in host.docs("cosignature.size")]
     assert sizes[0] == 300 and sizes[-1] == 550 and sizes == sorted(set(sizes)), sizes
+    receipt = host.tmp / "receipt"
+    proc = subprocess.run([*TEE_AUDIT, "prove", "--es", host.url, "--data-stream", host.stream, "--seq", "17",
+                           "--out", str(receipt)], capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    print(f"receipt from Elasticsearch with one cosignature: {len(receipt.read_bytes())} bytes")
+    assert len(receipt.read_bytes()) < 2048
+    proc = subprocess.run([*TEE_AUDIT, "verify-proof", str(receipt), "--public-key", str(host.public_file),
+                           "--witness-key", host.witness.vkey], capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert proc.returncode == 0 and f"cosigned by {host.witness.name}" in proc.stdout, proc.stdout + proc.stderr
 
 
 def test_witnessed_size_is_exposed_for_the_metric(host: Host) -> None:
