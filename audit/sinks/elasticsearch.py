@@ -18,7 +18,9 @@
   ``_source`` by default, which may rewrite a stored document and so break its hash. Unknown fields are kept in
   ``_source`` but not indexed (``dynamic: false``), so no event can ever hit a mapping conflict.
 - Checkpoints go to their own data stream without retention (``checkpoint_stream_name``): they must outlive the
-  records they cover. Reading for ``verify`` is audit/readers/elasticsearch.py.
+  records they cover. So do the records' Merkle tiles (audit/estiles.py: written after the records of a batch that
+  carries a checkpoint, caught up from the stored records on start) and the witnesses' cosignatures
+  (``EsWitnessing``), both create-only documents there. Reading for ``verify`` is audit/readers/elasticsearch.py.
 - The sink writes no template: ``tee-audit setup`` (audit/setup.py) installs them with an administrator's
   credential, and ``prepare`` checks, read-only, that it did before the first write. A failure whose cause is the
   configuration (TLS, credentials) carries a ``hint`` saying what to fix; no secret is ever part of an error.
