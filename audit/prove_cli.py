@@ -61,14 +61,7 @@ def prove_store(store: Path, chain: str | None, seq: int, note_text: str | None 
         raise ProveError(str(exc)) from None
     chain_dir = Path(store) / lay.chain
     text = note_text if note_text is not None else _newest_tree_note(lay.notes)
-    try:
-        note = cp.parse(text)
-    except (cp.CheckpointError, UnicodeError) as exc:
-        raise ProveError(f"the checkpoint cannot be read: {exc}") from None
-    if note.origin != cp.origin_for(lay.chain):
-        raise ProveError(f"the checkpoint is of {note.origin!r}, not of chain {lay.chain!r}")
-    if not 0 <= seq < note.size:
-        raise ProveError(f"the checkpoint of size {note.size} does not cover seq {seq}")
+    note = _note_for(text, lay.chain, seq)
     line = store_reader.find_record(lay, seq)
     if line is None:
         raise ProveError(f"record {seq} is not in the store (deleted, or the store needs `tee-audit verify`)")

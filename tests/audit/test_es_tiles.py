@@ -299,3 +299,15 @@ def test_a_checkpoint_document_an_older_version_wrote_is_ours_when_a_replay_meet
     assert slot.holds(new, "h1") and slot.holds(legacy, "h1")
     assert not slot.holds({**legacy, "checkpoint": {**legacy["checkpoint"], "head": head}}, "h1")
     assert not slot.holds({**new, "checkpoint": {**new["checkpoint"], "root": head}}, "h1")
+
+
+def test_a_narrower_partial_tile_left_beside_ours_is_never_read(eslog: EsLog) -> None:
+    """Stale partial tiles stay (the shipper cannot delete): a reader takes the widest of a tile index, so a
+    narrower one, even forged, changes no proof, no verify and no later write."""
+    eslog.plant(f"h1:{tile_path(0, 1, 20)}", forged_tile(0, 1, 20))  # ours at that index is 44 wide
+    code, report = eslog.verify()
+    assert (code, report["findings"]) == (0, []), report
+    assert eslog.prove(280).returncode == 0
+    assert eslog.ship(100) == 0
+    code, report = eslog.verify()
+    assert (code, report["findings"]) == (0, []), report
