@@ -206,8 +206,6 @@ def _verify_es_chain(client: Any, stream: str, chain: str, key: Ed25519PublicKey
     walk = TreeWalk(floor, trees, reader.tiles(client, stream, chain, ahead=256)) if trees else None
     stored = reader.records(client, stream, chain, tap=walk.add if walk else None)
     report = verify(chain, stored, notes, key, trusted, progress=progress, window=0, floor=floor)
-    if walk is not None:
-        add_findings(report, walk.finish())
     if report.records == 0 and not notes and trusted is None:
         raise VerifyError(f"{stream}: no records and no checkpoints of chain {chain!r}")
     report.failure_store = reader.failures(client, stream, chain)
@@ -216,6 +214,8 @@ def _verify_es_chain(client: Any, stream: str, chain: str, key: Ed25519PublicKey
         seal_by_witnesses(report, policy, notes, key, lambda size: cosigs.get(size, ""))
     first = report.last_seq - report.unsealed_tail + 1
     judge_tail(report, promise, time.time() if now is None else now, reader.tail(client, stream, chain, first))
+    if walk is not None:  # after the tail is judged, as for the store: findings there explain the tiles' ones
+        add_findings(report, walk.finish())
     return report
 
 
