@@ -85,7 +85,7 @@ def ship(ctx: click.Context, config_file: Path | None, **flags: Any) -> None:
                    "it, else a 'fork' finding. Repeatable.")
 @click.option("--policy", type=_PATH,
               help="Witness policy (log, witness <name> <vkey>, quorum <n>): a checkpoint without the quorum of "
-                   "cosignatures does not seal its records. With --store.")
+                   "cosignatures does not seal its records.")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable findings.")
 def verify(store: Path | None, es: str | None, data_stream: str | None, es_ca_file: Path | None,
            es_api_key_file: Path | None, es_username: str | None, es_password_file: Path | None,
@@ -144,17 +144,26 @@ def show(note: Path, public_key: Path | None) -> None:
 
 
 @main.command()
-@click.option("--store", type=_PATH, required=True, help="Local store directory holding the record and its tiles.")
+@click.option("--store", type=_PATH, help="Local store directory holding the record and its tiles.")
+@click.option("--es", help="Elasticsearch URL holding the record and its tiles.")
+@click.option("--data-stream", help="Data stream to read. [default: logs-tee.audit-default]")
+@click.option("--es.ca-file", "es_ca_file", type=_PATH, help="CA bundle for the Elasticsearch certificate.")
+@click.option("--es.api-key-file", "es_api_key_file", type=_PATH, help="File holding an API key.")
+@click.option("--es.username", "es_username", help="User for basic auth.")
+@click.option("--es.password-file", "es_password_file", type=_PATH, help="File holding the password.")
 @click.option("--chain", help="Chain id. [default: the only chain present]")
 @click.option("--seq", type=click.IntRange(min=0), required=True, help="The record to prove.")
 @click.option("--checkpoint", "note", type=_PATH,
-              help="Tree checkpoint note to prove against. [default: the store's newest, with its cosignatures]")
+              help="Tree checkpoint note to prove against. [default: the newest stored, with its cosignatures]")
 @click.option("--out", type=_PATH, help="Write the receipt here. [default: stdout]")
-def prove(store: Path, chain: str | None, seq: int, note: Path | None, out: Path | None) -> None:
+def prove(store: Path | None, es: str | None, data_stream: str | None, es_ca_file: Path | None,
+          es_api_key_file: Path | None, es_username: str | None, es_password_file: Path | None, chain: str | None,
+          seq: int, note: Path | None, out: Path | None) -> None:
     """Write an offline receipt (C2SP tlog-proof) that record SEQ is in the signed, witnessed log."""
-    from audit.prove_cli import run_prove
+    from audit.prove_cli import EsOptions, run_prove
 
-    sys.exit(run_prove(store, chain, seq, note, out))
+    conn = EsOptions(es, data_stream, es_ca_file, es_api_key_file, es_username, es_password_file)
+    sys.exit(run_prove(store, conn, chain, seq, note, out))
 
 
 @main.command(name="verify-proof")

@@ -94,7 +94,7 @@ OPTIONS: tuple[Option, ...] = (
            bound="positive"),
     Option("verify.every-seconds", "verify_every_seconds",
            "Re-verify what each sink holds this often (tee_audit_chain_intact).", bound="positive"),
-    Option("witness.urls", "witness_urls", "Comma-separated C2SP tlog-witness URLs that cosign the local store's "
+    Option("witness.urls", "witness_urls", "Comma-separated C2SP tlog-witness URLs that cosign the sinks' "
            "tree checkpoints (docs/audit.md, Transparency log)."),
     Option("web.listen-address", "web_listen_address", "Address for the tee_audit_* metrics."),
     Option("web.config.file", "web_config_file",
@@ -127,8 +127,6 @@ def validate(settings: ShipSettings) -> ShipSettings:
         raise ConfigError("es.password-file needs es.username")
     if settings.es_password_file and settings.es_api_key_file:
         raise ConfigError("give es.api-key-file or es.username/es.password-file, not both")
-    if settings.witness_urls and settings.store is None:
-        raise ConfigError("witness.urls needs store: cosignatures are stored and proven from the local store")
     if any(c.isspace() or c in "+/" for c in settings.chain):
         raise ConfigError(f"chain: {settings.chain!r} must not contain whitespace, '+' or '/'")
     return settings

@@ -100,7 +100,9 @@ def _parse_version(text: str) -> tuple[int, ...]:
 
 
 def install(client: Elasticsearch, url: str, namespace: str, retention: str) -> Iterator[str]:
-    """Set Elasticsearch up for ``namespace``; yields one line per thing checked or done. Idempotent."""
+    """Set Elasticsearch up for ``namespace``; yields one line per thing checked or done. Idempotent. An existing
+    checkpoint stream gets the template's mappings too (the tiles' and cosignatures' fields, new with tee-audit
+    v2), as no lifecycle ever rolls it over to a backing index created from the new template."""
     version = _version(client)
     if _parse_version(version)[:2] < MIN_VERSION:
         raise NotSetUp(f"Elasticsearch {version} at {url} is older than {'.'.join(map(str, MIN_VERSION))}, the "
@@ -114,6 +116,9 @@ def install(client: Elasticsearch, url: str, namespace: str, retention: str) -> 
         request(client, "PUT", f"/_index_template/{want.name}", want.body)
         yield f"template {want.name}: {_change(stored, want)}"
     yield _lifecycle(client, data_stream_name(namespace), retention)
+    checkpoints = checkpoint_stream_name(data_stream_name(namespace))
+    if _exists(client, checkpoints):  # else its first write creates it from the template
+        yield _checkpoint_mapping(client, checkpoints, namespace)
 
 
 def _change(stored: dict[str, Any] | None, want: Wanted) -> str:
@@ -148,6 +153,13 @@ def _lifecycle(client: Elasticsearch, stream: str, retention: str) -> str:
                    "stays as it was created"
         raise
     return f"data stream {stream}: retention set to {retention}"
+
+
+def _checkpoint_mapping(client: Elasticsearch, stream: str, namespace: str) -> str:
+    """A template's mappings only reach backing indices created after it: the checkpoint stream (never rolled over
+    by a lifecycle) gets new fields (the tiles, the cosignatures) on its existing indices here."""
+    request(client, "PUT", f"/{stream}/_mapping", checkpoint_template(namespace)["template"]["mappings"])
+    return f"data stream {stream}: mapping up to date"
 
 
 def _exists(client: Elasticsearch, stream: str) -> bool:

@@ -375,7 +375,7 @@ def build_sinks(s: ShipSettings) -> list[Sink]:
         from audit.sinks import elasticsearch as es
 
         client = es.connect(s.es, s.es_ca_file, s.es_api_key_file, s.es_username, s.es_password_file)
-        sinks.append(es.ElasticsearchSink(client, s.chain, s.es_namespace))
+        sinks.append(es.ElasticsearchSink(client, s.chain, s.es_namespace, witnesses=s.witnesses))
     return sinks
 
 

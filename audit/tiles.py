@@ -197,6 +197,17 @@ class TileWriter:
         if len(above) == WIDTH:
             self._completed(level + 1)
 
+    def changes(self) -> list[tuple[int, int, bytes]]:
+        """``(level, index, hashes)`` of every tile changed since the last call (full ones first, then the right
+        edge, highest level first), forgotten here: for a store that writes them itself (Elasticsearch)."""
+        out = list(self._full)
+        for level in sorted(self._dirty, reverse=True):
+            if self.levels[level]:
+                out.append((level, (self.size >> (HEIGHT * level)) // WIDTH, b"".join(self.levels[level])))
+        self._full.clear()
+        self._dirty.clear()
+        return out
+
     def flush(self) -> None:
         """Write the tiles changed since the last flush, then the size, then drop what they superseded."""
         for level, index, data in self._full:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import closing
@@ -213,7 +213,7 @@ def add_findings(report: Report, findings: list[Finding]) -> None:
 
 def verify_es(conn: EsOptions, chain: str | None, key: Ed25519PublicKey, trusted: cp.Checkpoint | None,
               progress: bool = False, promise: Promise | None = None, now: float | None = None,
-              known: Sequence[Known] = ()) -> Report:
+              known: Sequence[Known] = (), policy: Policy | None = None) -> Report:
     from audit.readers import elasticsearch as reader
     from audit.sinks import elasticsearch as es
 
@@ -222,7 +222,7 @@ def verify_es(conn: EsOptions, chain: str | None, key: Ed25519PublicKey, trusted
     try:
         _refresh_quietly(client, stream)
         chain = chain or (trusted.chain_id if trusted else None) or _only_chain(reader.chains(client, stream), stream)
-        return _verify_es_chain(client, stream, chain, key, trusted, progress, promise, now, known)
+        return _verify_es_chain(client, stream, chain, key, trusted, progress, promise, now, known, policy)
     except es.EsError as exc:
         raise VerifyError(str(exc)) from None
     except (KeyError, TypeError, IndexError, AttributeError) as exc:
@@ -250,25 +250,43 @@ def _only_chain(names: list[str], stream: str) -> str:
 
 def _verify_es_chain(client: Any, stream: str, chain: str, key: Ed25519PublicKey, trusted: cp.Checkpoint | None,
                      progress: bool, promise: Promise | None, now: float | None,
-                     known: Sequence[Known] = ()) -> Report:
+                     known: Sequence[Known] = (), policy: Policy | None = None) -> Report:
     from audit.readers import elasticsearch as reader
 
     notes = reader.checkpoints(client, stream, chain)
     floor, _ = reader.retention_floor(client, stream, chain)
-    # Tree roots from the records need the tree from seq 0: Elasticsearch stores no tiles (docs/audit.md); past a
-    # retention floor or a trusted checkpoint the tree checkpoints' head lines still bind the records.
+    # the tree from the first record still stored: its frontier there, and what retention deleted, from the tiles
     trees = tree_notes(notes, chain, key, "store") + outside_notes(known, chain, key, None)
-    walk = TreeWalk(0, trees, None) if trees and floor == 0 and trusted is None else None
+    walk = TreeWalk(floor, trees, reader.tiles(client, stream, chain, ahead=256)) if trees else None
     stored = reader.records(client, stream, chain, tap=walk.add if walk else None)
     report = verify(chain, stored, notes, key, trusted, progress=progress, window=0, floor=floor)
-    if walk is not None:
-        add_findings(report, walk.finish())
     if report.records == 0 and not notes and trusted is None:
         raise VerifyError(f"{stream}: no records and no checkpoints of chain {chain!r}")
     report.failure_store = reader.failures(client, stream, chain)
+    if policy is not None:
+        cosigs = reader.cosignatures(client, stream, chain)
+        seal_by_witnesses(report, policy, notes, key, lambda size: cosigs.get(size, ""))
     first = report.last_seq - report.unsealed_tail + 1
     judge_tail(report, promise, time.time() if now is None else now, reader.tail(client, stream, chain, first))
+    if walk is not None:  # after the tail is judged, as for the store: findings there explain the tiles' ones
+        add_findings(report, walk.finish())
     return report
+
+
+def seal_by_witnesses(report: Report, policy: Policy, notes: list[str], key: Ed25519PublicKey,
+                      cosigs: Callable[[int], str]) -> None:
+    """``apply_policy`` for cosignatures kept in Elasticsearch (``cosigs``: size -> lines)."""
+    witnessed = 0
+    for text in notes:
+        try:
+            note = cp.parse(text)
+            sealed = cp.is_tree(note, key) and note.size > witnessed and policy.met(cp.parse(text + cosigs(note.size)))[0]
+        except (cp.CheckpointError, UnicodeError):
+            continue  # the chain walk reports it
+        if sealed:
+            witnessed = note.size
+    report.witnessed_size = witnessed
+    report.unsealed_tail = max(report.unsealed_tail, report.last_seq + 1 - witnessed)
 
 
 @dataclass(frozen=True)
@@ -342,8 +360,8 @@ def run(store: Path | None, conn: EsOptions, public_key: Path, chain: str | None
     try:
         if (store is None) == (conn.url is None):
             raise VerifyError("give exactly one of --store or --es")
-        if policy_path is not None and store is None:
-            raise VerifyError("--policy goes with --store: witness cosignatures are kept in the local store")
+        if policy_path is not None and all_chains:
+            raise VerifyError("--policy goes with one chain, not --all-chains")
         key = cp.load_public(public_key)
         known = [Known(f"known checkpoint {path}", _read_note(path)) for path in known_paths]
         policy = load_policy_for(policy_path, key) if policy_path else None
@@ -360,7 +378,7 @@ def run(store: Path | None, conn: EsOptions, public_key: Path, chain: str | None
             report = verify_store(store, chain, key, trusted, progress, default_workers(), promise=promise,
                                   known=known, policy=policy)
         else:
-            report = verify_es(conn, chain, key, trusted, progress, promise, known=known)
+            report = verify_es(conn, chain, key, trusted, progress, promise, known=known, policy=policy)
     except (VerifyError, cp.CheckpointError) as exc:
         click.echo(f"tee-audit verify: cannot verify: {exc}", err=True)
         return 2

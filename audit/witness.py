@@ -7,8 +7,10 @@ signature and that the new tree extends the one it cosigned last, and answers wi
 consistency proof) and 403 are refusals: a witness that refuses our checkpoint has caught a fork or rollback, or
 our tree is wrong; either way the checkpoint stays unwitnessed, which ``verify --policy`` reports.
 
-``Witnessing`` keeps, per chain directory, the size each witness URL cosigned last (``checkpoints/witnesses.json``) and stores
-the cosignatures next to the note (``checkpoints/<size>.cosig``), both written atomically.
+``Witnesses.submit`` offers a checkpoint to each witness; where what they cosigned is kept is the subclass's:
+``Witnessing`` keeps, per chain directory, the size each witness URL cosigned last (``checkpoints/witnesses.json``)
+and stores the cosignatures next to the note (``checkpoints/<size>.cosig``), both written atomically; the
+Elasticsearch sink keeps them as documents (audit/sinks/elasticsearch.py ``EsWitnessing``).
 """
 
 from __future__ import annotations
@@ -64,19 +66,18 @@ def add_checkpoint(url: str, old: int, proof: list[bytes], note: str, timeout: f
     return "".join(line + "\n" for line in lines)
 
 
-@dataclass
-class Witnessing:
-    """Submits a chain directory's newest tree checkpoint to each witness and stores what they cosign."""
+class Witnesses:
+    """Submits a chain's newest tree checkpoint to each witness in ``urls``; subclasses keep what they cosign."""
 
-    chain_dir: Path
     urls: tuple[str, ...]
 
     def state(self) -> dict[str, int]:
-        try:
-            data = json.loads((self.chain_dir / "checkpoints" / STATE_FILE).read_text())
-        except (OSError, ValueError):
-            return {}
-        return {k: v for k, v in data.items() if isinstance(k, str) and type(v) is int}
+        """The size each witness URL cosigned last."""
+        raise NotImplementedError
+
+    def keep(self, url: str, size: int, lines: str, state: dict[str, int]) -> None:
+        """Store ``url``'s cosignature ``lines`` for the checkpoint of ``size`` (``state`` is already updated)."""
+        raise NotImplementedError
 
     def submit(self, note_text: str, sub: merkle.Subtrees) -> dict[str, int]:
         """Offer ``note_text`` to every witness (proofs from ``sub``); the size each has cosigned afterwards.
@@ -92,9 +93,8 @@ class Witnessing:
             except (WitnessError, TileError, merkle.ProofError) as exc:
                 log.warning("witness did not cosign", extra={"witness": url, "size": note.size, "error": str(exc)})
                 continue
-            self._store(note.size, lines)
             state[url] = note.size
-            write_atomic(self.chain_dir / "checkpoints" / STATE_FILE, json.dumps(state, sort_keys=True).encode())
+            self.keep(url, note.size, lines, state)
         return state
 
     @staticmethod
@@ -107,6 +107,25 @@ class Witnessing:
                 raise
             known = exc.known  # the witness knows another size: prove from it, once
         return add_checkpoint(url, known, merkle.consistency_proof(sub, known, note.size), note_text)
+
+
+@dataclass
+class Witnessing(Witnesses):
+    """Witnessing for a local store's chain directory (files, see the module doc)."""
+
+    chain_dir: Path
+    urls: tuple[str, ...]
+
+    def state(self) -> dict[str, int]:
+        try:
+            data = json.loads((self.chain_dir / "checkpoints" / STATE_FILE).read_text())
+        except (OSError, ValueError):
+            return {}
+        return {k: v for k, v in data.items() if isinstance(k, str) and type(v) is int}
+
+    def keep(self, url: str, size: int, lines: str, state: dict[str, int]) -> None:
+        self._store(size, lines)
+        write_atomic(self.chain_dir / "checkpoints" / STATE_FILE, json.dumps(state, sort_keys=True).encode())
 
     def _store(self, size: int, lines: str) -> None:
         path = self.chain_dir / "checkpoints" / f"{size:020d}.cosig"

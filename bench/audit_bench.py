@@ -20,6 +20,7 @@ stopped afterwards.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -29,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,6 +45,7 @@ from audit.sinks import localstore
 from audit.verify import verify
 from audit.verify_cli import default_workers, local_records, verify_store
 from exporter.journal import make_event
+from tests.fixtures.litewitness import Litewitness, build, running
 from tests.fixtures.ports import free_ports
 
 TEE_AUDIT = [sys.executable, "-m", "audit"]
@@ -184,6 +187,8 @@ def main() -> None:
     parser.add_argument("--ship-only", action="store_true", help="only ship vs the bare loader (no verify, RSS)")
     parser.add_argument("--with-store", action="store_true",
                         help="the ship side also writes a local store (records, Merkle tiles, notes) in the run")
+    parser.add_argument("--witness", action="store_true",
+                        help="the ship side gets every tree checkpoint cosigned by a real litewitness (started here)")
     opts = parser.parse_args()
     n = opts.events
     if opts.verify_only:
@@ -198,11 +203,21 @@ def main() -> None:
         subprocess.run(["bash", str(ROOT / "scripts/start-elasticsearch.sh")], check=True, env=env)
         url = f"http://127.0.0.1:{port}"
     try:
-        with tempfile.TemporaryDirectory(dir=ROOT / ".cache") as tmp_name:
-            run(Path(tmp_name), url, n, opts.batch, opts.rounds, opts.ship_only, opts.with_store)
+        with tempfile.TemporaryDirectory(dir=ROOT / ".cache") as tmp_name, witnessing(opts.witness) as witness:
+            run(Path(tmp_name), url, n, opts.batch, opts.rounds, opts.ship_only, opts.with_store, witness)
     finally:
         if opts.es is None:
             subprocess.run(["bash", str(ROOT / "scripts/stop-elasticsearch.sh")], check=False, env=env)
+
+
+@contextlib.contextmanager
+def witnessing(wanted: bool) -> Iterator[Litewitness | None]:
+    """A running litewitness (tests/fixtures/litewitness.py) when ``wanted``."""
+    if not wanted:
+        yield None
+        return
+    with running(build()) as witness:
+        yield witness
 
 
 def _spread(values: list[float]) -> str:
@@ -210,13 +225,13 @@ def _spread(values: list[float]) -> str:
 
 
 def ship_vs_bare(tmp: Path, url: str, n: int, batch: int, rounds: int, store: Path,
-                 common: list[str], with_store: bool = False) -> None:
+                 common: list[str], with_store: bool = False, witness: Litewitness | None = None) -> None:
     """Alternate ``ship --once`` and the bare loader (each into a fresh data stream, the order swapped every
     round, so drift in the machine's load hits both alike), then one replay after a rollover (issue 15's slow
     path: every record is already stored, found by one search per batch and skipped)."""
     ns = f"bench{int(time.time())}"
     rates: dict[str, list[float]] = {"ship": [], "bare": []}
-    last_ship = ""
+    last_ship, chain_args = "", []
     for r in range(rounds):
         sides = ["ship", "bare"] if r % 2 == 0 else ["bare", "ship"]
         for side in sides:
@@ -225,8 +240,14 @@ def ship_vs_bare(tmp: Path, url: str, n: int, batch: int, rounds: int, store: Pa
                 subprocess.run([*TEE_AUDIT, "setup", "--es", url, "--es.namespace", last_ship], check=True,
                                capture_output=True, timeout=120)  # untimed: the administrator's one-time step
                 extra = ["--store", str(tmp / f"store-ship{r}")] if with_store else []
+                if witness is not None:  # a chain per round: the witness remembers each origin's size
+                    chain_args = ["--chain", f"benchw{r}", "--witness.urls", witness.url]
+                    origin = f"tee-audit/benchw{r}"
+                    witness.register(origin, cp.vkey(origin, cp.load_public(tmp / "keys/audit.pub")))
                 seconds, _ = ship([*common, "--es", url, "--es.namespace", last_ship, "--es.batch-size", str(batch),
-                                   "--spool.dir", str(tmp / f"spool-es{r}"), *extra])
+                                   "--spool.dir", str(tmp / f"spool-es{r}"), *extra, *chain_args])
+                if witness is not None and witness.known(origin)[0] != n:
+                    raise SystemExit(f"the witness cosigned {witness.known(origin)[0]} of {n} records")
             else:
                 seconds = bare_loader(url, store / "bench", f"logs-tee.audit-{ns}b{r}", batch)
             rates[side].append(n / seconds)
@@ -235,6 +256,7 @@ def ship_vs_bare(tmp: Path, url: str, n: int, batch: int, rounds: int, store: Pa
     ratios = [s / b for s, b in zip(rates["ship"], rates["bare"], strict=True)]
     print(f"events: {n}  (Elasticsearch at {url}, batch {batch}, {rounds} rounds alternating)")
     target = "Elasticsearch + store" if with_store else "Elasticsearch"
+    target += " + witness" if witness is not None else ""
     print(f"ship --once -> {target:<14}: {_spread(rates['ship'])} events/s")
     print(f"bare helpers.bulk loader     : {_spread(rates['bare'])} events/s")
     print(f"  ratio ship / bare          : {statistics.median(rates['ship']) / statistics.median(rates['bare']):.2f}"
@@ -243,7 +265,7 @@ def ship_vs_bare(tmp: Path, url: str, n: int, batch: int, rounds: int, store: Pa
     es.indices.rollover(alias=f"logs-tee.audit-{last_ship}")
     (tmp / f"spool-es{rounds - 1}" / "cursor-elasticsearch.json").unlink()
     seconds, _ = ship([*common, "--es", url, "--es.namespace", last_ship, "--es.batch-size", str(batch),
-                       "--spool.dir", str(tmp / f"spool-es{rounds - 1}")])
+                       "--spool.dir", str(tmp / f"spool-es{rounds - 1}"), *chain_args])
     es.indices.refresh(index=f"logs-tee.audit-{last_ship}")
     stored = es.count(index=f"logs-tee.audit-{last_ship}", query={"exists": {"field": "chain.seq"}})["count"]
     assert stored == n, stored
@@ -251,7 +273,7 @@ def ship_vs_bare(tmp: Path, url: str, n: int, batch: int, rounds: int, store: Pa
 
 
 def run(tmp: Path, url: str, n: int, batch: int, rounds: int = 1, ship_only: bool = False,
-        with_store: bool = False) -> None:
+        with_store: bool = False, witness: Litewitness | None = None) -> None:
     cp.generate(tmp / "keys")
     key, public = tmp / "keys/audit.key", tmp / "keys/audit.pub"
     journal = tmp / "journal.jsonl"
@@ -259,7 +281,7 @@ def run(tmp: Path, url: str, n: int, batch: int, rounds: int = 1, ship_only: boo
     common = ["--signing-key", str(key), "--chain", "bench", "--source", str(journal)]
     store = tmp / "store"
     store_s, store_rss = ship([*common, "--store", str(store), "--spool.dir", str(tmp / "spool-store")])
-    ship_vs_bare(tmp, url, n, batch, rounds, store, common, with_store)
+    ship_vs_bare(tmp, url, n, batch, rounds, store, common, with_store, witness)
     print(f"ship --once -> local store   : {n / store_s:10.0f} events/s  ({store_s:.1f} s, peak RSS {store_rss:.0f} MB)")
     if ship_only:
         return

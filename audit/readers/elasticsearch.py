@@ -34,6 +34,7 @@ from elastic_transport import JsonSerializer
 from elasticsearch import Elasticsearch
 
 from audit.canonical import canonicalize
+from audit.estiles import EsTileReader
 from audit.sinks import elasticsearch as es
 from audit.verify import Finding, Rec, VerifyError, parse_record
 
@@ -241,6 +242,48 @@ def checkpoints(client: Elasticsearch, stream: str, chain_id: str) -> list[str]:
             if "index_not_found" not in str(exc) and "HTTP 404" not in str(exc):
                 raise
     return notes
+
+
+def tiles(client: Elasticsearch, stream: str, chain_id: str, ahead: int = 1) -> EsTileReader:
+    """The chain's Merkle tiles (audit/estiles.py), in the checkpoint stream of ``stream``."""
+    return EsTileReader(lambda method, path, body: call(client, method, path, body),
+                        es.checkpoint_stream_name(stream), chain_id, ahead)
+
+
+def record_copies(client: Elasticsearch, stream: str, chain_id: str, seq: int) -> list[bytes]:
+    """The stored bytes of every document of ``chain_id`` claiming ``seq`` (one, unless someone added another)."""
+    query = {"bool": {"filter": [{"term": {"chain.id": chain_id}}, {"term": {"chain.seq": seq}}]}}
+    raw = es.request(client, "POST", f"/{stream}/_search", {"size": 10, "query": query})
+    page = _decode(raw)
+    if page is None:
+        raise VerifyError(f"record {seq}: the response cannot be parsed")
+    hits = page["hits"]["hits"]
+    return [stored for stored in _source_slices(raw, hits, max(0, raw.find(b'"hits":['))) if stored is not None]
+
+
+def cosignatures(client: Elasticsearch, stream: str, chain_id: str, size: int | None = None) -> dict[int, str]:
+    """Witness cosignature lines stored by the sink (``EsWitnessing``), by checkpoint size (one witness name
+    once per size); ``size``: of that checkpoint only. Judged by whoever reads them (``cosign.cosigned``)."""
+    query: dict[str, Any] = _chain_query(chain_id, "cosignature.size")
+    if size is not None:
+        query["bool"]["filter"].append({"term": {"cosignature.size": size}})
+    out: dict[int, str] = {}
+    seen: set[tuple[int, str]] = set()
+    try:
+        for hit, _ in _hits(client, es.checkpoint_stream_name(stream), query, [{"cosignature.size": "asc"}]):
+            body = (hit.get("_source") or {}).get("cosignature")
+            if not isinstance(body, dict) or type(body.get("size")) is not int or not isinstance(body.get("lines"),
+                                                                                                  str):
+                continue
+            for line in body["lines"].splitlines():
+                name = line.split(" ")[1] if line.count(" ") >= 2 else ""
+                if line.startswith("\u2014 ") and (body["size"], name) not in seen:
+                    seen.add((body["size"], name))
+                    out[body["size"]] = out.get(body["size"], "") + line + "\n"
+    except es.EsError as exc:
+        if not _missing_index(exc):
+            raise
+    return out
 
 
 def _missing_index(exc: es.EsError) -> bool:

@@ -18,7 +18,9 @@
   ``_source`` by default, which may rewrite a stored document and so break its hash. Unknown fields are kept in
   ``_source`` but not indexed (``dynamic: false``), so no event can ever hit a mapping conflict.
 - Checkpoints go to their own data stream without retention (``checkpoint_stream_name``): they must outlive the
-  records they cover. Reading for ``verify`` is audit/readers/elasticsearch.py.
+  records they cover. So do the records' Merkle tiles (audit/estiles.py: written after the records of a batch that
+  carries a checkpoint, caught up from the stored records on start) and the witnesses' cosignatures
+  (``EsWitnessing``), both create-only documents there. Reading for ``verify`` is audit/readers/elasticsearch.py.
 - The sink writes no template: ``tee-audit setup`` (audit/setup.py) installs them with an administrator's
   credential, and ``prepare`` checks, read-only, that it did before the first write. A failure whose cause is the
   configuration (TLS, credentials) carries a ``hint`` saying what to fix; no secret is ever part of an error.
@@ -27,9 +29,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
 import ssl
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,10 +45,15 @@ from elastic_transport import TlsError, TransportError
 from elasticsearch import ApiError, Elasticsearch
 from urllib3.util.ssl_match_hostname import CertificateError as HostnameMismatch
 
+from audit import checkpoint as ckpt
 from audit import esmapping
 from audit.canonical import CanonicalError, canonicalize
 from audit.chain import doc_id, record_hash
+from audit.estiles import EsTileReader, edge_size, tile_fields, tile_id, tile_of, writer_at
+from audit.merkle import leaf_hash
 from audit.sinks import SinkConflict
+from audit.tiles import TileError, TileWriter
+from audit.witness import Witnesses
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +110,14 @@ def checkpoint_template(namespace: str) -> dict[str, Any]:
             "mappings": {"dynamic": False, "properties": {
                 "@timestamp": {"type": "date_nanos"},
                 "chain": {"properties": {"id": keyword}},
-                "checkpoint": {"properties": {"size": {"type": "long"}, "root": keyword,
+                "checkpoint": {"properties": {"size": {"type": "long"}, "root": keyword, "head": keyword,
                                               "note": {"type": "keyword", "index": False, "doc_values": False}}},
+                # the Merkle tree's C2SP tiles (audit/estiles.py): found by level and index, bytes only in _source
+                "tile": {"properties": {"level": {"type": "long"}, "index": {"type": "long"},
+                                        "width": {"type": "long"}, "hashes": {"type": "binary"}}},
+                # witnesses' cosignature lines of the tree checkpoint of ``size`` (C2SP tlog-cosignature)
+                "cosignature": {"properties": {"size": {"type": "long"}, "witness": keyword,
+                                               "lines": {"type": "keyword", "index": False, "doc_values": False}}},
             }},
         },
     }
@@ -218,7 +233,8 @@ class ElasticsearchSink:
 
     name = "elasticsearch"
 
-    def __init__(self, client: Elasticsearch, chain_id: str, namespace: str = "default") -> None:
+    def __init__(self, client: Elasticsearch, chain_id: str, namespace: str = "default",
+                 witnesses: tuple[str, ...] = ()) -> None:
         self.client, self.chain_id, self.namespace = client, chain_id, namespace
         self.stream = data_stream_name(namespace)
         self.checkpoint_stream = checkpoint_stream_name(self.stream)
@@ -230,6 +246,14 @@ class ElasticsearchSink:
         # that got partly through), so they may already sit in an older backing index after a rollover. Above it
         # nothing of ours can be stored: the normal path sends the bulk alone.
         self._ceiling: tuple[int, int] | None = None
+        # The records' Merkle tree (audit/estiles.py): opened from the stored tiles on the first write; the tiles
+        # it changed wait in ``_unsent`` (by level and index, newest width) until a batch carries a checkpoint.
+        self.tree: TileWriter | None = None
+        self._unsent: dict[tuple[int, int], bytes] = {}
+        self._edge: dict[int, tuple[int, bytes]] = {}  # level -> the rightmost stored tile, from the ceiling query
+        self._tiles_off = ""  # why this chain gets no tiles (its first records are gone), logged once
+        self.witnessing = EsWitnessing(self, witnesses)
+        self.tree_sizes: tuple[int, dict[str, int]] | None = None  # signed, {witness: cosigned}: metrics
 
     def prepare(self) -> None:
         """Check, read-only and once, that an administrator's ``tee-audit setup`` is in place (templates of this
@@ -245,20 +269,46 @@ class ElasticsearchSink:
         """Durable in Elasticsearch when this returns; raises ``EsError`` or ``SinkConflict`` otherwise."""
         self.prepare()
         try:
+            todo, signed = records, checkpoints
             if self._may_be_stored(records, checkpoints):
-                records, checkpoints = self._not_yet_stored(records, checkpoints)
-            self._bulk(records, checkpoints)
+                todo, signed = self._not_yet_stored(records, checkpoints)
+            self._bulk(todo, signed)
+            self._grow_tree(records, bool(checkpoints))
         except Exception:
             if self._ceiling is not None:  # else still unknown: asked again on the retry
                 seqs, sizes = self._ceiling
                 self._ceiling = (max([seqs, *(seq for seq, _ in records)]),
                                  max([sizes, *(cp["size"] for cp in checkpoints)]))
             raise
+        self._witness([cp["note"] for cp in checkpoints])
+
+    def _witness(self, notes: list[str]) -> None:
+        """Offer the newest tree checkpoint to the witnesses once its records and tiles are stored, with a
+        consistency proof from the tiles. A witness that fails does not hold up the records: the next one retries."""
+        trees = [note for note in (_tree_note(text) for text in notes) if note is not None]
+        if not trees or self.tree is None:
+            return
+        size, text = trees[-1]
+        witnessed = self.witnessing.state()
+        if self.witnessing.urls:
+            try:
+                refresh(self.client, self.checkpoint_stream)  # the tiles just written, for the proof's searches
+                witnessed = self.witnessing.submit(text, EsTileReader(self._fetch, self.checkpoint_stream,
+                                                                      self.chain_id, ahead=16).subtree)
+            except EsError as exc:  # reading the proof or keeping a cosignature: the next checkpoint tries again
+                log.warning("witnessing failed", extra={"sink": self.name, "size": size, "error": str(exc)})
+        self.tree_sizes = (size, {url: witnessed.get(url, 0) for url in self.witnessing.urls})
 
     def _bulk(self, records: list[tuple[int, bytes]], checkpoints: list[dict[str, Any]]) -> None:
         items = [Item(doc_id(self.chain_id, seq), self.stream, doc) for seq, doc in records]
         items += [Item(checkpoint_id(self.chain_id, cp["size"]), self.checkpoint_stream, self._checkpoint_doc(cp))
                   for cp in checkpoints]
+        present = self._send(items)
+        if present:
+            self._confirm_present(present, records, checkpoints)
+
+    def _send(self, items: list[Item]) -> list[tuple[str, str]]:
+        """Bulk-create ``items`` in order; ``(backing index, _id)`` of those already there (409)."""
         present: list[tuple[str, str]] = []
         for chunk in _chunks(items):
             lines: list[bytes] = []
@@ -270,18 +320,120 @@ class ElasticsearchSink:
             result = request(self.client, "POST", f"/{self.stream}/_bulk?refresh=false", body, ndjson=True)
             # every item, even without "errors": a document redirected to the failure store answers 201
             present += _check_items(result["items"], chunk)
-        if present:
-            self._confirm_present(present, records, checkpoints)
+        return present
 
-    def _checkpoint_doc(self, cp: dict[str, Any]) -> bytes:
+    def _checkpoint_doc(self, cp: dict[str, Any], legacy: bool = False) -> bytes:
+        """A tree checkpoint's ``root`` is its Merkle root (hex) and ``head`` the chain head; a head checkpoint's
+        ``root`` is the chain head, as before. ``legacy``: the shape versions before tiles wrote for a tree
+        checkpoint (root = chain head), accepted when read back so an upgrade mid-replay is no conflict."""
+        body: dict[str, Any] = {"size": cp["size"], "root": cp["hash"]}
+        try:
+            note = ckpt.parse(cp["note"])
+        except ckpt.CheckpointError:
+            note = None
+        if note is not None and note.head is not None and not legacy:
+            body = {"size": cp["size"], "root": note.root_hex, "head": cp["hash"]}
         return json.dumps({"@timestamp": utc(cp["t"]), "chain": {"id": self.chain_id},
-                           "checkpoint": {"size": cp["size"], "root": cp["hash"], "note": cp["note"]}}).encode()
+                           "checkpoint": {**body, "note": cp["note"]}}).encode()
+
+    # -- the Merkle tree's tiles (audit/estiles.py) ---------------------------------------------------------------
+    def _fetch(self, method: str, path: str, body: Any) -> Any:
+        return request(self.client, method, path, body)
+
+    def _grow_tree(self, records: list[tuple[int, bytes]], flush: bool) -> None:
+        """Append the batch's records (stored by now) to the tree; when the batch carries a checkpoint (or tiles
+        of a failed attempt wait), write the tiles changed since the last time, after the records."""
+        if self._tiles_off:
+            return
+        fresh = [(seq, doc) for seq, doc in records if self.tree is None or seq >= self.tree.size]
+        if self.tree is None or (fresh and fresh[0][0] != self.tree.size):
+            self.tree = self._open_tree(fresh[0][0] if fresh else None, records[-1][0] if records else -1)
+            if self.tree is None:
+                return
+            fresh = [(seq, doc) for seq, doc in fresh if seq >= self.tree.size]
+        self.tree.append(leaf_hash(doc) for _, doc in fresh)
+        if flush or self._unsent:
+            for level, index, data in self.tree.changes():
+                self._unsent[(level, index)] = data
+            self._send_tiles()
+
+    def _open_tree(self, first: int | None, last: int) -> TileWriter | None:
+        """The tree at the size its stored tiles describe, brought up to ``first`` from the stored records (a crash
+        after records whose tiles were not written yet; a chain shipped before tiles existed)."""
+        reader = EsTileReader(self._fetch, self.checkpoint_stream, self.chain_id)
+        try:
+            if self.tree is None and self._ceiling is not None:  # the first time: the ceiling query read the edge
+                for level, (index, data) in self._edge.items():
+                    reader.seed(level, index, data)
+                # tiles are written after their records: none of ours is past what was stored before this batch
+                size, stored = edge_size(self._edge.get(0)), self._ceiling[0] + 1
+            else:  # again (this batch starts past the tree): none of ours is past where this batch starts
+                refresh(self.client, self.checkpoint_stream)
+                size, stored = reader.size(), last if first is None else first
+            if size > stored:  # planted: no tile of ours can be ahead of the records it is written after
+                raise SinkConflict(self.name, [tile_id(self.chain_id, 0, (size - 1) // 256, (size - 1) % 256 + 1)],
+                                   f"the tiles describe {size} records, the data stream holds {stored}")
+            tree = writer_at(reader, size)
+            if first is not None and first > size:
+                refresh(self.client, self.stream)
+                tree.append(self._stored_leaves(size, first))
+        except (TileError, _Gap) as exc:
+            self._tiles_off = str(exc)
+            log.error("no Merkle tiles for this chain: proofs from Elasticsearch cannot be made", extra={
+                "sink": self.name, "chain": self.chain_id, "error": str(exc)})
+            return None
+        return tree
+
+    def _stored_leaves(self, start: int, end: int) -> Iterator[bytes]:
+        """The leaf hashes of stored records ``start..end-1`` (their RFC 8785 bytes, as stored and hashed)."""
+        after, progressed = start - 1, True
+        while after + 1 < end and progressed:
+            query = {"bool": {"filter": [{"term": {"chain.id": self.chain_id}},
+                                         {"range": {"chain.seq": {"gt": after, "lt": end}}}]}}
+            hits = request(self.client, "POST", f"/{self.stream}/_search", {
+                "size": _PAGE, "query": query, "sort": [{"chain.seq": "asc"}], "track_total_hits": False})
+            progressed = False
+            for hit in hits["hits"]["hits"]:
+                if hit["_source"]["chain"]["seq"] != after + 1:
+                    break  # a gap (or a second copy): the tree stops here, verify reports the records
+                yield leaf_hash(canonicalize(hit["_source"]))
+                after, progressed = after + 1, True
+        if after + 1 != end:
+            raise _Gap(f"record {after + 1} is not in the data stream (deleted by retention?): the tree of records "
+                       f"{start}..{end - 1} cannot be rebuilt")
+
+    def _send_tiles(self) -> None:
+        """One bulk, highest level first and level 0 last: a level-0 tile stored means the levels above it are."""
+        order = sorted(self._unsent.items(), key=lambda item: (-item[0][0], item[0][1]))
+        stamp = utc(time.time())
+        items = [Item(tile_id(self.chain_id, level, index, len(data) // 32), self.checkpoint_stream,
+                      json.dumps({"@timestamp": stamp, **tile_fields(self.chain_id, level, index, data)}).encode())
+                 for (level, index), data in order]
+        present = self._send(items)
+        if present:
+            self._confirm_tiles(present)
+        self._unsent.clear()
+
+    def _confirm_tiles(self, present: list[tuple[str, str]]) -> None:
+        """Tiles answered 409: the stored document must be the very tile (level, index, hashes) we computed."""
+        ours = {tile_id(self.chain_id, level, index, len(data) // 32): (level, index, data)
+                for (level, index), data in self._unsent.items()}
+        bad: list[str] = []
+        for index, ident in present:
+            doc = request(self.client, "POST", f"/{index}/_mget", {"ids": [ident]})["docs"][0]
+            if not doc.get("found"):
+                raise EsError("conflict_unreadable", f"{index}/{ident}: 409 on create, but not found", True)
+            if tile_of(doc["_source"], self.chain_id, ident) != ours[ident]:
+                bad.append(ident)
+        if bad:
+            raise SinkConflict(self.name, bad, "a tile with this _id exists and is not the tile of our records")
 
     # -- "already there" is checked, never trusted ----------------------------------------------------------------
     def _expected(self, records: list[tuple[int, bytes]], checkpoints: list[dict[str, Any]]) -> dict[str, Slot]:
         slots = {doc_id(self.chain_id, seq): Slot("r", seq, record_digest(doc)) for seq, doc in records}
         slots.update({checkpoint_id(self.chain_id, cp["size"]): Slot("c", cp["size"], cp["hash"],
-                                                                           self._checkpoint_doc(cp))
+                                                                     (self._checkpoint_doc(cp),
+                                                                      self._checkpoint_doc(cp, legacy=True)))
                       for cp in checkpoints})
         return slots
 
@@ -313,18 +465,32 @@ class ElasticsearchSink:
 
     def _stored_ceiling(self) -> tuple[int, int]:
         """The highest ``chain.seq`` and checkpoint size of this chain in the data stream (all backing indices)."""
+        # the rightmost tile of each level comes along: the tree's size and right edge without another request
+        edge = {"top_hits": {"size": 1, "_source": ["chain", "tile"],
+                             "sort": [{"tile.index": {"order": "desc", "unmapped_type": "long"}},
+                                      {"tile.width": {"order": "desc", "unmapped_type": "long"}}]}}
         body = {"size": 0, "track_total_hits": False, "query": {"term": {"chain.id": self.chain_id}},
-                "aggs": {"seq": {"max": {"field": "chain.seq"}}, "size": {"max": {"field": "checkpoint.size"}}}}
+                "aggs": {"seq": {"max": {"field": "chain.seq"}}, "size": {"max": {"field": "checkpoint.size"}},
+                         "tiles": {"terms": {"field": "tile.level", "size": 64}, "aggs": {"top": edge}},
+                         "cosigned": {"terms": {"field": "cosignature.witness", "size": 1000},
+                                      "aggs": {"size": {"max": {"field": "cosignature.size"}}}}}}
         try:
             refresh(self.client, self._both)
-            aggs = request(self.client, "POST", f"/{self._both}/_search?ignore_unavailable=true",
-                           body).get("aggregations")
+            answer = request(self.client, "POST", f"/{self._both}/_search?ignore_unavailable=true", body)
+            aggs = answer.get("aggregations")
+            _all_shards(answer)
         except EsError as exc:
             if exc.reason != "http_404":
                 raise
             return -1, -1  # no data stream yet
         if aggs is None:  # neither stream exists yet: there are no indices to aggregate over
             return -1, -1
+        for bucket in aggs["tiles"]["buckets"]:
+            hit = bucket["top"]["hits"]["hits"][0]
+            found = tile_of(hit["_source"], self.chain_id, hit["_id"])
+            if found is not None:
+                self._edge[found[0]] = found[1:]
+        self.witnessing.known = {b["key"]: int(b["size"]["value"]) for b in aggs["cosigned"]["buckets"]}
         return (int(aggs["seq"]["value"]) if aggs["seq"]["value"] is not None else -1,
                 int(aggs["size"]["value"]) if aggs["size"]["value"] is not None else -1)
 
@@ -406,7 +572,7 @@ class Slot:
     kind: str
     number: int
     digest: str
-    checkpoint_doc: bytes = b""
+    checkpoint_docs: tuple[bytes, ...] = ()  # ours, and the shape an older version wrote for it
 
     def holds(self, source: Any, chain_id: str) -> bool:
         """True when ``source`` (a stored document) is exactly our record or checkpoint, judged by content."""
@@ -414,7 +580,7 @@ class Slot:
             return False
         try:
             if self.kind == "c":  # the whole document: a field added next to a genuine note is not ours either
-                return canonicalize(source) == canonicalize(json.loads(self.checkpoint_doc))
+                return any(canonicalize(source) == canonicalize(json.loads(doc)) for doc in self.checkpoint_docs)
             chain = source.get("chain")
             if not isinstance(chain, dict) or chain.get("hash") != self.digest:
                 return False
@@ -422,6 +588,55 @@ class Slot:
             return record_hash(source) == self.digest
         except (CanonicalError, TypeError, ValueError, KeyError):
             return False
+
+
+def _all_shards(answer: dict[str, Any]) -> None:
+    """A search that failed on some shard answers 200 with what the others found: not an answer to rely on."""
+    shards = answer.get("_shards") or {}
+    if shards.get("failed"):
+        reason = (shards.get("failures") or [{}])[0].get("reason")
+        raise EsError("search_shards", f"a search failed on {shards['failed']} shard(s): {_brief({'error': reason})}",
+                      True)
+
+
+class EsWitnessing(Witnesses):
+    """Cosignatures kept as create-only documents in the checkpoint stream, ``_id`` =
+    ``<chain>:cosignature:<size>:<first 16 hex of SHA-256(lines)>`` (content-addressed: a replay meets a 409 over
+    the same lines, read back and compared). The size each witness cosigned last comes from them, with the
+    sink's start-up query (a forged larger one only makes the witness answer 409 with the size it knows)."""
+
+    def __init__(self, sink: ElasticsearchSink, urls: tuple[str, ...]) -> None:
+        self.sink, self.urls = sink, urls
+        self.known: dict[str, int] = {}
+
+    def state(self) -> dict[str, int]:
+        return dict(self.known)
+
+    def keep(self, url: str, size: int, lines: str, state: dict[str, int]) -> None:
+        sink = self.sink
+        ident = f"{sink.chain_id}:cosignature:{size}:{hashlib.sha256(lines.encode()).hexdigest()[:16]}"
+        fields = {"chain": {"id": sink.chain_id}, "cosignature": {"size": size, "witness": url, "lines": lines}}
+        doc = json.dumps({"@timestamp": utc(time.time()), **fields}).encode()
+        for index, _ in sink._send([Item(ident, sink.checkpoint_stream, doc)]):
+            stored = request(sink.client, "POST", f"/{index}/_mget", {"ids": [ident]})["docs"][0]
+            source = stored.get("_source") or {}
+            if {k: source.get(k) for k in fields} != fields:
+                raise SinkConflict(sink.name, [ident], "a cosignature document with this _id exists and is not "
+                                   "the witness's answer")
+        self.known = dict(state)
+
+
+def _tree_note(text: str) -> tuple[int, str] | None:
+    """``(size, text)`` of a tree checkpoint (it carries the chain head line), None for anything else."""
+    try:
+        note = ckpt.parse(text)
+    except ckpt.CheckpointError:
+        return None
+    return (note.size, text) if note.head is not None else None
+
+
+class _Gap(Exception):
+    """Records the tree needs are not stored (the message says which)."""
 
 
 def checkpoint_id(chain_id: str, size: int) -> str:
