@@ -258,7 +258,8 @@ def _verify_es_chain(client: Any, stream: str, chain: str, key: Ed25519PublicKey
     # the tree from the first record still stored: its frontier there, and what retention deleted, from the tiles
     trees = tree_notes(notes, chain, key, "store") + outside_notes(known, chain, key, None)
     walk = TreeWalk(floor, trees, reader.tiles(client, stream, chain, ahead=256)) if trees else None
-    stored = reader.records(client, stream, chain, tap=walk.add if walk else None)
+    sealed = max(sealed_size(chain, notes, key), trusted.size if trusted else 0)
+    stored = reader.records(client, stream, chain, tap=walk.add if walk else None, sealed=sealed)
     report = verify(chain, stored, notes, key, trusted, progress=progress, window=0, floor=floor)
     if report.records == 0 and not notes and trusted is None:
         raise VerifyError(f"{stream}: no records and no checkpoints of chain {chain!r}")

@@ -194,15 +194,16 @@ _DOC_VALUES = ["chain.seq", "chain.hash", "chain.prev_hash"]
 
 
 def records(client: Elasticsearch, stream: str, chain_id: str,
-            tap: Callable[[int, bytes], None] | None = None) -> Iterator[Rec | Finding]:
+            tap: Callable[[int, bytes], None] | None = None, sealed: int = 0) -> Iterator[Rec | Finding]:
     """Records sorted by seq; a document whose ``_id`` names another seq of this chain is flagged misplaced.
-    ``tap`` is given each record's seq and stored bytes as it passes (the Merkle tree walk, audit/treeverify.py)."""
+    ``tap`` is given each record's seq and stored bytes as it passes (the Merkle tree walk, audit/treeverify.py).
+    ``sealed``: documents of a seq below it may be checked without parsing (``verify.parse_record``)."""
     chain_json = canonicalize(chain_id)
     prefix = f"{chain_id}:"
     expect: tuple[int, str] | None = None
     hits = _hits(client, stream, _chain_query(chain_id, "chain.seq"), [{"chain.seq": "asc"}])
     for arrival, (hit, stored) in enumerate(hits):
-        item = _record(hit, stored, arrival, chain_json, expect)
+        item = _record(hit, stored, arrival, chain_json, expect, sealed)
         expect = (item.seq + 1, item.hash) if isinstance(item, Rec) and item.valid else None
         if isinstance(item, Rec):
             if tap is not None and stored is not None:
@@ -214,9 +215,9 @@ def records(client: Elasticsearch, stream: str, chain_id: str,
 
 
 def _record(hit: dict[str, Any], stored: bytes | None, arrival: int, chain_json: bytes,
-            expect: tuple[int, str] | None) -> Rec | Finding:
+            expect: tuple[int, str] | None, sealed: int) -> Rec | Finding:
     if stored is not None:
-        return parse_record(stored, arrival, chain_json, expect)
+        return parse_record(stored, arrival, chain_json, expect, sealed)
     fields = hit.get("fields", {})
     try:
         seq, digest, prev = (fields[f"chain.{k}"][0] for k in ("seq", "hash", "prev_hash"))
