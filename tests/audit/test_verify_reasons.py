@@ -546,3 +546,136 @@ def test_record_at_the_retention_floor_links_to_the_checkpoint_before_it(root: s
     r = report(full[3:], [note3], floor=3)
     assert detailed(r) == findings
     assert (r.records, r.expired, r.last_seq, r.unsealed_tail) == (5, 3, 7, 5)
+
+
+# --- limits: findings listed, missing records listed one by one, progress lines -------------------------------------
+
+def test_findings_beyond_the_limit_are_counted_not_listed() -> None:
+    from audit.verify import MAX_FINDINGS
+    junk = [Finding("inserted", None, "x")] * (MAX_FINDINGS + 2)
+    r = verify(CHAIN, junk, [], KEY.public_key())
+    assert (len(r.findings), r.truncated_findings) == (MAX_FINDINGS, 2)
+
+
+def test_gap_one_past_the_limit_is_one_finding() -> None:
+    raw = lines(MAX_LISTED_MISSING + 3)
+    del raw[1:MAX_LISTED_MISSING + 2]
+    assert detailed(report(raw)) == [
+        ("missing", 1, f"{GONE}: seq 1..{MAX_LISTED_MISSING + 1} ({MAX_LISTED_MISSING + 1} records)")]
+
+
+def synthetic(count: int) -> list[Rec]:
+    """Records as an adapter hands them over (hashes made up, links consistent): cheap enough for 250,000."""
+    def digest(seq: int) -> str:
+        return f"{seq + 1:064x}"
+    return [Rec(seq, digest(seq), digest(seq - 1) if seq else GENESIS, True, digest(seq), seq) for seq in range(count)]
+
+
+@pytest.mark.parametrize("progress", [True, False, None])
+def test_progress_is_one_line_on_stderr_every_250000_records(capsys, progress: bool | None) -> None:
+    kwargs = {} if progress is None else {"progress": progress}
+    r = verify(CHAIN, synthetic(250_001), [], KEY.public_key(), window=0, **kwargs)
+    assert (r.intact, r.records) == (True, 250_001)
+    out, err = capsys.readouterr()
+    assert (out, err) == ("", "verified 250000 records (seq 249999)\n" if progress else "")
+
+
+def test_record_flagged_invalid_without_a_reason_is_modified_with_the_default_reason() -> None:
+    recs = synthetic(3)
+    recs[1].valid = False
+    assert detailed(verify(CHAIN, recs, [], KEY.public_key())) == [("modified", 1, "content does not match its hash")]
+
+
+# --- lines the shortcut cannot read: parsed in full -----------------------------------------------------------------
+
+def nested(count: int) -> list[bytes]:
+    """Records whose events carry an object named ``chain`` of their own: two ``"chain":{`` on each line, so
+    every line is parsed, canonicalised and hashed in full."""
+    head, out = Head(CHAIN), []
+    for i in range(count):
+        doc, head = seal({"@timestamp": "2026-01-01T00:00:00Z", "data": {"chain": {"n": i}}}, head)
+        out.append(canonicalize(doc))
+    return out
+
+
+def test_records_parsed_in_full_are_intact() -> None:
+    r = report(nested(4))
+    assert (r.findings, r.records, r.last_seq) == ([], 4, 3)
+
+
+def test_tampered_copy_parsed_in_full_is_inserted_not_a_duplicate() -> None:
+    raw = nested(4)
+    raw.insert(3, raw[2].replace(b'"n":2', b'"n":9'))
+    assert detailed(report(raw)) == [("inserted", 2, INSERTED)]
+
+
+@pytest.mark.parametrize(("field", "value"), [(b'"seq":1}', b'"seq":"1"}'), (b'"prev_hash":"', b'"prev_hash":7,"x":"')])
+def test_chain_field_of_the_wrong_type_is_not_a_record(field: bytes, value: bytes) -> None:
+    raw = lines(3)
+    raw[1] = raw[1].replace(field, value, 1)
+    r = report(raw)
+    wrong = "stored entry #1 is not a chained record (chain fields have the wrong types)"
+    assert detailed(r) == [("missing", 1, GONE), ("inserted", None, wrong)]
+
+
+# --- the checkpoint promise: time zones, and where the finding sorts ------------------------------------------------
+
+def test_timestamp_with_an_offset_is_read_in_that_offset() -> None:
+    now = 1767225840.0  # 2026-01-01T00:04:00Z
+    r = tail_report(1)
+    judge_tail(r, Promise(every_records=10, every_seconds=60, grace_seconds=60), now, [(0, "2026-01-01T02:04:00+02:00")])
+    assert r.findings == []
+
+
+def test_timestamp_without_a_zone_is_utc_whatever_the_local_zone(monkeypatch) -> None:
+    import time
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    try:
+        r = tail_report(1)
+        judge_tail(r, Promise(every_records=10, every_seconds=60, grace_seconds=60), 1767225840.0,
+                   [(0, "2026-01-01T00:04:00")])
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert r.findings == []
+
+
+def test_unsealed_finding_sorts_by_seq_with_unnumbered_findings_last() -> None:
+    r = Report(CHAIN, records=3, last_seq=2, unsealed_tail=3,
+               findings=[Finding("modified", 1, "m"), Finding("inserted", None, "i"), Finding("broken-link", 0, "b")])
+    judge_tail(r, Promise(every_records=2, every_seconds=0), 0.0, [])
+    assert [(f.kind, f.seq) for f in r.findings] == [
+        ("broken-link", 0), ("unsealed", 0), ("modified", 1), ("inserted", None)]
+
+
+def test_findings_sort_by_seq_then_kind_with_unnumbered_last() -> None:
+    raw = lines(3)
+    raw[0] = raw[0].replace(b'"n":0', b'"n":5')
+    raw[1] = lines(1, start=Head(CHAIN, 1, "cd" * 32))[0]
+    raw.insert(1, b'{"message": "hello"}')
+    assert found(raw) == [("modified", 0), ("broken-link", 1), ("broken-link", 2), ("inserted", None)]
+
+
+# --- the hybrid path: the full machinery over the chunks around a tampered one, in the same process ---------------
+
+def chunked(raw: list[bytes], size: int, window: int) -> Report:
+    from audit.verify import scan_chunk, verify_chunked
+    parts = [raw[i:i + size] for i in range(0, len(raw), size)]
+    return verify_chunked(CHAIN, [(scan_chunk(part, {0}, CHAIN), lambda part=part: part) for part in parts], [],
+                          KEY.public_key(), window=window)
+
+
+@pytest.mark.parametrize("case", ["swapped", "fork", "duplicated and swapped"])
+def test_hybrid_path_reports_what_the_full_path_reports(case: str) -> None:
+    raw = lines(40)
+    if case == "swapped":
+        raw[9], raw[10] = raw[10], raw[9]
+    elif case == "fork":
+        raw.insert(10, _later_fork(10, raw))
+    else:
+        raw[9], raw[10] = raw[10], raw[9]
+        raw.insert(11, raw[10])
+    full = report(raw, window=2)
+    assert not full.intact
+    assert chunked(raw, 4, 2).as_dict() == full.as_dict()
