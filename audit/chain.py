@@ -54,7 +54,7 @@ def canonical_link(line: bytes, chain_json: bytes, seq: int, prev: str) -> str |
     member is checked here too: the line is one JSON object (``{`` ... ``}``) and the member follows ``{`` or
     ``,``. A line such as ``"chain":{"hash":...}`` alone is then parsed in full and reported, not counted. That is
     all framing can prove: such a line with the member nested deeper, or with bytes elsewhere that are not RFC 8785
-    JSON, still passes (tests/audit/test_forged_tail.py, an open bug: only parsing it would tell).
+    JSON, still passes (an open bug, tests/audit/test_forged_tail_open.py: only parsing it would tell).
     """
     at = line.find(_HASHED)
     if at < 1 or line[at - 1:at] not in (b"{", b",") or line[:1] != b"{" or line[-1:] != b"}" \
