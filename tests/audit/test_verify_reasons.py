@@ -1,9 +1,12 @@
-"""The streaming verifier's findings on chains built in memory: each tampering named by its kind and seq.
+"""The streaming verifier's findings on chains built in memory: each tampering named by its kind, seq and detail.
 
 tests/audit/test_verify_fast.py and test_tamper.py prove the same on chains the real shipper stored; these build the
 stored lines in process (seal + RFC 8785, exactly the shipper's form) and feed ``audit.verify`` through its public
-functions, so that mutation testing (docs/testing.md) can afford to run them for every mutant. No checkpoint here
-depends on what a checkpoint's root is: only signatures and origins are judged.
+functions, so that mutation testing (docs/testing.md) can afford to run them for every mutant. Checkpoints are
+judged by signature, origin and the head hash they vouch for (a head checkpoint's root, a tree checkpoint's
+``tee-audit-head`` line); a tree checkpoint's Merkle root is audit/treeverify.py's to judge, so here it is filler.
+Each forgery is built so that only the rule it targets decides: a fork's hash sorts after the genuine one's, a
+forgery is stored before the record it competes with, a swapped record lands where no neighbour links it.
 """
 
 from __future__ import annotations
