@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Iterator
+from functools import partial
 from typing import Any
 
 import pytest
@@ -576,7 +577,7 @@ def synthetic(count: int) -> list[Rec]:
 
 @pytest.mark.parametrize("progress", [True, False, None])
 def test_progress_is_one_line_on_stderr_every_250000_records(capsys, progress: bool | None) -> None:
-    kwargs = {} if progress is None else {"progress": progress}
+    kwargs: dict[str, Any] = {} if progress is None else {"progress": progress}
     r = verify(CHAIN, synthetic(250_001), [], KEY.public_key(), window=0, **kwargs)
     assert (r.intact, r.records) == (True, 250_001)
     out, err = capsys.readouterr()
@@ -665,7 +666,7 @@ def test_findings_sort_by_seq_then_kind_with_unnumbered_last() -> None:
 def chunked(raw: list[bytes], size: int, window: int) -> Report:
     from audit.verify import scan_chunk, verify_chunked
     parts = [raw[i:i + size] for i in range(0, len(raw), size)]
-    return verify_chunked(CHAIN, [(scan_chunk(part, {0}, CHAIN), lambda part=part: part) for part in parts], [],
+    return verify_chunked(CHAIN, [(scan_chunk(part, {0}, CHAIN), partial(list, part)) for part in parts], [],
                           KEY.public_key(), window=window)
 
 
