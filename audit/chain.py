@@ -46,12 +46,19 @@ def canonical_link(line: bytes, chain_json: bytes, seq: int, prev: str) -> str |
     to ``prev``, written as its RFC 8785 bytes with ``"hash":"<hex>",`` opening the chain object; else None.
 
     No parsing: cut the hash member out and hash the rest. Sound because the line must hold exactly one
-    ``"chain":{`` and the cut cannot create another: when the digest matches, the rest is the RFC 8785 form of a
-    sealed record (collision resistance), whose only ``"chain":{`` is its top-level chain object; so the line is
-    that record with its own hash added, and the full path would read the same seq, prev_hash and verdict.
+    ``"chain":{`` and the cut cannot create another: when the digest matches a hash the shipper computed (one a
+    checkpoint vouches for, directly or through the links after it), the rest is the RFC 8785 form of a sealed
+    record (collision resistance), whose only ``"chain":{`` is its top-level chain object; so the line is that
+    record with its own hash added, and the full path would read the same seq, prev_hash and verdict.
+    A line nothing vouches for (the unsealed tail) carries a digest its writer chose, so the framing of an object
+    member is checked here too: the line is one JSON object (``{`` ... ``}``) and the member follows ``{`` or
+    ``,``. A line such as ``"chain":{"hash":...}`` alone is then parsed in full and reported, not counted. That is
+    all framing can prove: such a line with the member nested deeper, or with bytes elsewhere that are not RFC 8785
+    JSON, still passes (an open bug, tests/audit/test_forged_tail_open.py: only parsing it would tell).
     """
     at = line.find(_HASHED)
-    if at < 0 or line.count(_MEMBER) != 1:
+    if at < 1 or line[at - 1:at] not in (b"{", b",") or line[:1] != b"{" or line[-1:] != b"}" \
+            or line.count(_MEMBER) != 1:
         return None
     digest = line[at + 17:at + 81]
     if not line.startswith(b'","id":%s,"prev_hash":"%s","seq":%d}' % (chain_json, prev.encode(), seq), at + 81):
