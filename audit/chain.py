@@ -50,11 +50,11 @@ def canonical_link(line: bytes, chain_json: bytes, seq: int, prev: str) -> str |
     checkpoint vouches for, directly or through the links after it), the rest is the RFC 8785 form of a sealed
     record (collision resistance), whose only ``"chain":{`` is its top-level chain object; so the line is that
     record with its own hash added, and the full path would read the same seq, prev_hash and verdict.
-    A line nothing vouches for (the unsealed tail) carries a digest its writer chose, so the framing of an object
-    member is checked here too: the line is one JSON object (``{`` ... ``}``) and the member follows ``{`` or
-    ``,``. A line such as ``"chain":{"hash":...}`` alone is then parsed in full and reported, not counted. That is
-    all framing can prove: such a line with the member nested deeper, or with bytes elsewhere that are not RFC 8785
-    JSON, still passes (an open bug, tests/audit/test_forged_tail_open.py: only parsing it would tell).
+    A line nothing vouches for (the unsealed tail) carries a digest its writer chose. The framing of an object
+    member is checked here (one JSON object, ``{`` ... ``}``, the member after ``{`` or ``,``), but that is all
+    framing can prove: a line with the member nested deeper, or with bytes elsewhere that are not RFC 8785 JSON,
+    still passes. So callers take the shortcut only below the last signed checkpoint (``verify.parse_record``'s
+    ``sealed``) and parse the unsealed lines in full (tests/audit/test_forged_unsealed.py).
     """
     at = line.find(_HASHED)
     if at < 1 or line[at - 1:at] not in (b"{", b",") or line[:1] != b"{" or line[-1:] != b"}" \

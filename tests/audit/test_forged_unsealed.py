@@ -1,0 +1,89 @@
+"""A line past the last checkpoint carries a hash its writer chose, so framing it like the shipper's form is not
+enough for ``canonical_link``'s shortcut: the chain member nested in another object, bytes before it that are not
+JSON or not RFC 8785. Such lines are parsed in full (``verify.parse_record``'s ``sealed``) and reported, by the full
+path, by the local store's fast paths (which re-read the unsealed lines) and by ``verify --es``. Before, all of them
+counted the forged line as a record and said INTACT."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from audit import checkpoint as cp
+from audit.chain import canonical_link
+from audit.readers.localstore import records_of_lines
+from audit.verify import verify
+from audit.verify_cli import local_records, verify_store
+from tests.audit.kit import kinds
+from tests.audit.tamper import EsTamper
+from tests.audit.test_forged_tail import CHAIN, CHAIN_JSON, KEY, forge, genuine, store_of
+from tests.audit.test_verify_es import Fleet
+
+# name: (bytes before the member, bytes after it, the finding the full parse gives)
+FRAMED: dict[str, tuple[bytes, bytes, tuple[str, int | None]]] = {
+    "member nested in another object": (b'{"x":{', b"}}", ("inserted", None)),
+    "not JSON before the member": (b'{"a":,', b"}", ("inserted", None)),
+    "respelled number before the member": (b'{"a":1.0,', b"}", ("modified", 3)),
+}
+
+
+def sealed_store(tmp: Path, forged: bytes) -> Path:
+    """Three genuine records under a signed checkpoint of size 3, then ``forged`` as record 3."""
+    lines, head = genuine(3)
+    store = store_of(tmp, [*lines, forged])
+    (store / CHAIN / "checkpoints" / f"{3:020d}.note").write_text(cp.sign(KEY, CHAIN, 3, head.hash))
+    return store
+
+
+@pytest.mark.parametrize("name", list(FRAMED))
+def test_framed_forgery_takes_the_shortcut_only_where_a_checkpoint_vouches(name: str) -> None:
+    before, after, _ = FRAMED[name]
+    lines, head = genuine(3)
+    forged = forge(before, head, after)
+    assert canonical_link(forged, CHAIN_JSON, 3, head.hash) is not None  # framing alone cannot refute it
+    checkpoint = [cp.sign(KEY, CHAIN, 3, head.hash)]
+    vouched = verify(CHAIN, records_of_lines([*lines, forged], CHAIN, sealed=4), checkpoint, KEY.public_key())
+    assert vouched.intact  # what a caller that claims the line sealed gets: why only checkpoints may say so
+
+
+@pytest.mark.parametrize("name", list(FRAMED))
+def test_framed_forgery_past_the_last_checkpoint_is_reported_by_every_path(tmp_path: Path, name: str) -> None:
+    before, after, finding = FRAMED[name]
+    _, head = genuine(3)
+    store = sealed_store(tmp_path, forge(before, head, after))
+    notes = [(store / CHAIN / "checkpoints" / f"{3:020d}.note").read_text()]
+    full = verify(CHAIN, local_records(store / CHAIN), notes, KEY.public_key())
+    assert [(f.kind, f.seq) for f in full.findings] == [finding]
+    for workers in (1, 2):
+        fast = verify_store(store, CHAIN, KEY.public_key(), None, workers=workers, chunk_bytes=64)
+        assert fast.as_dict() == full.as_dict()
+    trusted = cp.parse(notes[0])
+    from_trusted = verify_store(store, CHAIN, KEY.public_key(), trusted)
+    assert [(f.kind, f.seq) for f in from_trusted.findings] == [finding]
+
+
+@pytest.mark.elasticsearch
+def test_framed_forgery_past_the_last_checkpoint_in_elasticsearch_is_reported(tmp_path: Path, elasticsearch: str,
+                                                                              es_namespace: str) -> None:
+    """The host operator writes a document after the last checkpoint, linked to the last record, its hash computed
+    over its own bytes (a respelled number): ``verify --es`` reads it in full and reports it."""
+    fleet = Fleet(tmp_path, elasticsearch, es_namespace)
+    fleet.ship(30)  # checkpoints every 10 records: 30 is the last
+    tamper = EsTamper(fleet.url, fleet.stream, "h1")
+    last = tamper.doc(29)["chain"]
+    member = b'"chain":{"id":"h1","prev_hash":"%s","seq":30}' % last["hash"].encode()
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ").encode()  # fresh: not yet due a checkpoint
+    forged = forge(b'{"@timestamp":"%s","a":1.0,' % now, _Head(last["hash"]), b',"message":"forged"}')
+    assert member.replace(b'"chain":{', b"") in forged
+    tamper.put_raw("h1:30", forged)
+    code, report = fleet.verify()
+    assert (code, kinds(report)) == (1, [("modified", 30)])
+
+
+class _Head:
+    """The chain head ``forge`` links the forged record to: record 29 of chain h1."""
+
+    def __init__(self, digest: str) -> None:
+        self.hash, self.next_seq = digest, 30
