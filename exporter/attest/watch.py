@@ -48,7 +48,7 @@ class _Handler(FileSystemEventHandler):
 class EvidenceWatcher:
     """Calls ``process(path, data)`` once per distinct (name, content) arriving in ``folder``."""
 
-    def __init__(self, folder: Path, process: Callable[[Path, bytes], None],
+    def __init__(self, folder: Path, process: Callable[[Path, bytes], object],
                  unreadable: Callable[[Path, OSError], None]) -> None:
         self.folder = Path(folder)
         self.process = process
