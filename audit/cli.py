@@ -6,10 +6,12 @@ without dashes; flags win; unknown keys are an error). Secrets are only ever rea
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
 
@@ -20,7 +22,37 @@ from common.http import ServeError
 from common.log import setup_logging
 from common.settings import click_options, given
 
+if TYPE_CHECKING:
+    from audit.readers.elasticsearch import EsOptions
+
 _PATH = click.Path(path_type=Path)
+_Command = TypeVar("_Command", bound=Callable[..., Any])
+
+
+def _es_reader(url_help: str) -> Callable[[_Command], _Command]:
+    """--es, --data-stream and the credential options of a command that reads Elasticsearch, handed to it as one
+    ``conn`` (``EsOptions``)."""
+    def decorate(command: _Command) -> _Command:
+        @functools.wraps(command)
+        def with_conn(es: str | None, data_stream: str | None, es_ca_file: Path | None, es_api_key_file: Path | None,
+                      es_username: str | None, es_password_file: Path | None, **kwargs: Any) -> Any:
+            from audit.readers.elasticsearch import EsOptions
+
+            conn = EsOptions(es, data_stream, es_ca_file, es_api_key_file, es_username, es_password_file)
+            return command(conn=conn, **kwargs)
+
+        options = [
+            click.option("--es", help=url_help),
+            click.option("--data-stream", help="Data stream to read. [default: logs-tee.audit-default]"),
+            click.option("--es.ca-file", "es_ca_file", type=_PATH, help="CA bundle for the Elasticsearch certificate."),
+            click.option("--es.api-key-file", "es_api_key_file", type=_PATH, help="File holding an API key."),
+            click.option("--es.username", "es_username", help="User for basic auth."),
+            click.option("--es.password-file", "es_password_file", type=_PATH, help="File holding the password."),
+        ]
+        for option in reversed(options):
+            with_conn = option(with_conn)
+        return cast(_Command, with_conn)
+    return decorate
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -60,12 +92,7 @@ def ship(ctx: click.Context, config_file: Path | None, **flags: Any) -> None:
 
 @main.command()
 @click.option("--store", type=_PATH, help="Local store directory to verify.")
-@click.option("--es", help="Elasticsearch URL to verify.")
-@click.option("--data-stream", help="Data stream to read. [default: logs-tee.audit-default]")
-@click.option("--es.ca-file", "es_ca_file", type=_PATH, help="CA bundle for the Elasticsearch certificate.")
-@click.option("--es.api-key-file", "es_api_key_file", type=_PATH, help="File holding an API key.")
-@click.option("--es.username", "es_username", help="User for basic auth.")
-@click.option("--es.password-file", "es_password_file", type=_PATH, help="File holding the password.")
+@_es_reader("Elasticsearch URL to verify.")
 @click.option("--public-key", type=_PATH, required=True, help="Ed25519 public key (PEM or note vkey).")
 @click.option("--chain", help="Chain id. [default: the only chain present]")
 @click.option("--from-checkpoint", type=_PATH,
@@ -87,16 +114,13 @@ def ship(ctx: click.Context, config_file: Path | None, **flags: Any) -> None:
               help="Witness policy (log, witness <name> <vkey>, quorum <n>): a checkpoint without the quorum of "
                    "cosignatures does not seal its records.")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable findings.")
-def verify(store: Path | None, es: str | None, data_stream: str | None, es_ca_file: Path | None,
-           es_api_key_file: Path | None, es_username: str | None, es_password_file: Path | None,
-           public_key: Path, chain: str | None, from_checkpoint: Path | None, all_chains: bool,
+def verify(store: Path | None, conn: EsOptions, public_key: Path, chain: str | None, from_checkpoint: Path | None, all_chains: bool,
            checkpoint_every_records: int, checkpoint_every_seconds: float, seal_grace_seconds: float,
            known_checkpoints: tuple[Path, ...], policy: Path | None, as_json: bool) -> None:
     """Verify a chain; exit 0 intact, 1 not intact, 2 verification could not run."""
     from audit import verify_cli
     from audit.verify import Promise
 
-    conn = verify_cli.EsOptions(es, data_stream, es_ca_file, es_api_key_file, es_username, es_password_file)
     promise = Promise(checkpoint_every_records, checkpoint_every_seconds, seal_grace_seconds)
     sys.exit(verify_cli.run(store, conn, public_key, chain, from_checkpoint, as_json, promise, all_chains,
                             known_checkpoints, policy))
@@ -145,24 +169,17 @@ def show(note: Path, public_key: Path | None) -> None:
 
 @main.command()
 @click.option("--store", type=_PATH, help="Local store directory holding the record and its tiles.")
-@click.option("--es", help="Elasticsearch URL holding the record and its tiles.")
-@click.option("--data-stream", help="Data stream to read. [default: logs-tee.audit-default]")
-@click.option("--es.ca-file", "es_ca_file", type=_PATH, help="CA bundle for the Elasticsearch certificate.")
-@click.option("--es.api-key-file", "es_api_key_file", type=_PATH, help="File holding an API key.")
-@click.option("--es.username", "es_username", help="User for basic auth.")
-@click.option("--es.password-file", "es_password_file", type=_PATH, help="File holding the password.")
+@_es_reader("Elasticsearch URL holding the record and its tiles.")
 @click.option("--chain", help="Chain id. [default: the only chain present]")
 @click.option("--seq", type=click.IntRange(min=0), required=True, help="The record to prove.")
 @click.option("--checkpoint", "note", type=_PATH,
               help="Tree checkpoint note to prove against. [default: the newest stored, with its cosignatures]")
 @click.option("--out", type=_PATH, help="Write the receipt here. [default: stdout]")
-def prove(store: Path | None, es: str | None, data_stream: str | None, es_ca_file: Path | None,
-          es_api_key_file: Path | None, es_username: str | None, es_password_file: Path | None, chain: str | None,
-          seq: int, note: Path | None, out: Path | None) -> None:
+def prove(store: Path | None, conn: EsOptions, chain: str | None, seq: int, note: Path | None,
+          out: Path | None) -> None:
     """Write an offline receipt (C2SP tlog-proof) that record SEQ is in the signed, witnessed log."""
-    from audit.prove_cli import EsOptions, run_prove
+    from audit.prove_cli import run_prove
 
-    conn = EsOptions(es, data_stream, es_ca_file, es_api_key_file, es_username, es_password_file)
     sys.exit(run_prove(store, conn, chain, seq, note, out))
 
 

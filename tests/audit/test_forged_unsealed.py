@@ -10,11 +10,12 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from audit import checkpoint as cp
-from audit.chain import canonical_link
+from audit.chain import Head, canonical_link
 from audit.readers.localstore import records_of_lines
-from audit.verify import verify
+from audit.verify import parses_as_record, sealed_size, verify
 from audit.verify_cli import local_records, verify_store
 from tests.audit.kit import kinds
 from tests.audit.tamper import EsTamper
@@ -46,6 +47,40 @@ def test_framed_forgery_takes_the_shortcut_only_where_a_checkpoint_vouches(name:
     checkpoint = [cp.sign(KEY, CHAIN, 3, head.hash)]
     vouched = verify(CHAIN, records_of_lines([*lines, forged], CHAIN, sealed=4), checkpoint, KEY.public_key())
     assert vouched.intact  # what a caller that claims the line sealed gets: why only checkpoints may say so
+
+
+def test_sealed_size_is_the_largest_checkpoint_signed_by_the_key_for_the_chain() -> None:
+    _, head = genuine(3)
+    mine = cp.sign(KEY, CHAIN, 3, head.hash)
+    assert sealed_size(CHAIN, [mine], KEY.public_key()) == 3
+    assert sealed_size(CHAIN, [cp.sign(KEY, "other", 9, head.hash), mine], KEY.public_key()) == 3
+    forged = cp.sign(Ed25519PrivateKey.generate(), CHAIN, 9, head.hash)
+    assert sealed_size(CHAIN, [forged], KEY.public_key()) == 0
+
+
+def test_parses_as_record_tells_a_record_from_a_framed_forgery() -> None:
+    lines, head = genuine(3)
+    assert all(parses_as_record(line, CHAIN_JSON) for line in lines)
+    assert not parses_as_record(forge(b'{"x":{', head, b"}}"), CHAIN_JSON)
+    assert not parses_as_record(lines[0], b'"other"')
+
+
+def test_unsealed_is_the_default_even_for_the_first_record() -> None:
+    """A reader given no checkpoint shortcuts nothing: a framed forgery as record 0 is reported."""
+    forged = forge(b'{"x":{', Head(CHAIN), b"}}")
+    report = verify(CHAIN, records_of_lines([forged], CHAIN), [], KEY.public_key())
+    assert [(f.kind, f.seq) for f in report.findings] == [("inserted", None)]
+
+
+def test_framed_forgery_at_the_sealed_size_read_off_the_line_is_reported() -> None:
+    """After a line that is no record, the next line's seq is read off it (no expectation): at exactly the sealed
+    size it is unsealed, and parsed in full."""
+    lines, head = genuine(3)
+    checkpoint = [cp.sign(KEY, CHAIN, 3, head.hash)]
+    forged = forge(b'{"x":{', head, b"}}")
+    stream = records_of_lines([*lines, b"not a record", forged], CHAIN, sealed=3)
+    report = verify(CHAIN, stream, checkpoint, KEY.public_key())
+    assert [(f.kind, f.seq) for f in report.findings] == [("inserted", None), ("inserted", None)]
 
 
 @pytest.mark.parametrize("name", list(FRAMED))
