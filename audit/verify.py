@@ -132,8 +132,8 @@ def peek_link(line: bytes, chain_json: bytes) -> tuple[int, str] | None:
     return int(digits), prev.decode("ascii", "replace")
 
 
-def parse_record(line: bytes, arrival: int, chain_json: bytes, expect: tuple[int, str] | None = None,
-                 sealed: int = 0) -> Rec | Finding:
+def parse_record(line: bytes, arrival: int, chain_json: bytes, expect: tuple[int, str] | None,
+                 sealed: int) -> Rec | Finding:
     """A stored line as a ``Rec``; a line that is not a chained record of this chain at all is a finding.
 
     ``expect`` (the seq and prev_hash the previous line suggests) lets the common case skip parsing altogether:

@@ -83,6 +83,18 @@ def test_framed_forgery_at_the_sealed_size_read_off_the_line_is_reported() -> No
     assert [(f.kind, f.seq) for f in report.findings] == [("inserted", None), ("inserted", None)]
 
 
+def test_framed_forgery_below_the_sealed_size_breaks_the_link_to_the_next_record() -> None:
+    """Below the sealed size the shortcut takes a framed line at its word, also when its seq is read off it (after a
+    line that is no record): its chosen hash is then not what the next genuine record links to."""
+    lines, _ = genuine(5)
+    record_1 = lines[1][lines[1].index(b'"hash":"') + 8:][:64].decode()
+    forged = forge(b'{"x":{', Head(CHAIN, 2, record_1), b"}}")
+    checkpoint = [cp.sign(KEY, CHAIN, 5, lines[4][lines[4].index(b'"hash":"') + 8:][:64].decode())]
+    stream = records_of_lines([*lines[:2], b"junk", forged, *lines[3:]], CHAIN, sealed=5)
+    report = verify(CHAIN, stream, checkpoint, KEY.public_key())
+    assert [(f.kind, f.seq) for f in report.findings] == [("broken-link", 3), ("inserted", None)]
+
+
 @pytest.mark.parametrize("name", list(FRAMED))
 def test_framed_forgery_past_the_last_checkpoint_is_reported_by_every_path(tmp_path: Path, name: str) -> None:
     before, after, finding = FRAMED[name]
