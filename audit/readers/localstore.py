@@ -243,12 +243,23 @@ def unsealed_lines_are_records(lay: Layout, sealed: int) -> bool:
     """Every line from seq ``sealed`` on, read in full, is the record the fast path took it for: past the last
     checkpoint a line's hash is its writer's choice, which ``canonical_link`` alone cannot refute."""
     chain_json = canonicalize(lay.chain)
-    for seg in tree_segments(lay, sealed):
-        for line in _lines(seg):
-            link = peek_link(line, chain_json)  # only such lines can have taken the shortcut
-            if link is not None and link[0] >= sealed and not parses_as_record(line, chain_json):
-                return False
-    return True
+    return all(parses_as_record(line, chain_json) for line in _unsealed(lay, sealed, chain_json))
+
+
+def _unsealed(lay: Layout, sealed: int, chain_json: bytes) -> Iterator[bytes]:
+    """The lines from seq ``sealed`` on that could have taken the shortcut (``peek_link`` reads a seq off them).
+    The fast paths take it only in runs of records continuing the chain, so such lines follow record ``sealed`` in
+    the file: read from there (found by binary search, not by reading the whole segment); from the start of its
+    segment when the search fails (records out of order: then the full path has judged them anyway)."""
+    found = _locate(lay, sealed)
+    segments = tree_segments(lay, sealed) if found is None else lay.segments[lay.segments.index(found[0]):]
+    for i, seg in enumerate(segments):
+        with open(seg.path, "rb") as fh:
+            fh.seek(found[1] if found is not None and i == 0 else 0)
+            for line in fh.read(seg.complete - fh.tell()).split(b"\n")[:-1]:
+                link = peek_link(line, chain_json)
+                if link is not None and link[0] >= sealed:
+                    yield line
 
 
 def seq_lines(lay: Layout, first: int) -> Iterator[tuple[int, bytes]]:
@@ -285,6 +296,12 @@ def seqs_of(lines: Iterable[bytes], chain_json: bytes, first: int) -> Iterator[t
 def find_record(lay: Layout, seq: int) -> bytes | None:
     """The stored line of record ``seq``, by binary search over byte offsets within its segment (records are
     stored in seq order): O(log n) reads, whatever the store's size. None when it is not there."""
+    found = _locate(lay, seq)
+    return found[2] if found else None
+
+
+def _locate(lay: Layout, seq: int) -> tuple[Segment, int, bytes] | None:
+    """``find_record``'s search: the segment, the byte offset and the line of record ``seq``."""
     chain_json = canonicalize(lay.chain)
     holding = [seg for seg in lay.segments if seg.first <= seq]
     if not holding:
@@ -301,7 +318,7 @@ def find_record(lay: Layout, seq: int) -> bytes | None:
             if link is None:
                 return None  # not in the shipper's form: leave it to verify
             if link[0] == seq:
-                return line
+                return seg, start, line
             if link[0] < seq:
                 lo = start + len(line) + 1
             elif start == lo:
