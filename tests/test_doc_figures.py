@@ -14,6 +14,7 @@ import pytest
 from audit import spool
 from audit.config import ShipSettings
 from audit.readers import elasticsearch as es_reader
+from audit.setup import wanted
 from audit.ship import BACKOFF_MAX
 from audit.sinks import elasticsearch as es_sink
 from audit.sinks import localstore
@@ -76,3 +77,11 @@ def test_a_scrape_waits_on_unanswered_libvirt_calls_less_than_its_deadline() -> 
     # most FETCH_THREADS late definitions (beyond them a domain is late at once); the job-free calls are answered
     # without QEMU. All of it within the default --collector.timeout, with time left for the answered calls.
     assert bulk_stats.STATS_WAIT + cache.FETCH_THREADS * cache.XML_WAIT < Settings().collector_timeout * 3 / 4
+
+
+def test_setup_example_shows_the_fingerprints_this_version_installs() -> None:
+    """An administrator compares ``tee-audit setup``'s output with the docs' example: its template fingerprints are
+    the ones this version writes."""
+    text = (ROOT / "docs" / "audit.md").read_text()
+    for template in wanted("default"):
+        assert f"# template {template.name}: installed ({template.fingerprint})" in text
