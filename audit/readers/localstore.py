@@ -182,9 +182,11 @@ def _check_tails(segments: list[Segment], findings: list[Finding]) -> None:
                                 f"{seg.complete}: {what}, not a record"))
 
 
-def _lines(seg: Segment) -> Iterator[bytes]:
+def _lines(seg: Segment, start: int = 0) -> Iterator[bytes]:
+    """The complete lines of a segment from byte ``start`` (a line start), without their newlines."""
     with open(seg.path, "rb") as fh:
-        remaining = seg.complete
+        fh.seek(start)
+        remaining = seg.complete - start
         for line in fh:
             if remaining <= 0:
                 return
@@ -254,12 +256,10 @@ def _unsealed(lay: Layout, sealed: int, chain_json: bytes) -> Iterator[bytes]:
     found = _locate(lay, sealed)
     segments = tree_segments(lay, sealed) if found is None else lay.segments[lay.segments.index(found[0]):]
     for i, seg in enumerate(segments):
-        with open(seg.path, "rb") as fh:
-            fh.seek(found[1] if found is not None and i == 0 else 0)
-            for line in fh.read(seg.complete - fh.tell()).split(b"\n")[:-1]:
-                link = peek_link(line, chain_json)
-                if link is not None and link[0] >= sealed:
-                    yield line
+        for line in _lines(seg, found[1] if found is not None and i == 0 else 0):
+            link = peek_link(line, chain_json)
+            if link is not None and link[0] >= sealed:
+                yield line
 
 
 def seq_lines(lay: Layout, first: int) -> Iterator[tuple[int, bytes]]:
