@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from exporter.platform.problems import Problems, read_text
+from exporter.platform.problems import Problems, read_text, read_value
 
 
 @dataclass(frozen=True)
@@ -59,15 +59,9 @@ def read_enabled(sys_root: Path, problems: Problems) -> dict[str, bool]:
     out = {}
     for p in PARAMS:
         path = sys_root / "module" / p.module / "parameters" / p.name
-        text = read_text(path, problems, "kvm_param")
-        if text is None:
-            continue
-        value = parse_bool(text)
-        if value is None:
-            problems.malformed("kvm_param", path, f"not a boolean: {text.strip()[:40]!r}")
-            continue
-        problems.ok(path)
-        out[p.tee_type] = value
+        value = read_value(path, problems, "kvm_param", parse_bool, "a boolean")
+        if value is not None:
+            out[p.tee_type] = value
     return out
 
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from prometheus_client.core import CounterMetricFamily
 
@@ -62,3 +64,21 @@ def read_text(path: Path, problems: Problems, source: str) -> str | None:
     except (OSError, UnicodeDecodeError) as exc:
         problems.malformed(source, path, f"unreadable: {exc}")
         return None
+
+
+T = TypeVar("T")
+
+
+def read_value(path: Path, problems: Problems, source: str, parse: Callable[[str], T | None],
+               expected: str) -> T | None:
+    """The file's value as ``parse`` reads it; None when the file is not present, or when its text is not
+    ``expected`` (then counted as malformed, naming what it held)."""
+    text = read_text(path, problems, source)
+    if text is None:
+        return None
+    value = parse(text)
+    if value is None:
+        problems.malformed(source, path, f"not {expected}: {text.strip()[:40]!r}")
+        return None
+    problems.ok(path)
+    return value

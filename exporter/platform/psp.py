@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from exporter.platform.problems import Problems, read_text
+from exporter.platform.problems import Problems, read_value
 
 COMPONENTS = {"tee_version": "tee", "bootloader_version": "bootloader"}
 _VERSION = re.compile(r"^[0-9a-f]{2}\.[0-9a-f]{2}\.[0-9a-f]{2}\.[0-9a-f]{2}$")
@@ -40,13 +40,7 @@ def read(sys_root: Path, problems: Problems) -> list[PspVersion]:
     for device in entries:
         for name, component in COMPONENTS.items():
             path = device / name
-            text = read_text(path, problems, "psp")
-            if text is None:
-                continue
-            version = parse_version(text)
-            if version is None:
-                problems.malformed("psp", path, f"not AA.BB.CC.DD: {text.strip()[:40]!r}")
-                continue
-            problems.ok(path)
-            out.append(PspVersion(device.name, component, version))
+            version = read_value(path, problems, "psp", parse_version, "AA.BB.CC.DD")
+            if version is not None:
+                out.append(PspVersion(device.name, component, version))
     return out
