@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from audit import proof
+from audit.prove_cli import prove_store
 from tests.fixtures.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,3 +32,16 @@ def test_readme_demo_serves_metrics_and_verifies_its_audit_chain(tmp_path: Path)
     assert len(verdicts) == 1, out[-2000:]
     (_chain, state, records), = verdicts
     assert state == "INTACT" and int(records) == len(journal), verdicts
+    assert max(receipt_sizes(tmp_path / "demo" / "store", len(journal))) < 2048
+
+
+def receipt_sizes(store: Path, records: int, depth: int = 24) -> list[int]:
+    """Bytes of each record's receipt were the log ten million records long (24 proof hashes of 45 bytes) and the
+    checkpoint cosigned by one witness (a cosignature line: em dash, name, 104 base64 characters)."""
+    cosignature = len("\u2014 witness.example/w1 ".encode()) + 104 + 1
+    sizes = []
+    for seq in range(records):
+        text = prove_store(store, None, seq)
+        sizes.append(len(text.encode()) + (depth - len(proof.parse(text).proof)) * 45 + cosignature)
+    print("receipt bytes at 10 M records, one cosignature:", sorted(sizes))
+    return sizes

@@ -7,10 +7,13 @@ tests; the receipts are checked by the real CLI, after the records were deleted,
 from __future__ import annotations
 
 import base64
+import hashlib
+import json
 import shutil
 import struct
 import subprocess
 import time
+import zlib
 from pathlib import Path
 
 import pytest
@@ -18,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from audit import checkpoint as cp
-from audit import cosign, merkle, proof
+from audit import cosign, merkle, proof, proof_dictionary
 from audit.prove_cli import ProveError, prove_store
 from audit.readers import localstore as reader
 from audit.sinks import localstore
@@ -138,10 +141,14 @@ def _receipt_with_witness(log: Log) -> tuple[str, cosign.WitnessKey]:
     return text, cosign.WitnessKey.parse(vkey)
 
 
-def test_every_flipped_byte_of_a_witnessed_receipt_is_refused(log: Log) -> None:
+def test_no_flipped_byte_makes_a_witnessed_receipt_prove_anything_else(log: Log) -> None:
+    """Every flip is refused, except one that leaves the compressed record inflating to the same bytes (DEFLATE's
+    free padding bits): that receipt still proves exactly the original record, index and checkpoint."""
     text, witness = _receipt_with_witness(log)
-    assert proof.check(text, log.public, [witness], 1)["seq"] == 77
+    proven = proof.check(text, log.public, [witness], 1)
+    assert proven["seq"] == 77
     data = text.encode()
+    extra = range(data.index(b"\nextra ") + 7, data.index(b"\nindex "))
     for at in range(len(data)):
         forged = bytearray(data)
         forged[at] ^= 1 << (at % 8)
@@ -149,13 +156,87 @@ def test_every_flipped_byte_of_a_witnessed_receipt_is_refused(log: Log) -> None:
             forged_text = bytes(forged).decode("utf-8")
         except UnicodeDecodeError:
             continue  # refused before parsing by verify-proof: "not UTF-8 text"
-        with pytest.raises(proof.ReceiptError):
-            proof.check(forged_text, log.public, [witness], 1)
+        try:
+            same = proof.check(forged_text, log.public, [witness], 1)
+        except proof.ReceiptError:
+            continue
+        assert at in extra and same == proven, f"byte {at} flipped and the receipt proves {same}"
+
+
+def _with_extra(text: str, extra: bytes) -> str:
+    """The receipt with these bytes, base64-encoded, as its extra line."""
+    lines = text.split("\n")
+    return "\n".join([lines[0], f"extra {base64.b64encode(extra).decode()}", *lines[2:]])
+
+
+def _deflated(data: bytes, dictionary: bytes | None = None) -> bytes:
+    packer = zlib.compressobj(9, zlib.DEFLATED, zlib.MAX_WBITS, 9, zlib.Z_DEFAULT_STRATEGY, *([dictionary] if dictionary
+                                                                                             else []))
+    return packer.compress(data) + packer.flush()
+
+
+def test_the_record_rides_compressed_with_the_named_dictionary(log: Log) -> None:
+    """zlib (RFC 1950) with FDICT set and the dictionary's Adler-32 as DICTID: an independent verifier can inflate it."""
+    text, _ = _receipt_with_witness(log)
+    packed = base64.b64decode(text.split("\n")[1].removeprefix("extra "))
+    assert packed[1] & 0x20 and int.from_bytes(packed[2:6], "big") == zlib.adler32(proof_dictionary.V1)
+    body = zlib.decompressobj(zdict=proof_dictionary.V1).decompress(packed)
+    stored = log.lines[77]
+    own = json.loads(stored)["chain"]["hash"]  # the SHA-256 of the body: put back by the verifier
+    assert body == stored.replace(f'"hash":"{own}",'.encode(), b"") and hashlib.sha256(body).hexdigest() == own
+    assert len(packed) < 0.6 * len(stored)
+
+
+def test_the_dictionary_is_frozen() -> None:
+    """Receipts name it by this Adler-32: a changed dictionary would make every receipt made with it unreadable."""
+    assert (zlib.adler32(proof_dictionary.V1), len(proof_dictionary.V1)) == (3475629503, 2198)
+    assert proof_dictionary.BY_ID[3475629503] is proof_dictionary.V1
+
+
+@pytest.mark.parametrize("extra", [lambda record: record, lambda record: _deflated(record)],
+                         ids=["uncompressed (receipts before compression)", "zlib without a dictionary"])
+def test_other_encodings_of_the_same_record_prove_the_same(log: Log, extra) -> None:  # type: ignore[no-untyped-def]
+    text, witness = _receipt_with_witness(log)
+    assert proof.check(_with_extra(text, extra(log.lines[77])), log.public, [witness], 1) == \
+        proof.check(text, log.public, [witness], 1)
+
+
+@pytest.mark.parametrize(("extra", "reason"), [
+    (lambda record: b"[" + record, "the extra line holds neither a record nor a zlib stream"),
+    (lambda record: _deflated(record, b"another dictionary"), "compressed with an unknown dictionary \\(id "),
+    (lambda record: _deflated(record, proof_dictionary.V1)[:-9], "truncated or followed by other bytes"),
+    (lambda record: _deflated(record, proof_dictionary.V1) + b"\0", "truncated or followed by other bytes"),
+    (lambda record: _deflated(record, proof_dictionary.V1)[:-1] + b"\0", "corrupt .*incorrect data check"),
+    (lambda record: _deflated(b"{" + b" " * (proof.RECORD_LIMIT + 1)), "inflates past 4194304 bytes"),
+])
+def test_a_bad_compressed_record_fails_for_its_one_reason(log: Log, extra, reason: str) -> None:  # type: ignore[no-untyped-def]
+    text, witness = _receipt_with_witness(log)
+    with pytest.raises(proof.ReceiptError, match=reason):
+        proof.check(_with_extra(text, extra(log.lines[77])), log.public, [witness], 1)
+
+
+def _with_record(text: str, record: bytes) -> str:
+    """The receipt with another record in its extra line (compressed as prove does), all else kept."""
+    receipt = proof.parse(text)
+    return proof.build(record, receipt.index, list(receipt.proof), receipt.note)
 
 
 def _flip_record(text: str) -> str:
-    record = proof.parse(text).record.replace(b"vm-77", b"vm-78")
-    return text.replace(base64.b64encode(proof.parse(text).record).decode(), base64.b64encode(record).decode())
+    """The forger edits the record; its hash is recomputed by the verifier, so it is self-consistent but not the
+    logged one."""
+    return _with_record(text, proof.parse(text).record.replace(b"vm-77", b"vm-78"))
+
+
+def _flip_whole_record(text: str) -> str:
+    """The same edit in a receipt carrying the whole record (the form before compression): its hash is stale."""
+    return _with_extra(text, proof.parse(text).record.replace(b"vm-77", b"vm-78"))
+
+
+def _respelled_body(text: str) -> str:
+    """The hashed body in a non-RFC 8785 spelling: the hash the verifier puts back is not the record's own."""
+    record = proof.parse(text).record
+    own = json.loads(record)["chain"]["hash"]
+    return _with_extra(text, _deflated(record.replace(f'"hash":"{own}",'.encode(), b"").replace(b":", b": ", 1)))
 
 
 def _flip_proof(text: str) -> str:
@@ -173,7 +254,9 @@ def _other_index(text: str) -> str:
 
 
 @pytest.mark.parametrize(("forge", "reason"), [
-    (_flip_record, "the record's content does not match its own hash"),
+    (_flip_record, "the record is not entry 77 of the signed tree: inclusion proof leads to another root"),
+    (_flip_whole_record, "the record's content does not match its own hash"),
+    (_respelled_body, "the record's content does not match its own hash"),
     (_flip_proof, "the record is not entry 77 of the signed tree"),
     (_flip_root, "the checkpoint is not a tree checkpoint signed by the log's public key"),
     (_other_index, "the record's seq 77 is not the receipt's index 76"),
@@ -185,7 +268,8 @@ def test_forged_receipt_fails_for_its_one_reason(log: Log, forge, reason: str) -
 
 
 def test_record_rehashed_after_its_edit_is_not_in_the_tree(log: Log) -> None:
-    """The forger recomputes the record's own hash: the record is self-consistent, but not the logged one."""
+    """In a receipt carrying the whole record, the forger recomputes the record's own hash: the record is
+    self-consistent, but not the logged one."""
     text, witness = _receipt_with_witness(log)
     from audit.canonical import canonicalize, loads
     from audit.chain import record_hash
@@ -193,8 +277,7 @@ def test_record_rehashed_after_its_edit_is_not_in_the_tree(log: Log) -> None:
     doc = loads(proof.parse(text).record).value
     doc["message"] = "domain vm-78 started"
     doc["chain"]["hash"] = record_hash(doc)
-    forged = text.replace(base64.b64encode(proof.parse(text).record).decode(),
-                          base64.b64encode(canonicalize(doc)).decode())
+    forged = _with_extra(text, canonicalize(doc))
     with pytest.raises(proof.ReceiptError, match="is not entry 77 of the signed tree: inclusion proof leads to "
                                                  "another root"):
         proof.check(forged, log.public, [witness], 1)
