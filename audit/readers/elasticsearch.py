@@ -16,6 +16,8 @@
   distribution). When the oldest backing index still present is not the stream's first generation, older ones
   were deleted, and the records before the chain's first record still present are reported as expired.
 - The failure store (``<stream>::failures``) is read too: documents of this chain Elasticsearch refused.
+- A search that failed on some shard answers 200 with what the other shards found. Judged, the records of the
+  failed shard would be reported dropped; every search here refuses such an answer instead (``cannot verify``).
 """
 
 from __future__ import annotations
@@ -88,6 +90,13 @@ def call(client: Elasticsearch, method: str, path: str, body: Any = None) -> Any
     if value is None:
         raise VerifyError(f"{method} {path}: the response cannot be parsed")
     return value
+
+
+def search(client: Elasticsearch, path: str, body: dict[str, Any]) -> Any:
+    """A search answered by every shard (see the module doc)."""
+    answer = call(client, "POST", path, body)
+    es.all_shards(answer)
+    return answer
 
 
 def _source_slices(raw: bytes, hits: list[dict[str, Any]], cursor: int = 0) -> Iterator[bytes | None]:
@@ -167,8 +176,9 @@ def _fetch_pages(client: Elasticsearch, pit: str, query: dict[str, Any], sort: l
             raw = es.request(client, "POST", "/_search", body)
             page = _decode(raw)
             if page is None:  # see the module doc: the same page without sources, then each document alone
-                page = call(client, "POST", "/_search", {**body, "_source": False, "docvalue_fields": _DOC_VALUES})
+                page = search(client, "/_search", {**body, "_source": False, "docvalue_fields": _DOC_VALUES})
                 page["_unreadable"] = True
+            es.all_shards(page)
             hits = page["hits"]["hits"]
             if not hits:
                 break
@@ -258,6 +268,7 @@ def record_copies(client: Elasticsearch, stream: str, chain_id: str, seq: int) -
     page = _decode(raw)
     if page is None:
         raise VerifyError(f"record {seq}: the response cannot be parsed")
+    es.all_shards(page)
     hits = page["hits"]["hits"]
     return [stored for stored in _source_slices(raw, hits, max(0, raw.find(b'"hits":['))) if stored is not None]
 
@@ -308,7 +319,7 @@ def retention_floor(client: Elasticsearch, stream: str, chain_id: str) -> tuple[
     generation = oldest.rsplit("-", 1)[-1]
     if not generation.isdigit() or int(generation) <= 1:
         return 0, ""
-    first = call(client, "POST", f"/{stream}/_search", {
+    first = search(client, f"/{stream}/_search", {
         "size": 1, "query": _chain_query(chain_id, "chain.seq"), "sort": [{"chain.seq": "asc"}],
         "_source": False, "docvalue_fields": ["chain.seq"]})["hits"]["hits"]
     if not first:
@@ -320,7 +331,7 @@ def retention_floor(client: Elasticsearch, stream: str, chain_id: str) -> tuple[
 def tail(client: Elasticsearch, stream: str, chain_id: str, first: int) -> Iterator[tuple[int, Any]]:
     """``(seq, @timestamp)`` of the first ``TAIL`` records from seq ``first`` on (for the checkpoint promise)."""
     query = {"bool": {"filter": [{"term": {"chain.id": chain_id}}, {"range": {"chain.seq": {"gte": first}}}]}}
-    hits = call(client, "POST", f"/{stream}/_search", {
+    hits = search(client, f"/{stream}/_search", {
         "size": TAIL, "query": query, "sort": [{"chain.seq": "asc"}], "track_total_hits": False,
         "_source": ["@timestamp", "chain.seq"]})["hits"]["hits"]
     for hit in hits:
@@ -336,7 +347,7 @@ def failures(client: Elasticsearch, stream: str, chain_id: str, limit: int = 100
     prefix = f"{chain_id}:"
     out: list[dict[str, Any]] = []
     try:
-        hits = call(client, "POST", f"/{stream}::failures/_search", {
+        hits = search(client, f"/{stream}::failures/_search", {
             "size": limit, "query": {"prefix": {"document.id": prefix}}, "sort": [{"@timestamp": "asc"}],
             "_source": ["document.id", "error.type", "error.message"]})["hits"]["hits"]
     except es.EsError as exc:
@@ -360,7 +371,7 @@ def chains(client: Elasticsearch, stream: str) -> list[str]:
         comp: dict[str, Any] = {"size": 1000, "sources": [{"id": {"terms": {"field": "chain.id"}}}]}
         if after:
             comp["after"] = after
-        agg = call(client, "POST", f"/{stream}/_search", {
+        agg = search(client, f"/{stream}/_search", {
             "size": 0, "query": {"exists": {"field": "chain.seq"}}, "aggs": {"c": {"composite": comp}}})
         result = agg["aggregations"]["c"]
         names += [b["key"]["id"] for b in result["buckets"]]

@@ -478,7 +478,7 @@ class ElasticsearchSink:
             refresh(self.client, self._both)
             answer = request(self.client, "POST", f"/{self._both}/_search?ignore_unavailable=true", body)
             aggs = answer.get("aggregations")
-            _all_shards(answer)
+            all_shards(answer)
         except EsError as exc:
             if exc.reason != "http_404":
                 raise
@@ -590,7 +590,7 @@ class Slot:
             return False
 
 
-def _all_shards(answer: dict[str, Any]) -> None:
+def all_shards(answer: dict[str, Any]) -> None:
     """A search that failed on some shard answers 200 with what the others found: not an answer to rely on."""
     shards = answer.get("_shards") or {}
     if shards.get("failed"):

@@ -3,6 +3,7 @@ store, documents only the standard decoder reads, and ``--all-chains`` over a fl
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from audit.canonical import canonicalize
 from audit.chain import record_hash
 from audit.readers import elasticsearch as reader
 from audit.sinks.elasticsearch import data_stream_name
-from tests.audit.kit import keys, kinds, ship_once, verify_json, write_journal
+from tests.audit.kit import TEE_AUDIT, keys, kinds, ship_once, verify_json, write_journal
 from tests.audit.tamper import EsTamper
 
 pytestmark = pytest.mark.elasticsearch
@@ -157,3 +158,19 @@ def test_page_no_decoder_reads_is_read_again_document_by_document(fleet: Fleet) 
     assert code == 1
     assert kinds(report) == [("inserted", None), ("missing", 17), ("modified", 23)]
     assert "cannot be read" in next(f["detail"] for f in report["findings"] if f["seq"] == 23)
+
+
+def test_a_search_that_failed_on_a_shard_is_not_judged(fleet: Fleet) -> None:
+    """A shard that fails answers 200 with what the others found: judged, the records of the failed shard would be
+    reported dropped. Here the oldest backing index refuses the verifier's page size (its result window is set
+    below it, as a misconfiguration or the cluster's operator can); verify must say it cannot verify (exit 2)."""
+    fleet.ship(30)
+    fleet.es.indices.rollover(alias=fleet.stream)
+    fleet.ship(25)
+    oldest = fleet.backing_indices()[0]
+    fleet.es.indices.put_settings(index=oldest, settings={"index.max_result_window": 10})
+    run = subprocess.run([*TEE_AUDIT, "verify", "--es", fleet.url, "--data-stream", fleet.stream, "--public-key",
+                          str(fleet.public)], capture_output=True, text=True, timeout=120, check=False)
+    assert run.returncode == 2 and not run.stdout, run.stdout
+    assert run.stderr.startswith("tee-audit verify: cannot verify: search_shards: a search failed on 1 shard(s): "
+                                 "illegal_argument_exception: Result window is too large"), run.stderr
