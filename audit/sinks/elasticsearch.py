@@ -392,6 +392,7 @@ class ElasticsearchSink:
                                          {"range": {"chain.seq": {"gt": after, "lt": end}}}]}}
             hits = request(self.client, "POST", f"/{self.stream}/_search", {
                 "size": _PAGE, "query": query, "sort": [{"chain.seq": "asc"}], "track_total_hits": False})
+            all_shards(hits)
             progressed = False
             for hit in hits["hits"]["hits"]:
                 if hit["_source"]["chain"]["seq"] != after + 1:
@@ -533,7 +534,9 @@ class ElasticsearchSink:
         size = min(_MAX_WINDOW, 2 * len(expected) + 100)
         body = {"size": size, "track_total_hits": True,
                 "query": {"bool": {"should": should, "minimum_should_match": 1}}}
-        hits = request(self.client, "POST", f"/{self._both}/_search?ignore_unavailable=true", body)["hits"]
+        answer = request(self.client, "POST", f"/{self._both}/_search?ignore_unavailable=true", body)
+        all_shards(answer)  # a document on a failed shard unseen would be written a second time
+        hits = answer["hits"]
         if hits["total"]["value"] > len(hits["hits"]):
             raise SinkConflict(self.name, list(expected)[:1], f"{hits['total']['value']} documents claim "
                                f"{len(expected)} slots")

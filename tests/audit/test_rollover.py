@@ -47,6 +47,37 @@ def test_a_replay_after_a_rollover_writes_nothing_twice(tmp_path: Path, elastics
 
 
 @pytest.mark.elasticsearch
+def test_a_replay_waits_while_a_shard_cannot_answer_where_the_records_are(tmp_path: Path, elasticsearch: str,
+                                                                          es_namespace: str) -> None:
+    """The replay's look-up fails on the shard of the older backing index (its result window set below the
+    look-up's size): answered 200 by the other shards, it would find nothing and write all 200 again. The shipper
+    must retry instead, writing nothing, and ship exactly once when the shard answers again."""
+    key, public = keys(tmp_path / "keys")
+    journal, spool = tmp_path / "journal.jsonl", tmp_path / "spool"
+    write_journal(journal, 200)
+    assert ship_once([journal], key, spool, es=elasticsearch, namespace=es_namespace, every=50) == 0
+    es, stream = Elasticsearch(elasticsearch), data_stream_name(es_namespace)
+    es.indices.rollover(alias=stream)
+    older = _backing(es, stream)[0]
+    es.indices.put_settings(index=older, settings={"index.max_result_window": 10})
+    (spool / "cursor-elasticsearch.json").unlink()
+
+    cmd = [*TEE_AUDIT, "ship", "--once", "--source", str(journal), "--es", elasticsearch, "--es.namespace",
+           es_namespace, "--signing-key", str(key), "--spool.dir", str(spool), "--chain", "h1",
+           "--checkpoint.every-records", "50"]
+    with pytest.raises(subprocess.TimeoutExpired) as waited:
+        subprocess.run(cmd, capture_output=True, text=True, timeout=15, check=False)
+    assert "a search failed on 1 shard(s)" in (waited.value.stderr or b"").decode(), waited.value.stderr
+    assert _count(es, stream) == 200
+
+    es.indices.put_settings(index=older, settings={"index.max_result_window": None})
+    assert subprocess.run(cmd, capture_output=True, timeout=120, check=False).returncode == 0
+    assert _count(es, stream) == 200
+    code, report = verify_json("--es", elasticsearch, "--data-stream", stream, "--public-key", str(public))
+    assert (code, report["records"], report["findings"]) == (0, 200, [])
+
+
+@pytest.mark.elasticsearch
 @pytest.mark.slow
 def test_kill_9_while_rollovers_are_forced_ships_everything_exactly_once(
         tmp_path: Path, elasticsearch: str, es_namespace: str) -> None:
