@@ -27,19 +27,26 @@ def _backing(es: Elasticsearch, stream: str) -> list[str]:
     return sorted(es.indices.get(index=stream, expand_wildcards="all"))
 
 
+def _shipped_rolled_over_cursor_lost(tmp_path: Path, url: str, namespace: str
+                                     ) -> tuple[Path, Path, Path, Path, Elasticsearch, str]:
+    """200 events shipped, the data stream rolled over, then the cursor lost (a crash between bulk and cursor
+    write): ``(key, public key, journal, spool, client, stream)``."""
+    key, public = keys(tmp_path / "keys")
+    journal, spool = tmp_path / "journal.jsonl", tmp_path / "spool"
+    write_journal(journal, 200)
+    assert ship_once([journal], key, spool, es=url, namespace=namespace, every=50) == 0
+    es, stream = Elasticsearch(url), data_stream_name(namespace)
+    es.indices.rollover(alias=stream)
+    assert len(_backing(es, stream)) == 2
+    (spool / "cursor-elasticsearch.json").unlink()
+    return key, public, journal, spool, es, stream
+
+
 @pytest.mark.elasticsearch
 def test_a_replay_after_a_rollover_writes_nothing_twice(tmp_path: Path, elasticsearch: str,
                                                        es_namespace: str) -> None:
     """The issue's reproduction: 200 events, rollover, the cursor lost (crash between bulk and cursor write)."""
-    key, public = keys(tmp_path / "keys")
-    journal, spool = tmp_path / "journal.jsonl", tmp_path / "spool"
-    write_journal(journal, 200)
-    assert ship_once([journal], key, spool, es=elasticsearch, namespace=es_namespace, every=50) == 0
-    es, stream = Elasticsearch(elasticsearch), data_stream_name(es_namespace)
-    es.indices.rollover(alias=stream)
-    assert len(_backing(es, stream)) == 2
-    (spool / "cursor-elasticsearch.json").unlink()
-
+    key, public, journal, spool, es, stream = _shipped_rolled_over_cursor_lost(tmp_path, elasticsearch, es_namespace)
     assert ship_once([journal], key, spool, es=elasticsearch, namespace=es_namespace, every=50) == 0
     assert _count(es, stream) == 200
     code, report = verify_json("--es", elasticsearch, "--data-stream", stream, "--public-key", str(public))
@@ -52,15 +59,9 @@ def test_a_replay_waits_while_a_shard_cannot_answer_where_the_records_are(tmp_pa
     """The replay's look-up fails on the shard of the older backing index (its result window set below the
     look-up's size): answered 200 by the other shards, it would find nothing and write all 200 again. The shipper
     must retry instead, writing nothing, and ship exactly once when the shard answers again."""
-    key, public = keys(tmp_path / "keys")
-    journal, spool = tmp_path / "journal.jsonl", tmp_path / "spool"
-    write_journal(journal, 200)
-    assert ship_once([journal], key, spool, es=elasticsearch, namespace=es_namespace, every=50) == 0
-    es, stream = Elasticsearch(elasticsearch), data_stream_name(es_namespace)
-    es.indices.rollover(alias=stream)
+    key, public, journal, spool, es, stream = _shipped_rolled_over_cursor_lost(tmp_path, elasticsearch, es_namespace)
     older = _backing(es, stream)[0]
     es.indices.put_settings(index=older, settings={"index.max_result_window": 10})
-    (spool / "cursor-elasticsearch.json").unlink()
 
     cmd = [*TEE_AUDIT, "ship", "--once", "--source", str(journal), "--es", elasticsearch, "--es.namespace",
            es_namespace, "--signing-key", str(key), "--spool.dir", str(spool), "--chain", "h1",
