@@ -26,6 +26,7 @@ from audit.canonical import canonicalize
 from audit.chain import Head, seal
 from audit.cosign import WitnessKey
 from audit.proof_dictionary import V1
+from audit.prove_cli import prove_store
 from tests.audit.kit import TEE_AUDIT
 from tests.audit.test_proof import CHAIN, RECORDS, Log, _receipt_with_witness, _with_extra
 
@@ -143,9 +144,29 @@ def test_verify_proof_cli_prints_one_invalid_line_never_a_traceback(log: Log, ge
     assert answer["valid"] is False and re.search(reason, answer["reason"])
 
 
+@pytest.mark.parametrize(("index", "reason"), [
+    ("077", "the receipt's index line is not 'index <decimal>'"),
+    ("+77", "the receipt's index line is not 'index <decimal>'"),
+    (" 77", "the receipt's index line is not 'index <decimal>'"),
+    ("77 ", "the receipt's index line is not 'index <decimal>'"),
+    ("\u0667\u0667", "the receipt's index line is not 'index <decimal>'"),  # Arabic-Indic 77: int() reads it
+    ("1" * 21, "the receipt's index line is not 'index <decimal>'"),
+    ("18446744073709551615", "the record's seq 77 is not the receipt's index 18446744073709551615"),
+])
+def test_the_index_line_is_ascii_decimal_up_to_a_uint64(log: Log, genuine, index: str, reason: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(proof.ReceiptError, match=reason):
+        _check(log, genuine, genuine[0].replace(f"\nindex {SEQ}\n", f"\nindex {index}\n"))
+
+
+def test_index_0_is_a_decimal(log: Log) -> None:
+    assert proof.check(prove_store(log.store, CHAIN, 0), log.public)["seq"] == 0
+
+
 # --- The hashed body: what the verifier rebuilds must be the stored record, or it is refused ------------------
 
 def test_the_genuine_receipt_shows_exactly_the_stored_record(log: Log, genuine) -> None:  # type: ignore[no-untyped-def]
+    """The bytes whose leaf hash is checked are the stored line itself, and the record shown is their parse."""
+    assert proof.parse(genuine[0]).record == log.lines[SEQ]
     assert genuine[2] == {"valid": True, "chain": CHAIN, "seq": SEQ, "tree_size": RECORDS,
                           "witnesses": ["witness.example/w1"], "record": _doc(log)}
 
