@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 
 from audit import checkpoint as cp
 from audit import merkle, proof
@@ -280,6 +282,43 @@ def test_leading_whitespace_is_neither_the_uncompressed_form_nor_zlib(log: Log, 
     assert ord("{") & 0x0F != zlib.DEFLATED
     with pytest.raises(proof.ReceiptError, match="the extra line holds neither a record nor a zlib stream"):
         _check(log, genuine, _with_extra(genuine[0], b" " + log.lines[SEQ]))
+
+
+JSON_PIECES = [b"{", b"}", b"[", b"]", b",", b":", b'"', b"\\", b"\\u0000", b"\\ud83d", b" ", b"\n",
+               b'"hash":', b'"hash":"', b'"chain":{', b"\xf0\x9f\x98\x80", b"\xed\xa0\x80"]
+VALUES = [b"9" * 4400, b"1e400", b"1E21", b"0.10", b"-0", b"9007199254740992", b'"\\ud800"', b'"\\u0076m-77"',
+          b'"77"', b"77", b"76", b"77.0", b"true", b"null", b"[]", b"{}", b'"hash"', b'{"hash":"00"}', b'"h1"']
+_MEMBER_VALUE = re.compile(rb'":("(?:[^"\\]|\\.)*"|[^,}\]]*)')
+EDITS = st.lists(st.tuples(st.booleans(), st.floats(0, 1), st.integers(0, 8),
+                           st.sampled_from(JSON_PIECES), st.sampled_from(VALUES)), min_size=1, max_size=3)
+
+
+def _edited(data: bytes, edits: list[tuple[bool, float, int, bytes, bytes]]) -> bytes:
+    """Each edit either replaces one member's scalar value (keeping the JSON well-formed) or splices raw bytes."""
+    for on_value, at, cut, piece, value in edits:
+        if on_value:
+            members = list(_MEMBER_VALUE.finditer(data))
+            member = members[int(at * len(members)) % len(members)]
+            data = data[:member.start(1)] + value + data[member.end(1):]
+        else:
+            i = int(at * len(data))
+            data = data[:i] + piece + data[i + cut:]
+    return data
+
+
+@settings(max_examples=300, derandomize=True, deadline=None)
+@given(edits=EDITS, whole=st.booleans(), compressed=st.booleans())
+def test_no_edit_of_the_record_proves_anything_else_or_crashes(log: Log, genuine, edits, whole: bool,  # type: ignore[no-untyped-def]
+                                                               compressed: bool) -> None:
+    """Edits where JSON is fragile (escapes, surrogates, numbers, the chain keys) to the body or the whole record,
+    compressed or not: refused with a ReceiptError, or (an edit that cancels out) proving exactly the genuine."""
+    data = _edited(log.lines[SEQ] if whole else _body(_doc(log)), edits)
+    try:
+        result = _check(log, genuine, _with_extra(genuine[0], _packed(data) if compressed else data))
+    except proof.ReceiptError as exc:
+        event(str(exc).split(":")[0][:50])  # --hypothesis-show-statistics: which checks the edits reach
+        return
+    assert result == genuine[2]
 
 
 # --- The zlib stream -----------------------------------------------------------------------------------------
