@@ -84,7 +84,7 @@ def _with_extra_text(text: str, extra: str) -> str:
     return "\n".join([lines[0], f"extra {extra}", *lines[2:]])
 
 
-# --- Tracebacks found by these attacks (fixed in audit/proof.py): each is now one reason -----------------------
+# --- Found by these attacks, fixed in audit/proof.py: tracebacks, and a reason printing a second line --------
 
 def _big_int_body(log: Log) -> bytes:
     """A body holding a 5000-digit integer: Python's int() refuses it (ValueError, not CanonicalError)."""
