@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from audit import checkpoint as cp
 from audit import merkle
-from audit.canonical import CanonicalError, canonicalize, loads
+from audit.canonical import canonicalize, loads
 from audit.chain import FIELD, record_hash
 from audit.cosign import WitnessKey, cosigned
 from audit.proof_dictionary import BY_ID, V1
@@ -43,6 +44,8 @@ from audit.proof_dictionary import BY_ID, V1
 HEADER = "c2sp.org/tlog-proof@v1"
 NOT_A_RECORD = "the record is not a sealed audit record (not canonical JSON with a chain object)"
 RECORD_LIMIT = 4 * 1024 * 1024  # far above any record the shipper chains (journal lines stop at 1 MiB)
+# ASCII digits only (str.isdigit also takes "²", which int() refuses), at most a uint64 (int() refuses 4301+ digits)
+_INDEX = re.compile(r"0|[1-9][0-9]{0,19}")
 
 
 class ReceiptError(ValueError):
@@ -75,7 +78,7 @@ def parse(text: str) -> Receipt:
     if len(lines) < 3 or not lines[1].startswith("extra "):
         raise ReceiptError("the receipt carries no record (no 'extra' line)")
     index_text = lines[2].removeprefix("index ")
-    if not lines[2].startswith("index ") or not index_text.isdigit() or index_text != str(int(index_text)):
+    if not lines[2].startswith("index ") or not _INDEX.fullmatch(index_text):
         raise ReceiptError("the receipt's index line is not 'index <decimal>'")
     try:
         extra = base64.b64decode(lines[1][6:], validate=True)
@@ -97,7 +100,7 @@ def _stored(body: bytes) -> bytes:
             return body
         parsed.value[FIELD] = {**link, "hash": hashlib.sha256(body).hexdigest()}
         return canonicalize(parsed.value, parsed.fast)
-    except (CanonicalError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError):  # ValueError: CanonicalError, or int() refusing 4301+ digits
         raise ReceiptError(NOT_A_RECORD) from None
 
 
@@ -127,7 +130,7 @@ def check(text: str, key: Ed25519PublicKey, witnesses: Sequence[WitnessKey] = ()
     receipt = parse(text)
     try:
         note = cp.parse(receipt.note)
-    except (cp.CheckpointError, UnicodeError) as exc:
+    except ValueError as exc:  # CheckpointError, UnicodeError, or int() refusing a size like "²"
         raise ReceiptError(f"the checkpoint cannot be read: {exc}") from None
     if not cp.is_tree(note, key):
         raise ReceiptError("the checkpoint is not a tree checkpoint signed by the log's public key")
@@ -152,12 +155,12 @@ def _record(data: bytes, note: cp.Checkpoint, index: int) -> Any:
         link = doc["chain"]
         seq, stored = link["seq"], link["hash"]
         same = canonicalize(doc, parsed.fast) == data and record_hash(doc, parsed.fast) == stored
-    except (CanonicalError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError):  # ValueError: as in _stored
         raise ReceiptError(NOT_A_RECORD) from None
     if link.get("id") != note.chain_id:
         raise ReceiptError(f"the record is of chain {link.get('id')!r}, the checkpoint of {note.chain_id!r}")
     if seq != index:
-        raise ReceiptError(f"the record's seq {seq} is not the receipt's index {index}")
+        raise ReceiptError(f"the record's seq {seq!r} is not the receipt's index {index}")
     if not same:
         raise ReceiptError("the record's content does not match its own hash (modified)")
     return doc
