@@ -75,7 +75,10 @@ def loads(data: bytes) -> Parsed:
     def _int(text: str) -> int:
         if len(text) > 15:
             exotic.append(text)
-        return int(text)
+        try:
+            return int(text)
+        except ValueError:  # more digits than int() converts (sys.get_int_max_str_digits, 4300 by default)
+            raise CanonicalError("bad_number", f"an integer of {len(text)} digits") from None
 
     try:
         text = data.decode("utf-8")

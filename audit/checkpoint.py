@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 KEY_NAME = "tee-audit"
 HEAD_EXTENSION = "tee-audit-head"
+# A size or index: ASCII digits without a leading zero, at most 20 (a uint64). str.isdigit also takes "²", which
+# int() refuses, and int() refuses more than 4300 digits: either would escape as a ValueError, not a finding.
+DECIMAL = re.compile(r"0|[1-9][0-9]{0,19}")
 _ED25519 = b"\x01"
 _DASH = "\u2014 "
 
@@ -133,8 +137,8 @@ def parse(text: str) -> Checkpoint:
     if len(lines) < 3 or not lines[0]:
         raise CheckpointError("checkpoint body needs origin, size and root lines")
     origin, size_text, root_text = lines[:3]
-    if not size_text.isdigit() or (size_text.startswith("0") and size_text != "0"):
-        raise CheckpointError(f"checkpoint size {size_text!r} is not a decimal number")
+    if not DECIMAL.fullmatch(size_text):
+        raise CheckpointError(f"checkpoint size {size_text[:24]!r} is not a decimal number")
     try:
         root = base64.b64decode(root_text, validate=True)
     except ValueError:  # binascii.Error, or non-ASCII text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 import stat
 import subprocess
 from pathlib import Path
@@ -54,6 +55,21 @@ def test_checkpoint_with_altered_size_fails_signature(tmp_path: Path) -> None:
 def test_malformed_checkpoint_is_refused_with_a_reason(text: str) -> None:
     with pytest.raises(cp.CheckpointError):
         cp.parse(text)
+
+
+ROOT = base64.b64encode(b"\x01" * 32).decode()
+
+
+@pytest.mark.parametrize(("size", "read"), [("0", 0), ("7", 7), ("9" * 20, int("9" * 20))])
+def test_checkpoint_size_is_ascii_decimal_up_to_twenty_digits(size: str, read: int) -> None:
+    assert cp.parse(f"o\n{size}\n{ROOT}\n\n\u2014 k AAAAAAAA\n").size == read
+
+
+@pytest.mark.parametrize("size", ["\u00b2", "\u0663", "07", "+7", " 7", "7 ", "", "1" * 21, "6" * 5000])
+def test_checkpoint_size_int_would_refuse_or_misread_is_refused_for_its_reason(size: str) -> None:
+    """str.isdigit takes "\u00b2" and Arabic-Indic digits; int() refuses the first and more than 4300 digits."""
+    with pytest.raises(cp.CheckpointError, match=f"^checkpoint size {re.escape(repr(size[:24]))} is not a decimal number$"):
+        cp.parse(f"o\n{size}\n{ROOT}\n\n\u2014 k AAAAAAAA\n")
 
 
 def test_keygen_writes_private_key_readable_only_by_owner_and_refuses_overwrite(tmp_path: Path) -> None:

@@ -87,7 +87,8 @@ def _with_extra_text(text: str, extra: str) -> str:
 # --- Found by these attacks, fixed in audit/proof.py: tracebacks, and a reason printing a second line --------
 
 def _big_int_body(log: Log) -> bytes:
-    """A body holding a 5000-digit integer: Python's int() refuses it (ValueError, not CanonicalError)."""
+    """A body holding a 5000-digit integer: Python's int() refuses it (a ValueError, which canonical.loads turns
+    into a CanonicalError)."""
     return _body(_doc(log)).replace(b'"ecs":', b'"big":' + b"7" * 5000 + b',"ecs":')
 
 
@@ -106,10 +107,10 @@ CRASHES = {
         "the receipt's index line is not 'index <decimal>'"),
     "checkpoint size ²": (
         lambda log, text: text.replace(f"tee-audit/{CHAIN}\n{RECORDS}\n", f"tee-audit/{CHAIN}\n\u00b2\n"),
-        "the checkpoint cannot be read: invalid literal for int"),
+        "the checkpoint cannot be read: checkpoint size '²' is not a decimal number"),
     "checkpoint size of 5000 digits": (
         lambda log, text: text.replace(f"tee-audit/{CHAIN}\n{RECORDS}\n", f"tee-audit/{CHAIN}\n{'6' * 5000}\n"),
-        "the checkpoint cannot be read: Exceeds the limit"),
+        "the checkpoint cannot be read: checkpoint size '666666666666666666666666' is not a decimal number$"),
     "compressed body with a 5000-digit integer": (
         lambda log, text: _with_extra(text, _packed(_big_int_body(log))), NOT_A_RECORD),
     "whole record with a 5000-digit integer": (

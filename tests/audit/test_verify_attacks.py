@@ -193,6 +193,29 @@ def test_deeply_nested_record_is_a_finding_not_a_crash(stored: Stored) -> None:
     assert ("missing", 17) in kinds(report) or ("modified", 17) in kinds(report)
 
 
+def test_record_with_an_integer_of_5000_digits_is_a_finding_not_a_crash(local: tuple[Path, Path]) -> None:
+    """Python's int() refuses more than 4300 digits with a ValueError, which escaped the verifier as a traceback.
+    (Local store only: Elasticsearch itself refuses to store a number of more than 1000 digits.)"""
+    store, public = local
+    (segment,) = (store / CHAIN).glob("records-*.jsonl")
+    lines = segment.read_bytes().split(b"\n")
+    lines[17] = lines[17][:-1] + b',"zz":' + b"9" * 5000 + b"}"
+    segment.write_bytes(b"\n".join(lines))
+    code, report = _verify_local(store, public)
+    assert (code, kinds(report)) == (1, [("inserted", None), ("missing", 17)]), report  # unreadable: its seq unknown
+    assert any("bad_number: an integer of 5000 digits" in f["detail"] for f in report["findings"]), report
+
+
+@pytest.mark.parametrize("size", ["\u00b2", "6" * 5000], ids=["superscript two", "5000 digits"])
+def test_checkpoint_size_int_refuses_is_a_finding_not_a_crash(stored: Stored, size: str) -> None:
+    """str.isdigit takes "\u00b2" and 5000 digits, int() takes neither: the note must be unreadable, not fatal."""
+    note = stored.tamper.checkpoints()[20].replace("\n20\n", f"\n{size}\n", 1)
+    stored.tamper.put_checkpoint(20, note)
+    code, report = stored.verify()
+    assert (code, kinds(report)) == (1, [("bad-signature", None)])
+    assert "is not a decimal number" in report["findings"][0]["detail"]
+
+
 def test_checkpoint_that_is_not_utf8_is_a_finding(local: tuple[Path, Path]) -> None:
     store, public = local
     note = store / CHAIN / "checkpoints" / f"{20:020d}.note"
