@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +53,20 @@ class WitnessKey:
         if key_id(name, raw[1:]) != kid:
             raise WitnessKeyError(f"witness key {name!r}: key id {hex_id} does not match the key")
         return cls(name, kid, public)
+
+
+def distinct(witnesses: Sequence[WitnessKey], where: str = "") -> tuple[WitnessKey, ...]:
+    """``witnesses``, refused when one is listed twice (by name or by key): a quorum counts signers, and one
+    witness listed twice would count as two."""
+    names: set[str] = set()
+    keys: set[bytes] = set()
+    for witness in witnesses:
+        raw = witness.public.public_bytes_raw()
+        if witness.name in names or raw in keys:
+            raise WitnessKeyError(f"{where}witness {witness.name!r} is listed twice (by name or by key)")
+        names.add(witness.name)
+        keys.add(raw)
+    return tuple(witnesses)
 
 
 def key_id(name: str, raw_public: bytes) -> bytes:
@@ -110,10 +125,10 @@ def load_policy(path: Path) -> Policy:
             if key.name != words[1]:
                 raise WitnessKeyError(f"{path}:{number}: witness {words[1]!r} has a key named {key.name!r}")
             witnesses.append(key)
-        elif words[0] == "quorum" and len(words) == 2 and words[1].isdigit():
+        elif words[0] == "quorum" and len(words) == 2 and cp.DECIMAL.fullmatch(words[1]):
             quorum = int(words[1])
         else:
             raise WitnessKeyError(f"{path}:{number}: not a policy line: {raw.strip()[:60]!r}")
     if quorum is None or not 0 < quorum <= len(witnesses):
         raise WitnessKeyError(f"{path}: needs 'quorum <n>' with 1 <= n <= the {len(witnesses)} witnesses listed")
-    return Policy(log, tuple(witnesses), quorum)
+    return Policy(log, distinct(witnesses, f"{path}: "), quorum)

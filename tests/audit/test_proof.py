@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import shutil
 import struct
 import subprocess
@@ -53,10 +54,13 @@ def log(tmp_path_factory: pytest.TempPathFactory) -> Log:
 def witness_key(name: str) -> tuple[Ed25519PrivateKey, str]:
     """A witness key pair; the verifier key in litewitness's text form."""
     private = Ed25519PrivateKey.generate()
-    raw = private.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return private, vkey_text(name, private.public_key().public_bytes_raw())
+
+
+def vkey_text(name: str, raw: bytes) -> str:
+    """The verifier key text of the Ed25519 public key ``raw`` named ``name`` (cosignature/v1)."""
     blob = base64.b64encode(b"\x04" + raw).decode()
-    vkey = f"{name}+{cosign.key_id(name, raw).hex()}+{blob}"
-    return private, vkey
+    return f"{name}+{cosign.key_id(name, raw).hex()}+{blob}"
 
 
 def cosign_line(note_text: str, name: str, private: Ed25519PrivateKey) -> str:
@@ -288,6 +292,34 @@ def test_receipt_without_the_required_witness_is_refused(log: Log) -> None:
     _, other = witness_key("witness.example/w2")
     with pytest.raises(proof.ReceiptError, match=r"0 of the 1 witnesses given cosigned the checkpoint \(none\); 1"):
         proof.check(text, log.public, [cosign.WitnessKey.parse(other)], 1)
+
+
+def test_one_witness_given_twice_cannot_meet_a_quorum_of_two(log: Log, tmp_path: Path) -> None:
+    """A quorum counts signers: the same witness key twice is refused, not counted as two cosignatures."""
+    text, witness = _receipt_with_witness(log)
+    receipt, vkey = tmp_path / "r.tlog-proof", tmp_path / "w.vkey"
+    receipt.write_text(text)
+    vkey.write_text(vkey_text(witness.name, witness.public.public_bytes_raw()))
+    run = subprocess.run([*TEE_AUDIT, "verify-proof", str(receipt), "--public-key", str(log.public_file),
+                          "--witness-key", str(vkey), "--witness-key", str(vkey), "--quorum", "2"],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert (run.returncode, run.stdout) == (2, ""), run.stdout
+    assert "witness 'witness.example/w1' is listed twice (by name or by key)" in run.stderr, run.stderr
+
+
+@pytest.mark.parametrize(("lines", "reason"), [
+    (["witness w1 {w1}", "witness w1 {w1}", "quorum 2"], "witness 'w1' is listed twice"),
+    (["witness w1 {w1}", "witness w2 {w1_as_w2}", "quorum 2"], "witness 'w2' is listed twice"),
+    (["witness w1 {w1}", "quorum \u00b2"], "not a policy line: 'quorum \u00b2'"),
+    (["witness w1 {w1}", "quorum " + "1" * 5000], "not a policy line"),
+])
+def test_a_policy_that_counts_one_witness_twice_is_refused(tmp_path: Path, lines: list[str], reason: str) -> None:
+    private, w1 = witness_key("w1")
+    w1_as_w2 = vkey_text("w2", private.public_key().public_bytes_raw())  # the same key under another name
+    policy = tmp_path / "policy"
+    policy.write_text("\n".join(lines).format(w1=w1, w1_as_w2=w1_as_w2) + "\n")
+    with pytest.raises(cosign.WitnessKeyError, match=re.escape(reason)):
+        cosign.load_policy(policy)
 
 
 def test_non_utf8_receipt_is_invalid_not_a_crash(log: Log, tmp_path: Path) -> None:
