@@ -49,10 +49,10 @@ from audit import checkpoint as ckpt
 from audit import esmapping
 from audit.canonical import CanonicalError, canonicalize
 from audit.chain import doc_id, record_hash
-from audit.estiles import EsTileReader, edge_size, tile_fields, tile_id, tile_of, writer_at
-from audit.merkle import leaf_hash
+from audit.estiles import EsTileReader, TileDoc, edge_size, tile_id, tile_of, writer_at
+from audit.merkle import HASH_SIZE, leaf_hash
 from audit.sinks import SinkConflict
-from audit.tiles import TileError, TileWriter
+from audit.tiles import WIDTH, TileError, TileWriter
 from audit.witness import Witnesses
 
 log = logging.getLogger(__name__)
@@ -250,7 +250,8 @@ class ElasticsearchSink:
         # it changed wait in ``_unsent`` (by level and index, newest width) until a batch carries a checkpoint.
         self.tree: TileWriter | None = None
         self._unsent: dict[tuple[int, int], bytes] = {}
-        self._edge: dict[int, tuple[int, bytes]] = {}  # level -> the rightmost stored tile, from the ceiling query
+        self._flushed = 0  # the tree size whose tiles are stored: a partial tile grows from its width there
+        self._edge: dict[int, TileDoc] = {}  # level -> the rightmost stored tile, from the ceiling query
         self._tiles_off = ""  # why this chain gets no tiles (its first records are gone), logged once
         self.witnessing = EsWitnessing(self, witnesses)
         self.tree_sizes: tuple[int, dict[str, int]] | None = None  # signed, {witness: cosigned}: metrics
@@ -355,7 +356,7 @@ class ElasticsearchSink:
         if flush or self._unsent:
             for level, index, data in self.tree.changes():
                 self._unsent[(level, index)] = data
-            self._send_tiles()
+            self._send_tiles(self.tree.size)
 
     def _open_tree(self, first: int | None, last: int) -> TileWriter | None:
         """The tree at the size its stored tiles describe, brought up to ``first`` from the stored records (a crash
@@ -363,8 +364,8 @@ class ElasticsearchSink:
         reader = EsTileReader(self._fetch, self.checkpoint_stream, self.chain_id)
         try:
             if self.tree is None and self._ceiling is not None:  # the first time: the ceiling query read the edge
-                for level, (index, data) in self._edge.items():
-                    reader.seed(level, index, data)
+                for doc in self._edge.values():
+                    reader.seed(doc)
                 # tiles are written after their records: none of ours is past what was stored before this batch
                 size, stored = edge_size(self._edge.get(0)), self._ceiling[0] + 1
             else:  # again (this batch starts past the tree): none of ours is past where this batch starts
@@ -374,6 +375,7 @@ class ElasticsearchSink:
                 raise SinkConflict(self.name, [tile_id(self.chain_id, 0, (size - 1) // 256, (size - 1) % 256 + 1)],
                                    f"the tiles describe {size} records, the data stream holds {stored}")
             tree = writer_at(reader, size)
+            self._flushed = size
             if first is not None and first > size:
                 refresh(self.client, self.stream)
                 tree.append(self._stored_leaves(size, first))
@@ -403,28 +405,42 @@ class ElasticsearchSink:
             raise _Gap(f"record {after + 1} is not in the data stream (deleted by retention?): the tree of records "
                        f"{start}..{end - 1} cannot be rebuilt")
 
-    def _send_tiles(self) -> None:
-        """One bulk, highest level first and level 0 last: a level-0 tile stored means the levels above it are."""
-        order = sorted(self._unsent.items(), key=lambda item: (-item[0][0], item[0][1]))
+    def _send_tiles(self, size: int) -> None:
+        """The tiles of the tree of ``size``, in one bulk, highest level first and level 0 last: a level-0 tile
+        stored means the levels above it are."""
+        tiles = {tile_id(self.chain_id, level, index, len(data) // HASH_SIZE): (self._tile_doc(level, index, data), data)
+                 for (level, index), data in sorted(self._unsent.items(), key=lambda item: (-item[0][0], item[0][1]))}
         stamp = utc(time.time())
-        items = [Item(tile_id(self.chain_id, level, index, len(data) // 32), self.checkpoint_stream,
-                      json.dumps({"@timestamp": stamp, **tile_fields(self.chain_id, level, index, data)}).encode())
-                 for (level, index), data in order]
+        items = [Item(ident, self.checkpoint_stream, json.dumps({"@timestamp": stamp, **doc.source(self.chain_id)})
+                      .encode()) for ident, (doc, _) in tiles.items()]
         present = self._send(items)
         if present:
-            self._confirm_tiles(present)
+            self._confirm_tiles(present, {ident: data for ident, (_, data) in tiles.items()})
         self._unsent.clear()
+        self._flushed = size
 
-    def _confirm_tiles(self, present: list[tuple[str, str]]) -> None:
-        """Tiles answered 409: the stored document must be the very tile (level, index, hashes) we computed."""
-        ours = {tile_id(self.chain_id, level, index, len(data) // 32): (level, index, data)
-                for (level, index), data in self._unsent.items()}
+    def _tile_doc(self, level: int, index: int, data: bytes) -> TileDoc:
+        """A partial tile grows from the width it had at the stored tree size (audit/estiles.py): only the new
+        hashes are sent."""
+        stored = self._flushed >> (8 * level)  # the hashes of this level in the stored tree
+        width = len(data) // HASH_SIZE
+        grows = width < WIDTH and stored // WIDTH == index and 0 < stored % WIDTH < width
+        return TileDoc.of(level, index, data, stored % WIDTH if grows else 0)
+
+    def _confirm_tiles(self, present: list[tuple[str, str]], ours: dict[str, bytes]) -> None:
+        """Tiles answered 409: the stored document must hold the very tile we computed (grown from another width
+        when a crash cut a bulk short, the same hashes)."""
+        reader = EsTileReader(self._fetch, self.checkpoint_stream, self.chain_id)
         bad: list[str] = []
         for index, ident in present:
             doc = request(self.client, "POST", f"/{index}/_mget", {"ids": [ident]})["docs"][0]
             if not doc.get("found"):
                 raise EsError("conflict_unreadable", f"{index}/{ident}: 409 on create, but not found", True)
-            if tile_of(doc["_source"], self.chain_id, ident) != ours[ident]:
+            stored = tile_of(doc["_source"], self.chain_id, ident)
+            try:
+                if stored is None or reader.whole(stored) != ours[ident]:
+                    bad.append(ident)
+            except TileError:
                 bad.append(ident)
         if bad:
             raise SinkConflict(self.name, bad, "a tile with this _id exists and is not the tile of our records")
@@ -490,7 +506,7 @@ class ElasticsearchSink:
             hit = bucket["top"]["hits"]["hits"][0]
             found = tile_of(hit["_source"], self.chain_id, hit["_id"])
             if found is not None:
-                self._edge[found[0]] = found[1:]
+                self._edge[found.level] = found
         self.witnessing.known = {b["key"]: int(b["size"]["value"]) for b in aggs["cosigned"]["buckets"]}
         return (int(aggs["seq"]["value"]) if aggs["seq"]["value"] is not None else -1,
                 int(aggs["size"]["value"]) if aggs["size"]["value"] is not None else -1)

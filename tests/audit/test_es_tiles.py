@@ -15,6 +15,7 @@ import pytest
 from elasticsearch import Elasticsearch
 
 from audit import checkpoint as cp
+from audit.readers import elasticsearch as es_reader
 from audit.sinks.elasticsearch import checkpoint_stream_name, data_stream_name
 from audit.tiles import tile_path
 from tests.audit.kit import TEE_AUDIT, es_setup, keys, ship_once, shipped_seq, verify_json, write_journal
@@ -59,6 +60,46 @@ def test_the_sink_writes_the_local_stores_tiles_as_documents(tmp_path: Path, ela
     assert (code, report["findings"]) == (0, [])
 
 
+def test_partial_tiles_hold_only_the_hashes_each_flush_adds(tmp_path: Path, elasticsearch: str,
+                                                            es_namespace: str) -> None:
+    """A live shipper sends the tiles with every checkpoint, and the shipper cannot delete the partial tiles a
+    wider one supersedes. Stored whole, 3000 records with a checkpoint every 10 made 311 partial-tile documents
+    holding 1.66 MB of hashes, 14x the full tiles, in a stream that is never deleted. Grown from the stored width,
+    each leaf hash is in at most one level-0 partial document, and the tiles read back equal the local store's."""
+    key, public = keys(tmp_path / "keys")
+    journal, records = tmp_path / "journal.jsonl", 700
+    write_journal(journal, records)
+    assert ship_once([journal], key, tmp_path / "spool", store=tmp_path / "store", es=elasticsearch,
+                     namespace=es_namespace, every=10, es_batch_size=10) == 0
+    partial = [hit["_source"]["tile"] for hit in EsLog(tmp_path, elasticsearch, es_namespace).docs("tile.level")
+               if hit["_source"]["tile"]["width"] < 256]
+    level0 = [t for t in partial if t["level"] == 0]
+    assert len(level0) == records // 10  # one per flush: no flush ends on a tile boundary
+    assert sum(t["width"] - t.get("from", 0) for t in level0) <= records
+    assert all(len(base64.b64decode(t["hashes"])) == 32 * (t["width"] - t.get("from", 0)) for t in partial)
+    reader = es_reader.tiles(es_reader.connect(es_reader.EsOptions(elasticsearch)), data_stream_name(es_namespace), "h1")
+    for path, data in store_tiles(tmp_path / "store" / "h1").items():  # the newest width of each partial tile
+        level, index, width = _tile_address(path)
+        assert reader.tile(level, index, width)[:len(data)] == data, path
+    code, report = verify_json("--es", elasticsearch, "--data-stream", data_stream_name(es_namespace),
+                               "--public-key", str(public))
+    assert (code, report["findings"]) == (0, [])
+
+
+def test_a_partial_tile_missing_the_width_it_grows_from_is_bad_tiles(eslog: EsLog) -> None:
+    """The eslog's 300 records left tile 1 of level 0 44 wide; 60 more grow it to 104, stored from 44 on."""
+    assert eslog.ship(60) == 0
+    grown = next(h for h in eslog.docs("tile.level") if h["_id"] == f"h1:{tile_path(0, 1, 104)}")
+    assert grown["_source"]["tile"]["from"] == 44
+    base = next(h for h in eslog.docs("tile.level") if h["_id"] == f"h1:{tile_path(0, 1, 44)}")
+    eslog.es.delete(index=base["_index"], id=base["_id"], refresh=True)
+    proc = eslog.prove(350)
+    assert proc.returncode == 2 and f"no tile {tile_path(0, 1, 44)} in Elasticsearch, which {tile_path(0, 1, 104)} " \
+        "grows from" in proc.stderr, proc.stderr
+    code, report = eslog.verify()
+    assert code == 1 and [f["kind"] for f in report["findings"]] == ["bad-tiles"], report
+
+
 # -- helpers ---------------------------------------------------------------------------------------------------------
 class EsLog:
     """A chain shipped to one namespace of the real Elasticsearch (checkpoints every 100 records)."""
@@ -98,6 +139,13 @@ class EsLog:
         """What the host operator can do: create a document of its own where ours will go."""
         self.es.create(index=checkpoint_stream_name(self.stream), id=ident,
                        document={"@timestamp": "2026-11-28T00:00:00Z", **source}, refresh=True)
+
+
+def _tile_address(ident: str) -> tuple[int, int, int]:
+    """``(level, index, width)`` of a tile ``_id`` such as ``h1:tile/0/x001/234.p/17``."""
+    _, level, rest = ident.split(":", 1)[1].split("/", 2)
+    digits, _, width = rest.partition(".p/")
+    return int(level), int("".join(part.removeprefix("x") for part in digits.split("/"))), int(width or 256)
 
 
 def forged_tile(level: int, index: int, width: int) -> dict[str, Any]:
