@@ -12,10 +12,9 @@ The counterpart of audit/tiles.py's files, for the Elasticsearch sink:
   partial ones are never updated in place (a wider one is a new document), so the shipper needs no privilege
   beyond ``create_doc``.
 - A partial tile that grows from a width F already stored holds only its new hashes: ``h1:tile/0/235.p/17`` with
-  ``tile.from`` = 10 holds the 7 hashes after the first 10, which are those of the document of width 10. The shipper cannot delete the narrower documents a wider one supersedes, and with
-  a checkpoint a minute each of them repeated up to 255 hashes: stored whole, the partial tiles of a slow chain
-  grew to several times the size of its records, in the one stream that is never deleted. Full tiles are always
-  whole.
+  ``tile.from`` = 10 holds the 7 hashes after the first 10, which are those of the document of width 10. The
+  shipper cannot delete the narrower documents a wider one supersedes, and stored whole each of them repeated up
+  to 255 hashes per checkpoint, in the one stream that is never deleted. Full tiles are always whole.
 - Tree size: the largest ``index * 256 + width`` among the level-0 tiles. The sink sends a flush's tiles in one
   bulk with the level-0 ones last (Elasticsearch applies a shard's items in order), so when the level-0 tile of a
   size is there, the tiles of the levels above it are too.

@@ -408,8 +408,9 @@ class ElasticsearchSink:
     def _send_tiles(self, size: int) -> None:
         """The tiles of the tree of ``size``, in one bulk, highest level first and level 0 last: a level-0 tile
         stored means the levels above it are."""
-        tiles = {tile_id(self.chain_id, level, index, len(data) // HASH_SIZE): (self._tile_doc(level, index, data), data)
-                 for (level, index), data in sorted(self._unsent.items(), key=lambda item: (-item[0][0], item[0][1]))}
+        order = sorted(self._unsent.items(), key=lambda item: (-item[0][0], item[0][1]))
+        tiles = {tile_id(self.chain_id, level, index, len(data) // HASH_SIZE):
+                 (self._tile_doc(level, index, data), data) for (level, index), data in order}
         stamp = utc(time.time())
         items = [Item(ident, self.checkpoint_stream, json.dumps({"@timestamp": stamp, **doc.source(self.chain_id)})
                       .encode()) for ident, (doc, _) in tiles.items()]

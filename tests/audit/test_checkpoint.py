@@ -68,7 +68,8 @@ def test_checkpoint_size_is_ascii_decimal_up_to_twenty_digits(size: str, read: i
 @pytest.mark.parametrize("size", ["\u00b2", "\u0663", "07", "+7", " 7", "7 ", "", "1" * 21, "6" * 5000])
 def test_checkpoint_size_int_would_refuse_or_misread_is_refused_for_its_reason(size: str) -> None:
     """str.isdigit takes "\u00b2" and Arabic-Indic digits; int() refuses the first and more than 4300 digits."""
-    with pytest.raises(cp.CheckpointError, match=f"^checkpoint size {re.escape(repr(size[:24]))} is not a decimal number$"):
+    reason = f"^checkpoint size {re.escape(repr(size[:24]))} is not a decimal number$"
+    with pytest.raises(cp.CheckpointError, match=reason):
         cp.parse(f"o\n{size}\n{ROOT}\n\n\u2014 k AAAAAAAA\n")
 
 

@@ -77,7 +77,8 @@ def test_partial_tiles_hold_only_the_hashes_each_flush_adds(tmp_path: Path, elas
     assert len(level0) == records // 10  # one per flush: no flush ends on a tile boundary
     assert sum(t["width"] - t.get("from", 0) for t in level0) <= records
     assert all(len(base64.b64decode(t["hashes"])) == 32 * (t["width"] - t.get("from", 0)) for t in partial)
-    reader = es_reader.tiles(es_reader.connect(es_reader.EsOptions(elasticsearch)), data_stream_name(es_namespace), "h1")
+    client = es_reader.connect(es_reader.EsOptions(elasticsearch))
+    reader = es_reader.tiles(client, data_stream_name(es_namespace), "h1")
     for path, data in store_tiles(tmp_path / "store" / "h1").items():  # the newest width of each partial tile
         level, index, width = _tile_address(path)
         assert reader.tile(level, index, width)[:len(data)] == data, path
