@@ -308,12 +308,14 @@ def run(first: int, last: int, prev: str) -> ChunkSummary:
     return ChunkSummary(True, last - first + 1, first, prev, last, f"{last + 1:064x}", {0: f"{1:064x}"}, last - first + 1)
 
 
-@pytest.mark.parametrize(("progress", "expected"), [(True, "verified 300000 records (seq 299999)\n"), (False, "")])
-def test_fast_path_progress_is_one_line_per_250000_records(capsys: pytest.CaptureFixture[str], progress: bool,
+@pytest.mark.parametrize(("progress", "expected"), [(True, "verified 300000 records (seq 299999)\n"), (False, ""),
+                                                    (None, "")])
+def test_fast_path_progress_is_one_line_per_250000_records(capsys: pytest.CaptureFixture[str], progress: bool | None,
                                                              expected: str) -> None:
     chunks = [run(0, 199_998, GENESIS), run(199_999, 249_998, f"{199_999:064x}"),
               run(249_999, 299_999, f"{249_999:064x}")]
-    report = verify_in_order(CHAIN, chunks, [], PUBLIC, progress=progress)
+    kwargs = {} if progress is None else {"progress": progress}
+    report = verify_in_order(CHAIN, chunks, [], PUBLIC, **kwargs)
     assert report is not None and (report.intact, report.records) == (True, 300_000)
     assert capsys.readouterr() == ("", expected)
 
@@ -381,6 +383,29 @@ def _relink(at: int) -> Callable[[list[bytes]], None]:
     return change
 
 
+def _skip(at: int, count: int) -> Callable[[list[bytes]], None]:
+    """Records from ``at`` on re-sealed ``count`` seqs later, the first still linked to record ``at - 1``: every
+    chunk intact, every link right, seqs ``at``.. ``at + count - 1`` never stored."""
+    def change(raw: list[bytes]) -> None:
+        raw[at:] = lines(len(raw) - at, start=Head(CHAIN, at + count, hash_of(raw[at - 1])))
+    return change
+
+
+def _reseal(at: int) -> Callable[[list[bytes]], None]:
+    """Record ``at`` alone re-sealed onto another predecessor: it and its successor break the chain."""
+    def change(raw: list[bytes]) -> None:
+        raw[at] = lines(1, start=Head(CHAIN, at, "cd" * 32))[0]
+    return change
+
+
+def _stored(order: Sequence[int], resealed: int) -> Callable[[list[bytes]], None]:
+    """The records stored in ``order`` (seqs), record ``resealed`` re-sealed onto another predecessor."""
+    def change(raw: list[bytes]) -> None:
+        _reseal(resealed)(raw)
+        raw[:] = [raw[seq] for seq in order]
+    return change
+
+
 def _modify(at: int) -> Callable[[list[bytes]], None]:
     def change(raw: list[bytes]) -> None:
         raw[at] = raw[at].replace(b'"n":', b'"n":1', 1)
@@ -419,6 +444,13 @@ HYBRID: dict[str, tuple[Callable[[list[bytes]], None], Found]] = {
     "moved far earlier": (_move(22, 4), [("reordered", 22, REORDERED)]),
     "relinked from a chunk's start": (_relink(12), [("broken-link", 12, BROKEN)]),
     "relinked inside a chunk": (_relink(13), [("broken-link", 13, BROKEN)]),
+    "first record not linked to genesis": (_relink(0), [("broken-link", 0, BROKEN)]),
+    "first records gone": (_delete(0, 1, 2), [("missing", 0, GONE), ("missing", 1, GONE), ("missing", 2, GONE)]),
+    "seqs skipped at a chunk's start, link kept": (_skip(12, 3), [("missing", seq, GONE) for seq in (12, 13, 14)]),
+    "gap at a chunk's start after a region": (_both(_modify(10), _delete(15)), [("modified", 10, MODIFIED),
+                                                                                 ("missing", 15, GONE)]),
+    "chunk after a region relinked": (_both(_modify(10), _relink(12)), [("modified", 10, MODIFIED),
+                                                                         ("broken-link", 12, BROKEN)]),
     "line that is not a record": (_insert(7, lambda raw: b'{"message":"hello"}'), [
         ("inserted", None, "stored entry #7 is not a chained record ('chain')")]),
     "two lines that are not records": (
@@ -468,6 +500,77 @@ def test_hybrid_path_reads_again_only_the_chunks_around_a_bad_one(change: Callab
     raw = lines(HYBRID_RECORDS)
     change(raw)
     assert hybrid(raw)[1] == expected
+
+
+def sized(raw: list[bytes], sizes: Sequence[int], window: int) -> tuple[Report, list[int]]:
+    """``verify_chunked`` over chunks of the given sizes; the report and the chunks read again."""
+    parts, at = [], 0
+    for size in sizes:
+        parts.append(raw[at:at + size])
+        at += size
+    assert at == len(raw)
+    read_again: list[int] = []
+
+    def reread(index: int) -> Callable[[], list[bytes]]:
+        def read() -> list[bytes]:
+            read_again.append(index)
+            return list(parts[index])
+        return read
+
+    chunks = [(scan_chunk(part, {0}, CHAIN), reread(i)) for i, part in enumerate(parts)]
+    return verify_chunked(CHAIN, chunks, [], PUBLIC, window=window), read_again
+
+
+# name: (records, change, chunk sizes, window, chunks read again, findings). A chunk is committed in bulk once
+# window + 2 records of intact, continuing chunks follow it; a chunk of one record, or one that is not intact, is
+# read by the full machinery with every chunk still held before it; the machinery hands back to the first held
+# chunk its last record links to (``_Region.hand_back``).
+READS: dict[str, tuple[int, Callable[[list[bytes]], None], list[int], int, list[int], Found]] = {
+    "intact, chunks of two": (12, lambda raw: None, [2] * 6, 1, [], []),
+    "chunk followed by window + 2 records is committed": (7, _modify(5), [2, 3, 2], 1, [1, 2],
+                                                           [("modified", 5, MODIFIED)]),
+    "chunk followed by fewer is read again": (6, lambda raw: None, [3, 2, 1], 1, [0, 1, 2], []),
+    "chunk after a region followed by fewer is read again": (9, _modify(0), [2, 5, 2], 1, [0, 1, 2],
+                                                             [("modified", 0, MODIFIED)]),
+    "region hands back to the first chunk after it": (9, lambda raw: None, [1, 2, 6], 3, [0], []),
+    "region reads the chunk its last record does not link to, and hands back to the next": (
+        12, _reseal(2), [3, 2, 2, 5], 2, [0, 1], [("broken-link", 2, BROKEN), ("broken-link", 3, BROKEN)]),
+    # record 3 stored after 20, 8 gone, 13 re-sealed: the count of records held stays right after a failed hand-back
+    "chunks read after a failed hand-back leave the held count right": (
+        29, _stored([0, 1, 2, 4, 5, 6, 7, *range(9, 21), 3, *range(21, 29)], 13), [3, 2, 2, 5, 2, 4, 5, 5], 1,
+        list(range(8)), [("missing", 3, GONE), ("reordered", 3, FAR), ("missing", 8, GONE), ("broken-link", 13, BROKEN),
+               ("broken-link", 14, BROKEN)]),
+}
+
+
+@pytest.mark.parametrize("case", list(READS))
+def test_hybrid_path_reads_again_only_what_the_full_machinery_needs(case: str) -> None:
+    count, change, sizes, window, expected, findings = READS[case]
+    raw = lines(count)
+    change(raw)
+    report, read_again = sized(raw, sizes, window)
+    assert read_again == expected
+    assert detailed(report) == findings
+    assert report.as_dict() == full(raw, window=window).as_dict()
+
+
+MIXED = [[3, 2, 2, 5, 2, 4, 5, 5, 2], [1, 5, 4, 1, 3, 5, 2, 3, 5, 1]]
+
+
+@pytest.mark.parametrize("case", list(HYBRID))
+@pytest.mark.parametrize("window", [1, 2])
+@pytest.mark.parametrize("sizes", MIXED)
+def test_hybrid_path_with_chunks_of_mixed_sizes(case: str, window: int, sizes: list[int]) -> None:
+    change, _ = HYBRID[case]
+    raw = lines(HYBRID_RECORDS)
+    change(raw)
+    cut_sizes, left = [], len(raw)
+    for size in sizes * 2:
+        if left > 0:
+            cut_sizes.append(min(size, left))
+            left -= cut_sizes[-1]
+    report, _ = sized(raw, cut_sizes, window)
+    assert report.as_dict() == full(raw, window=window).as_dict()
 
 
 # name: (checkpoints over HYBRID_RECORDS genuine records, change, findings, (records, unsealed, checkpoints))
@@ -530,6 +633,26 @@ def test_findings_of_one_seq_and_kind_are_listed_in_one_order_on_every_path() ->
     expected = [("inserted", 10, INSERTED), ("inserted", 10, "stored entry #3 is a record of chain 'h2'")]
     reports = [full(raw), full(raw, window=2), full(raw, window=5), hybrid(raw)[0], hybrid(raw, size=2, window=1)[0]]
     assert [detailed(r) for r in reports] == [expected] * len(reports)
+
+
+def test_hybrid_path_prints_no_progress(capsys: pytest.CaptureFixture[str]) -> None:
+    """Records 0..249,997 committed in bulk (a summary as a worker sends it), then a region commits the 250,000th
+    record one at a time: the walker it drives was made without progress lines (``verify_store`` gives progress
+    to the full path and the fast path only)."""
+    before = "ab" * 32
+    intact = lines(5, start=Head(CHAIN, 249_998, before))
+    bad = lines(4, start=Head(CHAIN, 250_003, hash_of(intact[-1])))
+    bad[1] = bad[1].replace(b'"n":', b'"n":1', 1)
+
+    def never() -> list[bytes]:
+        raise AssertionError("a chunk committed in bulk is never read again")
+
+    chunks = [(ChunkSummary(True, 249_998, 0, GENESIS, 249_997, before, {0: "cd" * 32}, 249_998), never),
+              (scan_chunk(intact, {0}, CHAIN), lambda: list(intact)), (scan_chunk(bad, {0}, CHAIN), lambda: list(bad))]
+    report = verify_chunked(CHAIN, chunks, [], PUBLIC, window=2)
+    assert (detailed(report), report.records, report.last_seq) == ([("modified", 250_004, MODIFIED)], 250_007,
+                                                                    250_006)
+    assert capsys.readouterr() == ("", "")
 
 
 def test_hybrid_path_on_an_empty_store() -> None:
