@@ -390,7 +390,9 @@ class _Walker:
         sealed = max([*covered, self.a.sealed, self.start])
         self.r.unsealed_tail = max(0, self.last + 1 - sealed)
         self.r.last_seq = self.last
-        self.r.findings.sort(key=lambda f: (f.seq is None, f.seq or 0, f.kind))  # stable: same order on every path
+        # A total order: the paths push a line's finding (a record of another chain) and the walker's findings of
+        # its seq at different times (the full path after every record, a region at the line, a window's size later)
+        self.r.findings.sort(key=lambda f: (f.seq is None, f.seq or 0, f.kind, f.detail))
 
 
 class _Machine:
