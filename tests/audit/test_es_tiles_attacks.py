@@ -59,10 +59,9 @@ def finding_kinds(report: dict[str, Any]) -> list[str]:
 def test_a_tile_bulk_whose_answer_was_lost_is_retried_without_a_false_tamper(
         eslog: EsLog, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """The tile bulk of the checkpoint at 500 is applied but its answer is lost (a timeout): the shipper retries
-    the same batch 0.4 s later, meets its own ``1.p/244`` (from 144) and must join it to ``1.p/144``, which the
-    flush at 400 wrote a moment ago and no refresh has made searchable yet (an explicit ``refresh_interval``, as
-    logging clusters set, keeps a shard out of search-idle). Read by search without a refresh, the sink stopped
-    with TAMPER over its own documents."""
+    the same batch 0.4 s later and meets its own ``1.p/244`` (from 144), which it must join to ``1.p/144``, written
+    by the flush at 400 and not refreshed since (an explicit ``refresh_interval`` keeps the shard out of
+    search-idle). The join reads by search: it holds because the retry's replay check refreshes both streams."""
     stream = checkpoint_stream_name(eslog.stream)
     eslog.es.indices.put_settings(index=stream, settings={"index": {"refresh_interval": "60s"}})
     real_send, lost = ElasticsearchSink._send, []
