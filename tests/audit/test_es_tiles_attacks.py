@@ -81,6 +81,32 @@ def test_a_tile_bulk_whose_answer_was_lost_is_retried_without_a_false_tamper(
     assert (code, report["findings"]) == (0, []), report
 
 
+def test_a_tile_bulk_cut_before_its_level_0_tile_then_rejected_is_completed_by_the_retry(
+        eslog: EsLog, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The flush that grows level 1 (``tile/1/000.p/3`` from 1) gets through up to its level-0 partial tile, then
+    Elasticsearch answers 429: the retry meets the level-1 delta and the full tiles (409, joined and compared),
+    writes the partial tile, and every ``from`` names a stored width."""
+    real_send, cut = ElasticsearchSink._send, []
+
+    def send(self: ElasticsearchSink, items: list[Item]) -> list[tuple[str, str]]:
+        if not cut and any(":tile/1/" in item.ident for item in items):
+            cut.append([item.ident for item in items])
+            real_send(self, items[:-1])
+            raise EsError("rejected", "HTTP 429 on the last item", True)
+        return real_send(self, items)
+
+    monkeypatch.setattr(ElasticsearchSink, "_send", send)
+    assert eslog.ship(500) == 0, tamper_reason(caplog)
+    assert cut and cut[0][-1].startswith("h1:tile/0/"), cut
+    assert not [r for r in caplog.records if "TAMPER" in r.getMessage()]
+    level1 = {h["_id"]: h["_source"]["tile"].get("from", 0) for h in tile_hits(eslog)
+              if h["_source"]["tile"]["level"] == 1}
+    assert level1 == {f"h1:{tile_path(1, 0, 1)}": 0, f"h1:{tile_path(1, 0, 3)}": 1}, level1
+    assert missing_links(eslog) == []
+    code, report = eslog.verify()
+    assert (code, report["findings"]) == (0, []), report
+
+
 def test_a_replay_after_a_rollover_writes_no_second_copy_of_the_stored_edge(eslog: EsLog) -> None:
     """The cursor is lost and the checkpoint stream rolled over: the replay's first batch adds no record to the
     tree opened at 400, yet its level 0 counted as changed, and ``1.p/144`` (stored from 44) went out again,
