@@ -204,6 +204,24 @@ def test_a_forged_delta_past_the_records_is_never_read_and_stops_the_sink(
     assert "the tiles describe 356 records, the data stream holds 300" in tamper_reason(caplog)
 
 
+def test_a_forged_delta_the_sink_opens_its_tree_on_is_bad_tiles(eslog: EsLog) -> None:
+    """Records to 400 are stored, their tiles not (a crash in between: here ``1.p/144`` deleted). The host plants
+    ``1.p/120`` from our 44 with 76 forged hashes, within the records, so the sink opens its tree there and grows
+    its next tiles from 120 on. The sink cannot tell (it reads no record below the edge); verify and prove can."""
+    assert eslog.ship(100) == 0
+    ours = next(h for h in tile_hits(eslog) if h["_id"] == f"h1:{tile_path(0, 1, 144)}")
+    eslog.es.delete(index=ours["_index"], id=ours["_id"], refresh=True)
+    eslog.plant(f"h1:{tile_path(0, 1, 120)}", _delta(120, 44, 76))
+    assert eslog.ship(100) == 0
+    grown = next(h for h in tile_hits(eslog) if h["_id"] == f"h1:{tile_path(0, 1, 244)}")
+    assert grown["_source"]["tile"]["from"] == 120
+    code, report = eslog.verify()
+    assert code == 1 and finding_kinds(report) == ["bad-tiles"], report
+    proc = eslog.prove(330)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "record 330 and the tiles do not lead to the checkpoint's root" in proc.stderr, proc.stderr
+
+
 def test_a_forged_delta_within_the_records_is_bad_tiles_and_no_receipt(eslog: EsLog) -> None:
     """Our ``1.p/144`` grows from ``1.p/44``. After a rollover (an ``_id`` is unique per backing index only) a
     second ``1.p/144``, from 44 with 100 forged hashes: the reader may join either; it never gives forged bytes."""
