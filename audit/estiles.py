@@ -117,14 +117,14 @@ class EsTileReader(TileReader):
         narrower = {other.width: other for other in self._search(
             doc.level, {"tile.index": {"gte": doc.index, "lte": doc.index}, "tile.width": {"lte": doc.start}}, WIDTH,
             "asc", collapse=False)}
-        pieces, start = [doc.hashes], doc.start
+        pieces, width, start = [doc.hashes], doc.width, doc.start
         while start:
             below = narrower.get(start)
-            if below is None:
+            if below is None:  # named with the document whose link is broken, not the chain's widest
                 raise TileError(f"no tile {tile_path(doc.level, doc.index, start)} in Elasticsearch, which "
-                                f"{tile_path(doc.level, doc.index, doc.width)} grows from")
+                                f"{tile_path(doc.level, doc.index, width)} grows from")
             pieces.append(below.hashes)
-            start = below.start
+            width, start = below.width, below.start
         return b"".join(reversed(pieces))
 
     def size(self) -> int:

@@ -408,7 +408,8 @@ class ElasticsearchSink:
     def _send_tiles(self, size: int) -> None:
         """The tiles of the tree of ``size``, in one bulk, highest level first and level 0 last: a level-0 tile
         stored means the levels above it are."""
-        order = sorted(self._unsent.items(), key=lambda item: (-item[0][0], item[0][1]))
+        order = sorted(((key, data) for key, data in self._unsent.items() if not self._stored_edge(*key, data)),
+                       key=lambda item: (-item[0][0], item[0][1]))
         tiles = {tile_id(self.chain_id, level, index, len(data) // HASH_SIZE):
                  (self._tile_doc(level, index, data), data) for (level, index), data in order}
         stamp = utc(time.time())
@@ -419,6 +420,13 @@ class ElasticsearchSink:
             self._confirm_tiles(present, {ident: data for ident, (_, data) in tiles.items()})
         self._unsent.clear()
         self._flushed = size
+
+    def _stored_edge(self, level: int, index: int, data: bytes) -> bool:
+        """``data`` is the partial tile of the stored tree itself (a batch of no new record, a replay, still marks
+        level 0 changed). Sent again it would go whole beside the stored one, grown from a narrower width: after a
+        rollover of the checkpoint stream no 409 stops it, and the ``_id`` holds two different documents."""
+        stored = self._flushed >> (8 * level)
+        return stored // WIDTH == index and stored % WIDTH == len(data) // HASH_SIZE
 
     def _tile_doc(self, level: int, index: int, data: bytes) -> TileDoc:
         """A partial tile grows from the width it had at the stored tree size (audit/estiles.py): only the new
