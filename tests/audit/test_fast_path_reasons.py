@@ -34,10 +34,20 @@ from audit.verify import (
     verify_in_order,
 )
 from tests.audit.test_forged_tail import forge
-from tests.audit.test_verify_reasons import (
+from tests.audit.test_verify_reasons import (  # the findings' details, as the full path's tests state them
+    BROKEN,
     CHAIN,
+    DUPLICATE,
+    FAR,
+    GONE,
+    INSERTED,
     KEY,
+    REORDERED,
+    REWRITTEN,
+    TRUNCATED,
+    UNTRUSTED,
     _later_fork,
+    detailed,
     fork,
     hash_of,
     head_note,
@@ -49,22 +59,9 @@ PUBLIC = KEY.public_key()
 RECORDS = 24
 SIZE = 5  # records per chunk: boundaries after seqs 4, 9, 14, 19
 
-REORDERED = "record is stored out of sequence order"
-FAR = "record stored far out of sequence order"
-INSERTED = "a record with this seq that is not part of the chain"
-DUPLICATE = "the same record is stored more than once"
-BROKEN = "prev_hash does not match the previous record's hash"
-GONE = "no record with this seq"
 MODIFIED = "content does not match its hash"
-TRUNCATED = "covered by a signed checkpoint but gone (tail truncated)"
-REWRITTEN = "signed checkpoint disagrees with the records (history rewritten)"
-UNTRUSTED = "record disagrees with the trusted checkpoint"
 
 Found = list[tuple[str, int | None, str]]
-
-
-def detailed(report: Report) -> Found:
-    return [(f.kind, f.seq, f.detail) for f in report.findings]
 
 
 def cut(raw: Sequence[bytes], size: int) -> list[list[bytes]]:
