@@ -168,7 +168,8 @@ def run_verify_proof(receipt: Path, public_key: Path, witness_keys: tuple[str, .
     try:
         data = receipt.read_bytes()
         key = cp.load_public(public_key)
-        witnesses = distinct([WitnessKey.parse(Path(k).read_text() if Path(k).is_file() else k) for k in witness_keys])
+        witnesses = distinct([WitnessKey.parse(Path(k).read_text() if Path(k).is_file() else k)
+                              for k in witness_keys])
     except (OSError, UnicodeDecodeError, cp.CheckpointError, WitnessKeyError) as exc:
         click.echo(f"tee-audit verify-proof: cannot verify: {exc}", err=True)
         return 2

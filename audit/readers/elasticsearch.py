@@ -176,7 +176,7 @@ def _fetch_pages(client: Elasticsearch, pit: str, query: dict[str, Any], sort: l
             raw = es.request(client, "POST", "/_search", body)
             page = _decode(raw)
             if page is None:  # see the module doc: the same page without sources, then each document alone
-                page = search(client, "/_search", {**body, "_source": False, "docvalue_fields": _DOC_VALUES})
+                page = call(client, "POST", "/_search", {**body, "_source": False, "docvalue_fields": _DOC_VALUES})
                 page["_unreadable"] = True
             es.all_shards(page)
             hits = page["hits"]["hits"]
