@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 from elasticsearch import Elasticsearch
 
-from audit.canonical import canonicalize
+from audit.canonical import canonicalize, loads
 from audit.chain import Head, record_hash, seal
 from audit.sinks.elasticsearch import checkpoint_stream_name
 
@@ -20,6 +20,20 @@ def forge(event: dict[str, Any], chain: str, seq: int, prev_hash: str) -> dict[s
     body = {k: v for k, v in event.items() if k != "chain"}
     doc, _ = seal(body, Head(chain, seq, prev_hash))
     return json.loads(canonicalize(doc))  # keys in RFC 8785 order: stored compactly, it is the canonical form
+
+
+def resealed(lines: list[bytes], chain: str, seq: int) -> list[bytes]:
+    """The stored ``lines`` with record ``seq`` edited and the chain sealed again from there (every hash and link
+    consistent): what the host writes when it rewrites history."""
+    head, out = Head(chain, seq, loads(lines[seq - 1]).value["chain"]["hash"]), lines[:seq]
+    for i, line in enumerate(lines[seq:], seq):
+        doc = loads(line).value
+        del doc["chain"]
+        if i == seq:
+            doc["message"] = "nothing happened here"
+        sealed, head = seal(doc, head)
+        out.append(canonicalize(sealed))
+    return out
 
 
 def rehash_from(docs: list[dict[str, Any]], start: int) -> None:

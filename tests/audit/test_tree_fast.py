@@ -14,8 +14,7 @@ import pytest
 
 from audit import checkpoint as cp
 from audit import merkle, verify_cli
-from audit.canonical import canonicalize, loads
-from audit.chain import Head, seal
+from audit.canonical import loads
 from audit.readers import localstore as reader
 from audit.sinks import localstore
 from audit.tiles import HEIGHT, WIDTH, TileReader, TileWriter
@@ -23,6 +22,7 @@ from audit.treeverify import TreeNote, TreeWalk
 from audit.verify import Report
 from audit.verify_cli import Known, verify_store
 from tests.audit.kit import keys, ship_once, write_journal
+from tests.audit.tamper import resealed
 
 CHAIN = "h1"
 RECORDS = 700  # two full level-0 tiles and a partial one; tree checkpoints every 100 (inside tiles)
@@ -72,15 +72,7 @@ class Store:
     def rewrite(self, seq: int, tiles: bool, resign: bool) -> list[bytes]:
         """Record ``seq`` edited and the chain re-sealed from it; the tiles rebuilt from the new records (``tiles``)
         and every checkpoint from it on re-signed with the real key (``resign``): the host gone bad."""
-        lines = self.lines()
-        head, out = Head(CHAIN, seq, loads(lines[seq - 1]).value["chain"]["hash"]), lines[:seq]
-        for i, line in enumerate(lines[seq:], seq):
-            doc = loads(line).value
-            del doc["chain"]
-            if i == seq:
-                doc["message"] = "nothing happened here"
-            sealed, head = seal(doc, head)
-            out.append(canonicalize(sealed))
+        out = resealed(self.lines(), CHAIN, seq)
         (segment,) = localstore.segments(self.dir)
         segment.write_bytes(b"".join(line + b"\n" for line in out))
         if tiles:

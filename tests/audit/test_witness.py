@@ -15,12 +15,12 @@ import pytest
 
 from audit import checkpoint as cp
 from audit import merkle
-from audit.canonical import canonicalize, loads
-from audit.chain import Head, seal
+from audit.canonical import loads
 from audit.sinks import localstore
 from audit.tiles import TileReader, TileWriter
 from audit.witness import WitnessError, Witnessing, add_checkpoint
 from tests.audit.kit import keys, ship_once, verify_json, write_journal
+from tests.audit.tamper import resealed
 from tests.fixtures.litewitness import Litewitness
 
 CHAIN = "h1"
@@ -62,16 +62,7 @@ class Host:
     def rewrite_history(self, from_seq: int, until: int | None = None) -> None:
         """The host with the key: record ``from_seq`` edited, the chain re-sealed from there (and cut at ``until``),
         the tiles rebuilt, every checkpoint re-signed with the real key. Cosignature files are left as they were."""
-        lines = list(localstore.read_lines(self.dir))[:until]
-        prev = loads(lines[from_seq - 1]).value["chain"]["hash"]
-        head, out = Head(CHAIN, from_seq, prev), lines[:from_seq]
-        for i, line in enumerate(lines[from_seq:], from_seq):
-            doc = loads(line).value
-            del doc["chain"]
-            if i == from_seq:
-                doc["message"] = "nothing happened here"
-            sealed, head = seal(doc, head)
-            out.append(canonicalize(sealed))
+        out = resealed(list(localstore.read_lines(self.dir))[:until], CHAIN, from_seq)
         for segment in localstore.segments(self.dir):
             segment.unlink()
         (self.dir / f"records-{0:020d}.jsonl").write_bytes(b"".join(line + b"\n" for line in out))
