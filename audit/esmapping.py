@@ -13,7 +13,8 @@ sends every case to it); where Elasticsearch's own rule is intricate we refuse a
   (``""``, ``" "``, ``".a"``, ``"a..b"``; ``"a."`` too, to be safe). Dotted names are paths (``"host.name"``).
 - A mapped object (``event``, ``host``, ``tee.vm``...) takes an object, a list of objects, or null; a keyword or
   text field takes scalars or lists of them, not objects; a keyword is at most 32766 bytes of UTF-8 (Lucene's
-  term limit).
+  term limit). A long field takes any scalar: what is not a 64-bit integer is left unindexed
+  (``index.mapping.ignore_malformed``), not refused.
 - ``labels`` is ``flattened``: an object (or a list of objects), keys nested at most 20 deep, each value at most
   32766 bytes together with its key path. Unmapped fields are kept in ``_source`` and not parsed for a mapping.
 """
@@ -32,28 +33,48 @@ _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _NANOS_END = dt.datetime(2262, 4, 11, 23, 47, 16, tzinfo=dt.UTC)  # date_nanos ends .854775807 later
 
 _KEYWORD = {"type": "keyword"}
+_LONG = {"type": "long"}
+
+
+def _keywords(*names: str) -> dict[str, Any]:
+    return {"properties": dict.fromkeys(names, _KEYWORD)}
+
+
 # The index template's mapping (audit.sinks.elasticsearch.template): defined here, beside the rules it implies.
+# Every field the exporter's event schema (exporter/schema/event.schema.json) names is mapped, so an auditor can
+# search it: strings and booleans as keywords (a keyword takes any scalar, so mapping one refuses nothing but an
+# object), integers as long. Free-form objects (tee.tcb, tee.job.stats, tee.alert.annotations) stay unmapped.
 PROPERTIES: dict[str, Any] = {
     "@timestamp": {"type": "date_nanos"},
     "message": {"type": "text"},
-    "chain": {"properties": {"id": _KEYWORD, "seq": {"type": "long"}, "prev_hash": _KEYWORD, "hash": _KEYWORD}},
-    "checkpoint": {"properties": {"size": {"type": "long"}, "root": _KEYWORD,
+    "chain": {"properties": {"id": _KEYWORD, "seq": _LONG, "prev_hash": _KEYWORD, "hash": _KEYWORD}},
+    "checkpoint": {"properties": {"size": _LONG, "root": _KEYWORD,
                                   "note": {"type": "keyword", "index": False, "doc_values": False}}},
-    "ecs": {"properties": {"version": _KEYWORD}},
-    "event": {"properties": {k: _KEYWORD for k in (
-        "id", "kind", "category", "type", "action", "outcome", "reason", "dataset", "module")}},
-    "host": {"properties": {"name": _KEYWORD}},
-    "rule": {"properties": {"name": _KEYWORD}},
+    "ecs": _keywords("version"),
+    "event": {"properties": {**dict.fromkeys(("id", "kind", "category", "type", "action", "outcome", "reason",
+                                              "dataset", "module", "created"), _KEYWORD),
+                             "duration": _LONG}},
+    "host": _keywords("name"),
+    "file": {"properties": {"path": _KEYWORD, "hash": _keywords("sha256")}},
+    "source": {"properties": {"ip": _KEYWORD, "address": _KEYWORD, "port": _LONG}},
+    "destination": {"properties": {"ip": _KEYWORD, "port": _LONG}},
+    "network": _keywords("transport", "iana_number"),
+    "rule": _keywords("name", "ruleset"),
+    "user": _keywords("id", "name"),
     # flattened: any labels, never a mapping conflict between two events (a dynamic object would map labels.a
     # from the first event and refuse a later event whose labels.a has another shape)
     "labels": {"type": "flattened"},
     "tee": {"properties": {
         "type": _KEYWORD,
-        "vm": {"properties": {k: _KEYWORD for k in ("name", "uuid", "state", "sandbox_id")}},
+        "vm": _keywords("name", "uuid", "state", "previous_state", "detail", "sandbox_id", "debug_allowed"),
+        "evidence": {"properties": {"sha256": _KEYWORD, "format": _KEYWORD, "version": _LONG}},
         "measurement": _KEYWORD,
-        "policy": {"properties": {"result": _KEYWORD, "violations": _KEYWORD}},
-        "kbs": {"properties": {k: _KEYWORD for k in (
-            "resource", "repository", "resource_type", "tag", "requester", "decision")}},
+        "attestation": _keywords("source", "signer", "product", "warnings"),
+        "policy": _keywords("result", "violations"),
+        "kbs": _keywords("resource", "repository", "resource_type", "tag", "requester", "decision"),
+        "egress": {"properties": {"suppressed": _LONG}},
+        "job": _keywords("operation"),
+        "alert": _keywords("status", "fingerprint", "receiver"),
     }},
 }
 
@@ -188,8 +209,6 @@ def _check_leaf(value: Any, name: str, kind: str, mapping: dict[str, Any]) -> No
             raise Refused(f"{name} is a {kind} field, not {type(item).__name__}")
         if kind == "date_nanos" and item is not None:
             check_timestamp(item)
-        if kind == "long" and item is not None and type(item) is not int:
-            raise Refused(f"{name} is a long field")
         if kind == "keyword" and mapping.get("index", True) and isinstance(item, str) \
                 and len(item.encode()) > TERM_BYTES:
             raise Refused(f"{name} is longer than {TERM_BYTES} bytes (a keyword term)")

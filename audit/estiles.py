@@ -92,18 +92,19 @@ class EsTileReader(TileReader):
         self.fetch, self.stream, self.chain_id, self.ahead = fetch, stream, chain_id, ahead
         self._tiles: dict[tuple[int, int], bytes] = {}
 
-    def _search(self, level: int, query: dict[str, Any], size: int, order: str, collapse: bool = True
-                ) -> list[TileDoc]:
-        """The tile documents of ``level`` matching ``query`` (on ``tile.index`` and ``tile.width``), by index in
-        ``order``; with ``collapse`` only the widest of each index."""
+    def _search(self, level: int, query: dict[str, Any], size: int, order: str, collapse: str = "tile.index",
+                ids: list[str] | None = None) -> list[TileDoc]:
+        """The tile documents of ``level`` matching ``query`` (ranges on ``tile.index`` and ``tile.width``) and
+        ``ids``, by index in ``order``, one per value of the ``collapse`` field (the widest of each index by
+        default)."""
         body: dict[str, Any] = {
             "size": size, "track_total_hits": False, "_source": ["chain", "tile"],
             "query": {"bool": {"filter": [{"term": {"chain.id": self.chain_id}}, {"term": {"tile.level": level}},
-                                          *({"range": {field: bounds}} for field, bounds in query.items())]}},
+                                          *({"range": {field: bounds}} for field, bounds in query.items()),
+                                          *([{"ids": {"values": ids}}] if ids else [])]}},
             "sort": [{"tile.index": {"order": order, "unmapped_type": "long"}},
-                     {"tile.width": {"order": "desc", "unmapped_type": "long"}}]}
-        if collapse:
-            body["collapse"] = {"field": "tile.index"}
+                     {"tile.width": {"order": "desc", "unmapped_type": "long"}}],
+            "collapse": {"field": collapse}}
         answer = self.fetch("POST", f"/{self.stream}/_search?ignore_unavailable=true", body)
         if (answer.get("_shards") or {}).get("failed"):
             raise TileError(f"the search for tiles failed on some shard: {str(answer['_shards'])[:300]}")
@@ -114,9 +115,13 @@ class EsTileReader(TileReader):
         """The tile stored as ``doc``: its hashes after those of the narrower documents it grows from."""
         if not doc.start:
             return doc.hashes
+        # Only the _ids ours would have, one document per width: neither documents under other _ids nor copies of
+        # ours (created again after the stream rolled over: an _id is unique per backing index) crowd narrower
+        # widths out of the WIDTH hits.
         narrower = {other.width: other for other in self._search(
             doc.level, {"tile.index": {"gte": doc.index, "lte": doc.index}, "tile.width": {"lte": doc.start}}, WIDTH,
-            "asc", collapse=False)}
+            "asc", collapse="tile.width",
+            ids=[tile_id(self.chain_id, doc.level, doc.index, width) for width in range(1, doc.start + 1)])}
         pieces, width, start = [doc.hashes], doc.width, doc.start
         while start:
             below = narrower.get(start)
