@@ -44,6 +44,7 @@ from audit.chain import doc_id
 from audit.sinks import localstore
 from audit.verify import verify
 from audit.verify_cli import default_workers, local_records, verify_store
+from bench.local_es import elasticsearch
 from exporter.journal import make_event
 from tests.fixtures.litewitness import Litewitness, build, running
 from tests.fixtures.ports import free_ports
@@ -196,18 +197,9 @@ def main() -> None:
         verify_only(n)
         return
     port = os.environ.get("TEE_BENCH_ES_PORT") or str(free_ports((0, 100)))
-    env = {**os.environ, "ES_PORT": port, "ES_DATA": str(ROOT / f".cache/es-bench-{port}")}
-    url = opts.es
-    if url is None:
-        subprocess.run(["bash", str(ROOT / "scripts/install-elasticsearch.sh")], check=True, env=env)
-        subprocess.run(["bash", str(ROOT / "scripts/start-elasticsearch.sh")], check=True, env=env)
-        url = f"http://127.0.0.1:{port}"
-    try:
-        with tempfile.TemporaryDirectory(dir=ROOT / ".cache") as tmp_name, witnessing(opts.witness) as witness:
-            run(Path(tmp_name), url, n, opts.batch, opts.rounds, opts.ship_only, opts.with_store, witness)
-    finally:
-        if opts.es is None:
-            subprocess.run(["bash", str(ROOT / "scripts/stop-elasticsearch.sh")], check=False, env=env)
+    with elasticsearch(opts.es, port) as url, tempfile.TemporaryDirectory(dir=ROOT / ".cache") as tmp_name, \
+            witnessing(opts.witness) as witness:
+        run(Path(tmp_name), url, n, opts.batch, opts.rounds, opts.ship_only, opts.with_store, witness)
 
 
 @contextlib.contextmanager

@@ -25,7 +25,6 @@ import hashlib
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -49,6 +48,7 @@ from audit.sinks.elasticsearch import ElasticsearchSink, data_stream_name
 from audit.sinks.elasticsearch import connect as es_connect
 from audit.sinks.localstore import LocalStore
 from audit.verify_cli import EsOptions, default_workers, verify_all_es, verify_es, verify_store
+from bench.local_es import elasticsearch
 from exporter.journal import make_event
 
 EVERY = 1000
@@ -246,19 +246,10 @@ def main() -> None:
             bench_local(Path(tmp_name), key, opts.records, opts.rounds)
     if opts.skip_es:
         return
-    env = {**os.environ, "ES_PORT": "19520", "ES_DATA": str(ROOT / ".cache/es-bench-19520"), "ES_HEAP": "1g"}
-    url = opts.es
-    if url is None:
-        subprocess.run(["bash", str(ROOT / "scripts/install-elasticsearch.sh")], check=True, env=env)
-        subprocess.run(["bash", str(ROOT / "scripts/start-elasticsearch.sh")], check=True, env=env)
-        url = "http://127.0.0.1:19520"
-    try:
+    with elasticsearch(opts.es, "19520", heap="1g") as url:
         bench_es(url, key, opts.records, opts.rounds)
         if not opts.skip_fleet:
             bench_fleet(url, key, opts.chains, opts.chain_records, opts.fleet_rounds)
-    finally:
-        if opts.es is None:
-            subprocess.run(["bash", str(ROOT / "scripts/stop-elasticsearch.sh")], check=False, env=env)
 
 
 if __name__ == "__main__":
