@@ -13,7 +13,7 @@ sends every case to it); where Elasticsearch's own rule is intricate we refuse a
   (``""``, ``" "``, ``".a"``, ``"a..b"``; ``"a."`` too, to be safe). Dotted names are paths (``"host.name"``).
 - A mapped object (``event``, ``host``, ``tee.vm``...) takes an object, a list of objects, or null; a keyword or
   text field takes scalars or lists of them, not objects; a keyword is at most 32766 bytes of UTF-8 (Lucene's
-  term limit). A long field takes any scalar: what is not a 64-bit integer is left unindexed
+  term limit). A long, ip or date field takes any scalar: a value it cannot parse is left unindexed
   (``index.mapping.ignore_malformed``), not refused.
 - ``labels`` is ``flattened``: an object (or a list of objects), keys nested at most 20 deep, each value at most
   32766 bytes together with its key path. Unmapped fields are kept in ``_source`` and not parsed for a mapping.
@@ -34,6 +34,7 @@ _NANOS_END = dt.datetime(2262, 4, 11, 23, 47, 16, tzinfo=dt.UTC)  # date_nanos e
 
 _KEYWORD = {"type": "keyword"}
 _LONG = {"type": "long"}
+_IP = {"type": "ip"}
 
 
 def _keywords(*names: str) -> dict[str, Any]:
@@ -42,8 +43,10 @@ def _keywords(*names: str) -> dict[str, Any]:
 
 # The index template's mapping (audit.sinks.elasticsearch.template): defined here, beside the rules it implies.
 # Every field the exporter's event schema (exporter/schema/event.schema.json) names is mapped, so an auditor can
-# search it: strings and booleans as keywords (a keyword takes any scalar, so mapping one refuses nothing but an
-# object), integers as long. Free-form objects (tee.tcb, tee.job.stats, tee.alert.annotations) stay unmapped.
+# search it, with ECS's types: addresses as ip, event.created as date, integers as long, other strings and booleans
+# as keywords. A keyword takes any scalar; the template's ignore_malformed leaves a value an ip, date or long field
+# cannot parse unindexed: so mapping a field refuses nothing but an object in it. Free-form objects (tee.tcb,
+# tee.job.stats, tee.alert.annotations) stay unmapped.
 PROPERTIES: dict[str, Any] = {
     "@timestamp": {"type": "date_nanos"},
     "message": {"type": "text"},
@@ -52,12 +55,12 @@ PROPERTIES: dict[str, Any] = {
                                   "note": {"type": "keyword", "index": False, "doc_values": False}}},
     "ecs": _keywords("version"),
     "event": {"properties": {**dict.fromkeys(("id", "kind", "category", "type", "action", "outcome", "reason",
-                                              "dataset", "module", "created"), _KEYWORD),
-                             "duration": _LONG}},
+                                              "dataset", "module"), _KEYWORD),
+                             "created": {"type": "date"}, "duration": _LONG}},
     "host": _keywords("name"),
     "file": {"properties": {"path": _KEYWORD, "hash": _keywords("sha256")}},
-    "source": {"properties": {"ip": _KEYWORD, "address": _KEYWORD, "port": _LONG}},
-    "destination": {"properties": {"ip": _KEYWORD, "port": _LONG}},
+    "source": {"properties": {"ip": _IP, "address": _KEYWORD, "port": _LONG}},
+    "destination": {"properties": {"ip": _IP, "port": _LONG}},
     "network": _keywords("transport", "iana_number"),
     "rule": _keywords("name", "ruleset"),
     "user": _keywords("id", "name"),

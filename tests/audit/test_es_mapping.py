@@ -50,6 +50,7 @@ REFUSED: dict[str, dict[str, Any]] = {
     "leading_dot_name": {"@timestamp": T, ".a": 1},
     "object_in_tee_job_operation": {"@timestamp": T, "tee": {"job": {"operation": {"a": 1}}}},
     "object_in_a_long": {"@timestamp": T, "destination": {"port": {"a": 1}}},
+    "object_in_an_ip": {"@timestamp": T, "source": {"ip": [{"a": 1}]}},
 }
 ACCEPTED: dict[str, dict[str, Any]] = {
     "plain": {"@timestamp": T},
@@ -64,11 +65,13 @@ ACCEPTED: dict[str, dict[str, Any]] = {
     "unmapped_anything": {"@timestamp": T, "zz": {"": {"a..b": [1, {"x": None}]}}},
     "labels_any_shape": {"@timestamp": T, "labels": {"a": {"b": 1}, "c": [True, "x"], "": "y"}},
     "labels_20_deep": {"@timestamp": T, "labels": _deep(20)},
-    # ignore_malformed (the template): a long field holding what is not a 64-bit integer is left unindexed
+    # ignore_malformed (the template): a long, ip or date field holding what it cannot parse leaves it unindexed
     "text_in_a_long": {"@timestamp": T, "destination": {"port": "https"}},
     "long_past_64_bits": {"@timestamp": T, "event": {"duration": 1 << 63}, "source": {"port": -(1 << 63) - 1}},
     "fraction_in_a_long": {"@timestamp": T, "tee": {"evidence": {"version": 1.5}}},
     "boolean_in_a_long": {"@timestamp": T, "tee": {"egress": {"suppressed": [True, None]}}},
+    "not_an_ip": {"@timestamp": T, "source": {"ip": "10.0.0.256"}, "destination": {"ip": ["fe80::1%eth0", 7]}},
+    "not_a_date": {"@timestamp": T, "event": {"created": "yesterday"}},
     "boolean_in_keyword": {"@timestamp": T, "tee": {"vm": {"debug_allowed": True}}},
     "free_form_tcb": {"@timestamp": T, "tee": {"tcb": {"snp": 22, "": {"a..b": [1]}}}},
 }
@@ -103,14 +106,20 @@ def _schema_leaves(schema: dict[str, Any], path: str = "") -> dict[str, dict[str
             for name, leaf in _schema_leaves(sub, f"{path}.{key}" if path else key).items()}
 
 
-def _example(leaf: dict[str, Any]) -> Any:
+ECS_TYPES = {"source.ip": "ip", "destination.ip": "ip", "event.created": "date"}
+EXAMPLES = {"ip": "10.1.2.3", "date": "2026-11-29T04:00:00Z"}
+
+
+def _example(name: str, leaf: dict[str, Any]) -> Any:
+    if name in ECS_TYPES:
+        return EXAMPLES[ECS_TYPES[name]]
     if "enum" in leaf or "const" in leaf:
         return leaf.get("enum", [leaf.get("const")])[-1]
     return {"integer": 7, "boolean": True, "array": ["v"], "object": {"k": 1}}.get(leaf.get("type"), "v")
 
 
 LEAVES = {name: leaf for name, leaf in _schema_leaves(load_schema()).items() if name != "@timestamp"}
-SEARCHABLE = {name: _example(leaf) for name, leaf in LEAVES.items() if leaf.get("type") != "object"}
+SEARCHABLE = {name: _example(name, leaf) for name, leaf in LEAVES.items() if leaf.get("type") != "object"}
 
 
 def _mapping(name: str) -> dict[str, Any] | None:
@@ -123,7 +132,8 @@ def _mapping(name: str) -> dict[str, Any] | None:
 
 
 def test_every_field_of_the_exporters_events_is_mapped() -> None:
-    want = {name: "long" if leaf.get("type") == "integer" else "text" if name == "message" else "keyword"
+    want = {name: ECS_TYPES.get(name) or ("long" if leaf.get("type") == "integer" else
+                                          "text" if name == "message" else "keyword")
             for name, leaf in LEAVES.items() if name in SEARCHABLE}
     assert {name: (_mapping(name) or {}).get("type") for name in want} == want
     free_form = [name for name in LEAVES if name not in SEARCHABLE]
@@ -146,7 +156,7 @@ def test_an_auditor_can_search_every_field_of_the_exporters_events(elasticsearch
     es = Elasticsearch(elasticsearch)
     stream = data_stream_name(es_namespace)
     request(es, "PUT", f"/_index_template/{stream}", template(es_namespace, "7d"))
-    event = _nested({**SEARCHABLE, **{name: _example(LEAVES[name]) for name in LEAVES if name not in SEARCHABLE}})
+    event = _nested({**SEARCHABLE, **{name: _example(name, LEAVES[name]) for name in LEAVES if name not in SEARCHABLE}})
     esmapping.check_event(event)
     assert _bulk(es, stream, {"every-field": event}) == {"every-field": 201}
     request(es, "POST", f"/{stream}/_refresh")
@@ -154,6 +164,8 @@ def test_an_auditor_can_search_every_field_of_the_exporters_events(elasticsearch
         "match" if name == "message" else "term": {name: value[0] if isinstance(value, list) else value}}})[
         "hits"]["total"]["value"] for name, value in SEARCHABLE.items()}
     assert found == dict.fromkeys(SEARCHABLE, 1)
+    cidr = {"query": {"term": {"destination.ip": "10.0.0.0/8"}}}  # ECS's ip type: "every flow into 10/8"
+    assert request(es, "POST", f"/{stream}/_search", cidr)["hits"]["total"]["value"] == 1
 
 
 @pytest.mark.elasticsearch
