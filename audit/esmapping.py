@@ -15,13 +15,15 @@ sends every case to it); where Elasticsearch's own rule is intricate we refuse a
   text field takes scalars or lists of them, not objects; a keyword is at most 32766 bytes of UTF-8 (Lucene's
   term limit). A long field takes any scalar: what is not a 64-bit integer is left unindexed
   (``index.mapping.ignore_malformed``), not refused.
-- ``labels`` is ``flattened``: an object (or a list of objects), keys nested at most 20 deep, each value at most
-  32766 bytes together with its key path. Unmapped fields are kept in ``_source`` and not parsed for a mapping.
+- ``labels`` is ``flattened``: an object (or a list of objects), keys nested at most 20 deep, each value but null
+  (a number or a boolean as its text) at most 32766 bytes together with its key path. Unmapped fields are kept in
+  ``_source`` and not parsed for a mapping.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from typing import Any
 
@@ -214,6 +216,10 @@ def _check_leaf(value: Any, name: str, kind: str, mapping: dict[str, Any]) -> No
             raise Refused(f"{name} is longer than {TERM_BYTES} bytes (a keyword term)")
 
 
+def _utf8_len(text: str) -> int:
+    return len(text.encode())
+
+
 def _flat(value: Any) -> list[Any]:
     if not isinstance(value, list):
         return [value]
@@ -228,5 +234,8 @@ def _check_flattened(obj: dict[str, Any], path: str, depth: int) -> None:
         for item in _flat(value):
             if isinstance(item, dict):
                 _check_flattened(item, inner, depth + 1)
-            elif isinstance(item, str) and len(inner.encode()) + len(item.encode()) > TERM_BYTES - 64:
+            elif item is not None and _utf8_len(inner) + _utf8_len(
+                    item if isinstance(item, str) else json.dumps(item)) > TERM_BYTES - 64:
+                # every value but null is a term "<key path>\0<value>", a number or a boolean as its text: a long
+                # key alone is too long
                 raise Refused(f"{inner} is longer than a flattened term may be")

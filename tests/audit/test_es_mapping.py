@@ -44,6 +44,10 @@ REFUSED: dict[str, dict[str, Any]] = {
     "immense_keyword": {"@timestamp": T, "event": {"reason": "x" * 40_000}},
     "labels_not_an_object": {"@timestamp": T, "labels": "x"},
     "labels_too_deep": {"@timestamp": T, "labels": _deep(21)},
+    # a flattened field indexes "<key path>\0<value>" for every value, numbers and booleans too: a long key alone
+    # makes the term too long (the value's type does not matter)
+    "labels_long_key_with_a_number": {"@timestamp": T, "labels": {"k" * 33_000: 1}},
+    "labels_long_path_with_a_boolean": {"@timestamp": T, "labels": {"k" * 20_000: {"j" * 13_000: True}}},
     "empty_field_name": {"@timestamp": T, "": 1},
     "blank_field_name": {"@timestamp": T, " ": 1},
     "double_dot_name": {"@timestamp": T, "a..b": 1},
@@ -64,6 +68,7 @@ ACCEPTED: dict[str, dict[str, Any]] = {
     "unmapped_anything": {"@timestamp": T, "zz": {"": {"a..b": [1, {"x": None}]}}},
     "labels_any_shape": {"@timestamp": T, "labels": {"a": {"b": 1}, "c": [True, "x"], "": "y"}},
     "labels_20_deep": {"@timestamp": T, "labels": _deep(20)},
+    "labels_long_key_with_null": {"@timestamp": T, "labels": {"k" * 33_000: None}},  # null: nothing indexed
     # ignore_malformed (the template): a long field holding what is not a 64-bit integer is left unindexed
     "text_in_a_long": {"@timestamp": T, "destination": {"port": "https"}},
     "long_past_64_bits": {"@timestamp": T, "event": {"duration": 1 << 63}, "source": {"port": -(1 << 63) - 1}},
