@@ -212,12 +212,15 @@ def _check_leaf(value: Any, name: str, kind: str, mapping: dict[str, Any]) -> No
         if kind == "date_nanos" and item is not None:
             check_timestamp(item)
         if kind == "keyword" and mapping.get("index", True) and isinstance(item, str) \
-                and len(item.encode()) > TERM_BYTES:
+                and _utf8_len(item) > TERM_BYTES:
             raise Refused(f"{name} is longer than {TERM_BYTES} bytes (a keyword term)")
 
 
 def _utf8_len(text: str) -> int:
-    return len(text.encode())
+    """Bytes of ``text`` in UTF-8 as Lucene counts them: a lone surrogate (``"\\ud800"`` is valid JSON, e.g. in an
+    alert's labels) becomes U+FFFD, 3 bytes, as many as ``surrogatepass`` gives it. The sealing quarantines such a
+    value (it has no UTF-8 form); raising here instead would take the ship loop down."""
+    return len(text.encode("utf-8", "surrogatepass"))
 
 
 def _flat(value: Any) -> list[Any]:

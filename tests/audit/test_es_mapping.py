@@ -69,6 +69,10 @@ ACCEPTED: dict[str, dict[str, Any]] = {
     "labels_any_shape": {"@timestamp": T, "labels": {"a": {"b": 1}, "c": [True, "x"], "": "y"}},
     "labels_20_deep": {"@timestamp": T, "labels": _deep(20)},
     "labels_long_key_with_null": {"@timestamp": T, "labels": {"k" * 33_000: None}},  # null: nothing indexed
+    # a lone surrogate ("\ud800", valid JSON) is indexed as U+FFFD; the sealing quarantines it (no UTF-8 form),
+    # but the mapping check must not fail on it first (an alert's labels reach it unsealed)
+    "lone_surrogate_in_labels_key": {"@timestamp": T, "labels": {"\ud800": "v"}},
+    "lone_surrogate_in_a_long_keyword": {"@timestamp": T, "event": {"reason": "\ud800" + "x" * 9_000}},
     # ignore_malformed (the template): a long field holding what is not a 64-bit integer is left unindexed
     "text_in_a_long": {"@timestamp": T, "destination": {"port": "https"}},
     "long_past_64_bits": {"@timestamp": T, "event": {"duration": 1 << 63}, "source": {"port": -(1 << 63) - 1}},
