@@ -15,9 +15,9 @@ sends every case to it); where Elasticsearch's own rule is intricate we refuse a
   text field takes scalars or lists of them, not objects; a keyword is at most 32766 bytes of UTF-8 (Lucene's
   term limit). A long field takes any scalar: what is not a 64-bit integer is left unindexed
   (``index.mapping.ignore_malformed``), not refused.
-- ``labels`` is ``flattened``: an object (or a list of objects), keys nested at most 20 deep, each value but null
-  (a number or a boolean as its text) at most 32766 bytes together with its key path. Unmapped fields are kept in
-  ``_source`` and not parsed for a mapping.
+- ``labels`` is ``flattened``: an object (or a list of objects), keys without NUL and nested at most 20 deep, each
+  value but null (a number or a boolean as its text) at most 32766 bytes together with its key path. Unmapped
+  fields are kept in ``_source`` and not parsed for a mapping.
 """
 
 from __future__ import annotations
@@ -234,6 +234,8 @@ def _check_flattened(obj: dict[str, Any], path: str, depth: int) -> None:
         raise Refused(f"{path} nests deeper than {FLATTENED_DEPTH} (flattened depth limit)")
     for key, value in obj.items():
         inner = f"{path}.{key}"
+        if "\0" in key:  # the separator of a term's key path and value; refused even when the value is null
+            raise Refused(f"{inner!r} holds NUL, which a flattened field's keys may not")
         for item in _flat(value):
             if isinstance(item, dict):
                 _check_flattened(item, inner, depth + 1)

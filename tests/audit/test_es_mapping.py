@@ -48,6 +48,9 @@ REFUSED: dict[str, dict[str, Any]] = {
     # makes the term too long (the value's type does not matter)
     "labels_long_key_with_a_number": {"@timestamp": T, "labels": {"k" * 33_000: 1}},
     "labels_long_path_with_a_boolean": {"@timestamp": T, "labels": {"k" * 20_000: {"j" * 13_000: True}}},
+    # "\0" separates a flattened term's key path from its value, so Elasticsearch refuses it in a key
+    "labels_nul_in_a_key": {"@timestamp": T, "labels": {"a\u0000b": 1}},
+    "labels_nul_in_a_nested_key": {"@timestamp": T, "labels": {"a": {"\u0000": "v"}}},
     "empty_field_name": {"@timestamp": T, "": 1},
     "blank_field_name": {"@timestamp": T, " ": 1},
     "double_dot_name": {"@timestamp": T, "a..b": 1},
@@ -69,6 +72,7 @@ ACCEPTED: dict[str, dict[str, Any]] = {
     "labels_any_shape": {"@timestamp": T, "labels": {"a": {"b": 1}, "c": [True, "x"], "": "y"}},
     "labels_20_deep": {"@timestamp": T, "labels": _deep(20)},
     "labels_long_key_with_null": {"@timestamp": T, "labels": {"k" * 33_000: None}},  # null: nothing indexed
+    "labels_nul_in_a_value": {"@timestamp": T, "labels": {"a": "v\u0000w"}},
     # a lone surrogate ("\ud800", valid JSON) is indexed as U+FFFD; the sealing quarantines it (no UTF-8 form),
     # but the mapping check must not fail on it first (an alert's labels reach it unsealed)
     "lone_surrogate_in_labels_key": {"@timestamp": T, "labels": {"\ud800": "v"}},
