@@ -6,9 +6,9 @@ below were established against a real Elasticsearch 9.2.4 with that template (``
 sends every case to it); where Elasticsearch's own rule is intricate we refuse a little more, never less:
 
 - ``@timestamp`` (``date_nanos``, format ``strict_date_optional_time_nanos``): ``YYYY-MM-DDTHH:MM:SS``, an optional
-  fraction of 1-9 digits after ``.`` or ``,``, and a zone ``Z``, ``±HH``, ``±HHMM`` or ``±HH:MM``; between
-  1970-01-01T00:00:00Z and 2262-04-11T23:47:16.854775807Z. Python's ``fromisoformat`` accepts much more (a space
-  for ``T``, basic and week formats, lower case) that Elasticsearch refuses.
+  fraction of 1-9 digits after ``.`` or ``,``, and a zone ``Z``, ``±HH``, ``±HHMM`` or ``±HH:MM``, all digits ASCII;
+  between 1970-01-01T00:00:00Z and 2262-04-11T23:47:16.854775807Z. Python's ``fromisoformat`` accepts much more (a
+  space for ``T``, basic and week formats, lower case) that Elasticsearch refuses.
 - Field names at the top level and inside mapped objects: not empty, and no dot-separated part empty or blank
   (``""``, ``" "``, ``".a"``, ``"a..b"``; ``"a."`` too, to be safe). Dotted names are paths (``"host.name"``).
 - A mapped object (``event``, ``host``, ``tee.vm``...) takes an object, a list of objects, or null; a keyword or
@@ -29,8 +29,10 @@ from typing import Any
 
 TERM_BYTES = 32766
 FLATTENED_DEPTH = 20
+# re.ASCII: \d (and int()) would take any Unicode decimal digit ("\u0662\u0660\u0662\u0666" for 2026), which
+# Elasticsearch's date formats do not
 _STAMP = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:[.,](\d{1,9}))?"
-                    r"(?:(Z)|([+-])(\d{2})(?::?(\d{2}))?)")
+                    r"(?:(Z)|([+-])(\d{2})(?::?(\d{2}))?)", re.ASCII)
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _NANOS_END = dt.datetime(2262, 4, 11, 23, 47, 16, tzinfo=dt.UTC)  # date_nanos ends .854775807 later
 

@@ -35,6 +35,10 @@ REFUSED: dict[str, dict[str, Any]] = {
     "no_seconds": {"@timestamp": "2026-11-01T00:00Z"},
     "year_9999": {"@timestamp": "9999-01-01T00:00:00Z"},
     "before_1970": {"@timestamp": "1960-01-01T00:00:00Z"},
+    # Python's \d and int() take any Unicode decimal digit; Elasticsearch's formats take ASCII digits only
+    "arabic_indic_year": {"@timestamp": "\u0662\u0660\u0662\u0666-11-01T00:00:00Z"},
+    "fullwidth_day": {"@timestamp": "2026-11-\uff10\uff11T00:00:00Z"},
+    "arabic_indic_fraction": {"@timestamp": "2026-11-01T00:00:00.\u0665Z"},
     "event_is_a_string": {"@timestamp": T, "event": "x"},
     "object_in_host_name": {"@timestamp": T, "host": {"name": {"a": 1}}},
     "objects_in_a_keyword_list": {"@timestamp": T, "host": {"name": [{"a": 1}]}},
