@@ -11,6 +11,9 @@ sends every case to it); where Elasticsearch's own rule is intricate we refuse a
   space for ``T``, basic and week formats, lower case) that Elasticsearch refuses.
 - Field names at the top level and inside mapped objects: not empty, and no dot-separated part empty or blank
   (``""``, ``" "``, ``".a"``, ``"a..b"``; ``"a."`` too, to be safe). Dotted names are paths (``"host.name"``).
+  At the top level no name starts with ``_``: Elasticsearch refuses a metadata field's name there (``_id``,
+  ``_source``, ``_routing``, ``_ignored_source``..., even holding null); which names those are depends on the
+  version and plugins, so all are refused.
 - A mapped object (``event``, ``host``, ``tee.vm``...) takes an object, a list of objects, or null; a keyword or
   text field takes scalars or lists of them, not objects; a keyword is at most 32766 bytes of UTF-8 (Lucene's
   term limit). A long field takes any scalar: what is not a 64-bit integer is left unindexed
@@ -149,6 +152,8 @@ def _check_object(obj: dict[str, Any], compiled: dict[str, Spec], prefix: str) -
     for key, value in obj.items():
         spec = compiled.get(key)
         if spec is None:
+            if not prefix and key[:1] == "_":  # not cached in _GOOD_NAMES: "_id" is good inside an object
+                raise Refused(f"top-level field {key[:40]!r} starts with '_', as Elasticsearch's metadata fields do")
             if key not in _GOOD_NAMES:
                 _check_name(prefix, key)
             if "." in key:  # a path: "host.name" is host -> name

@@ -59,6 +59,12 @@ REFUSED: dict[str, dict[str, Any]] = {
     "blank_field_name": {"@timestamp": T, " ": 1},
     "double_dot_name": {"@timestamp": T, "a..b": 1},
     "leading_dot_name": {"@timestamp": T, ".a": 1},
+    # a top-level name Elasticsearch keeps for a metadata field, whatever the value (null too), or a path into one
+    "metadata_field_id": {"@timestamp": T, "_id": "x"},
+    "metadata_field_source_null": {"@timestamp": T, "_source": None},
+    "metadata_field_path": {"@timestamp": T, "_routing.x": 1},
+    "metadata_field_doc_count": {"@timestamp": T, "_doc_count": -5},
+    "metadata_field_ignored_source": {"@timestamp": T, "_ignored_source": {"a": 1}},
     "object_in_tee_job_operation": {"@timestamp": T, "tee": {"job": {"operation": {"a": 1}}}},
     "object_in_a_long": {"@timestamp": T, "destination": {"port": {"a": 1}}},
 }
@@ -87,6 +93,7 @@ ACCEPTED: dict[str, dict[str, Any]] = {
     "fraction_in_a_long": {"@timestamp": T, "tee": {"evidence": {"version": 1.5}}},
     "boolean_in_a_long": {"@timestamp": T, "tee": {"egress": {"suppressed": [True, None]}}},
     "boolean_in_keyword": {"@timestamp": T, "tee": {"vm": {"debug_allowed": True}}},
+    "underscore_name_in_an_object": {"@timestamp": T, "tee": {"vm": {"_id": "v"}}, "zz": {"_source": 1}},
     "free_form_tcb": {"@timestamp": T, "tee": {"tcb": {"snp": 22, "": {"a..b": [1]}}}},
 }
 

@@ -7,6 +7,9 @@ from __future__ import annotations
 import json
 import urllib.request
 
+import pytest
+
+from audit import esmapping
 from tests.audit.kit import write_journal
 from tests.audit.test_daemon import EVENTS, Shipper, _post_ok, _wait, shipper  # noqa: F401 (shipper: the fixture)
 
@@ -31,3 +34,11 @@ def test_an_alert_with_a_lone_surrogate_in_a_label_is_refused_by_the_sealing_not
     assert shipper.sample("tee_audit_source_errors_total", source="alertmanager", reason="not_utf8") == 1
     write_journal(shipper.journal, 5, start=EVENTS)
     _wait(lambda: shipper.sample("tee_audit_records_shipped_total", sink="localstore") == EVENTS + 1 + 5, "tailing")
+
+
+def test_a_metadata_name_is_refused_at_the_top_level_after_it_passed_inside_an_object() -> None:
+    """Field names found good are remembered whatever their object; ``_id`` is good inside ``tee.vm`` but not at
+    the top level, where Elasticsearch keeps it for the metadata field (the cases of test_es_mapping.py)."""
+    esmapping.check_event({"@timestamp": "2026-11-01T00:00:00Z", "tee": {"vm": {"_id": "v", "_source": "w"}}})
+    with pytest.raises(esmapping.Refused, match="_id"):
+        esmapping.check_event({"@timestamp": "2026-11-01T00:00:00Z", "_id": "v"})
