@@ -6,29 +6,36 @@ below were established against a real Elasticsearch 9.2.4 with that template (``
 sends every case to it); where Elasticsearch's own rule is intricate we refuse a little more, never less:
 
 - ``@timestamp`` (``date_nanos``, format ``strict_date_optional_time_nanos``): ``YYYY-MM-DDTHH:MM:SS``, an optional
-  fraction of 1-9 digits after ``.`` or ``,``, and a zone ``Z``, ``±HH``, ``±HHMM`` or ``±HH:MM``; between
-  1970-01-01T00:00:00Z and 2262-04-11T23:47:16.854775807Z. Python's ``fromisoformat`` accepts much more (a space
-  for ``T``, basic and week formats, lower case) that Elasticsearch refuses.
+  fraction of 1-9 digits after ``.`` or ``,``, and a zone ``Z``, ``±HH``, ``±HHMM`` or ``±HH:MM``, all digits ASCII;
+  between 1970-01-01T00:00:00Z and 2262-04-11T23:47:16.854775807Z. Python's ``fromisoformat`` accepts much more (a
+  space for ``T``, basic and week formats, lower case) that Elasticsearch refuses.
 - Field names at the top level and inside mapped objects: not empty, and no dot-separated part empty or blank
   (``""``, ``" "``, ``".a"``, ``"a..b"``; ``"a."`` too, to be safe). Dotted names are paths (``"host.name"``).
+  At the top level no name starts with ``_``: Elasticsearch refuses a metadata field's name there (``_id``,
+  ``_source``, ``_routing``, ``_ignored_source``..., even holding null); which names those are depends on the
+  version and plugins, so all are refused.
 - A mapped object (``event``, ``host``, ``tee.vm``...) takes an object, a list of objects, or null; a keyword or
   text field takes scalars or lists of them, not objects; a keyword is at most 32766 bytes of UTF-8 (Lucene's
   term limit). A long, ip or date field takes any scalar: a value it cannot parse is left unindexed
   (``index.mapping.ignore_malformed``), not refused.
-- ``labels`` is ``flattened``: an object (or a list of objects), keys nested at most 20 deep, each value at most
-  32766 bytes together with its key path. Unmapped fields are kept in ``_source`` and not parsed for a mapping.
+- ``labels`` is ``flattened``: an object (or a list of objects), keys without NUL and nested at most 20 deep, each
+  value but null (a number or a boolean as its text) at most 32766 bytes together with its key path. Unmapped
+  fields are kept in ``_source`` and not parsed for a mapping.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from typing import Any
 
 TERM_BYTES = 32766
 FLATTENED_DEPTH = 20
+# re.ASCII: \d (and int()) would take any Unicode decimal digit ("\u0662\u0660\u0662\u0666" for 2026), which
+# Elasticsearch's date formats do not
 _STAMP = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:[.,](\d{1,9}))?"
-                    r"(?:(Z)|([+-])(\d{2})(?::?(\d{2}))?)")
+                    r"(?:(Z)|([+-])(\d{2})(?::?(\d{2}))?)", re.ASCII)
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _NANOS_END = dt.datetime(2262, 4, 11, 23, 47, 16, tzinfo=dt.UTC)  # date_nanos ends .854775807 later
 
@@ -148,6 +155,8 @@ def _check_object(obj: dict[str, Any], compiled: dict[str, Spec], prefix: str) -
     for key, value in obj.items():
         spec = compiled.get(key)
         if spec is None:
+            if not prefix and key[:1] == "_":  # not cached in _GOOD_NAMES: "_id" is good inside an object
+                raise Refused(f"top-level field {key[:40]!r} starts with '_', as Elasticsearch's metadata fields do")
             if key not in _GOOD_NAMES:
                 _check_name(prefix, key)
             if "." in key:  # a path: "host.name" is host -> name
@@ -213,8 +222,15 @@ def _check_leaf(value: Any, name: str, kind: str, mapping: dict[str, Any]) -> No
         if kind == "date_nanos" and item is not None:
             check_timestamp(item)
         if kind == "keyword" and mapping.get("index", True) and isinstance(item, str) \
-                and len(item.encode()) > TERM_BYTES:
+                and _utf8_len(item) > TERM_BYTES:
             raise Refused(f"{name} is longer than {TERM_BYTES} bytes (a keyword term)")
+
+
+def _utf8_len(text: str) -> int:
+    """Bytes of ``text`` in UTF-8 as Lucene counts them: a lone surrogate (``"\\ud800"`` is valid JSON, e.g. in an
+    alert's labels) becomes U+FFFD, 3 bytes, as many as ``surrogatepass`` gives it. The sealing quarantines such a
+    value (it has no UTF-8 form); raising here instead would take the ship loop down."""
+    return len(text.encode("utf-8", "surrogatepass"))
 
 
 def _flat(value: Any) -> list[Any]:
@@ -228,8 +244,13 @@ def _check_flattened(obj: dict[str, Any], path: str, depth: int) -> None:
         raise Refused(f"{path} nests deeper than {FLATTENED_DEPTH} (flattened depth limit)")
     for key, value in obj.items():
         inner = f"{path}.{key}"
+        if "\0" in key:  # the separator of a term's key path and value; refused even when the value is null
+            raise Refused(f"{inner!r} holds NUL, which a flattened field's keys may not")
         for item in _flat(value):
             if isinstance(item, dict):
                 _check_flattened(item, inner, depth + 1)
-            elif isinstance(item, str) and len(inner.encode()) + len(item.encode()) > TERM_BYTES - 64:
+            elif item is not None and _utf8_len(inner) + _utf8_len(
+                    item if isinstance(item, str) else json.dumps(item)) > TERM_BYTES - 64:
+                # every value but null is a term "<key path>\0<value>", a number or a boolean as its text: a long
+                # key alone is too long
                 raise Refused(f"{inner} is longer than a flattened term may be")
