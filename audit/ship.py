@@ -406,10 +406,15 @@ def run(s: ShipSettings) -> int:
     log.info("shipping", extra={"chain": s.chain, "sources": ",".join(map(str, s.sources)),
                                 "sinks": ",".join(sink.name for sink in sinks), "spool": str(s.spool),
                                 "once": s.once})
-    code = _loop(pipeline, s, stop)
+    try:
+        code, crashed = _loop(pipeline, s, stop), False
+    except Exception:  # a bug: the helper threads must not keep a process up that no longer ships (nor hear SIGTERM)
+        log.exception("the ship loop failed; exiting so that a restart resumes from the spool, which keeps every "
+                      "record (as after kill -9)")
+        code, crashed = 3, True
     for runner in pipeline.runners:
         runner.stop()
-    if not s.once:
+    if not s.once and not crashed:  # after a crash the in-memory state is not trusted: the spool is
         _seal_on_shutdown(pipeline)
     services.stop()
     stop_tracing()

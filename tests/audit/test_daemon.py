@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import signal
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -17,9 +18,10 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from audit.ship import READ_BATCH
+from audit.config import ShipSettings, validate
+from audit.ship import READ_BATCH, Pipeline, run
 from tests.audit.forge import forged_records, last_stored
-from tests.audit.kit import TEE_AUDIT, keys, verify_json, write_journal
+from tests.audit.kit import TEE_AUDIT, keys, ship_once, verify_json, write_journal
 from tests.fixtures.prometheus import free_port
 from tests.fixtures.tmpfs import mounted_tmpfs
 from tests.jsonl import complete_json_lines
@@ -263,3 +265,38 @@ def test_source_errors_are_counted_by_source_and_reason(shipper: Shipper) -> Non
     _wait(lambda: shipper.sample("tee_audit_source_errors_total", source="journal.jsonl",
                                  reason="duplicate_key") == 1, "the duplicate key counted")
     assert shipper.sample("tee_audit_records_in_total", source="journal.jsonl") == EVENTS  # none of them chained
+
+
+def test_a_bug_in_the_ship_loop_ends_the_daemon_with_its_services_instead_of_leaving_it_hung(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A ship loop that raised used to leave the metrics, webhook and self-check threads holding the process up: it
+    no longer shipped, its webhook hung, SIGTERM went unheard. Now the daemon exits 3 with the traceback logged
+    once, its services stopped, and a rerun ships everything from the spool."""
+    key, public = keys(tmp_path / "keys")
+    journal, store, spool = tmp_path / "journal.jsonl", tmp_path / "store", tmp_path / "spool"
+    write_journal(journal, EVENTS)
+    metrics_port, webhook_port = free_port(), free_port()
+    settings = validate(ShipSettings(
+        sources=(journal,), store=store, signing_key=key, chain="h1", spool_dir=spool,
+        web_listen_address=f"127.0.0.1:{metrics_port}", alertmanager_listen_address=f"127.0.0.1:{webhook_port}",
+        source_poll_seconds=0.1))
+    step, steps = Pipeline.step, []
+
+    def failing_step(pipeline: Pipeline) -> bool:
+        steps.append(1)
+        if len(steps) == 3:
+            raise RuntimeError("a bug")
+        return step(pipeline)
+
+    monkeypatch.setattr(Pipeline, "step", failing_step)
+    assert run(settings) == 3
+    failed = [r for r in caplog.records if r.getMessage().startswith("the ship loop failed")]
+    assert len(failed) == 1 and failed[0].exc_info and "a bug" in str(failed[0].exc_info[1])
+    for port in (metrics_port, webhook_port):
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
+    assert [t.name for t in threading.enumerate() if not t.daemon] == [threading.main_thread().name]
+    monkeypatch.undo()
+    assert ship_once([journal], key, spool, store=store) == 0
+    code, report = verify_json("--store", str(store), "--chain", "h1", "--public-key", str(public))
+    assert (code, report["records"]) == (0, EVENTS)
