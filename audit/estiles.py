@@ -94,9 +94,8 @@ class EsTileReader(TileReader):
 
     def _search(self, level: int, query: dict[str, Any], size: int, order: str, collapse: str = "tile.index",
                 ids: list[str] | None = None) -> list[TileDoc]:
-        """The tile documents of ``level`` matching ``query`` (ranges on ``tile.index`` and ``tile.width``) and
-        ``ids``, by index in ``order``, one per value of the ``collapse`` field (the widest of each index by
-        default)."""
+        """The tile documents of ``level`` matching ``query`` (ranges on ``tile.index``) and ``ids``, by index in
+        ``order``, one per value of the ``collapse`` field (the widest of each index by default)."""
         body: dict[str, Any] = {
             "size": size, "track_total_hits": False, "_source": ["chain", "tile"],
             "query": {"bool": {"filter": [{"term": {"chain.id": self.chain_id}}, {"term": {"tile.level": level}},
@@ -115,12 +114,11 @@ class EsTileReader(TileReader):
         """The tile stored as ``doc``: its hashes after those of the narrower documents it grows from."""
         if not doc.start:
             return doc.hashes
-        # Only the _ids ours would have, one document per width: neither documents under other _ids nor copies of
-        # ours (created again after the stream rolled over: an _id is unique per backing index) crowd narrower
-        # widths out of the WIDTH hits.
+        # Only the _ids ours would have (they name level, index and width), one document per width: neither
+        # documents under other _ids nor copies of ours (created again after the stream rolled over: an _id is
+        # unique per backing index) crowd narrower widths out of the WIDTH hits.
         narrower = {other.width: other for other in self._search(
-            doc.level, {"tile.index": {"gte": doc.index, "lte": doc.index}, "tile.width": {"lte": doc.start}}, WIDTH,
-            "asc", collapse="tile.width",
+            doc.level, {}, WIDTH, "asc", collapse="tile.width",
             ids=[tile_id(self.chain_id, doc.level, doc.index, width) for width in range(1, doc.start + 1)])}
         pieces, width, start = [doc.hashes], doc.width, doc.start
         while start:
